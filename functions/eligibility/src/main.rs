@@ -1,0 +1,2 @@
+//! Lambda entry.
+fn main() {}

@@ -1,0 +1,274 @@
+//! The key service over keys kept in a local directory.
+
+use std::fmt;
+use std::io::{ErrorKind, Write as _};
+use std::path::{Path, PathBuf};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use async_trait::async_trait;
+use p384::ecdsa::signature::Signer as _;
+use p384::ecdsa::{Signature, SigningKey};
+use p384::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, LineEnding};
+use rand::rngs::OsRng;
+use rand::RngCore as _;
+
+use super::create_private_dir;
+use crate::ports::{DataKey, EncryptionContext, KeyService, PortError, PortResult};
+
+/// File name of the 256-bit master key (raw bytes).
+const MASTER_KEY_FILE: &str = "master.key";
+/// File name of the P-384 signing key (PKCS#8 PEM).
+const SIGNING_KEY_FILE: &str = "signing.pem";
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+/// A wrapped data key: nonce, then the 32-byte key encrypted under the master key, then the GCM tag.
+const WRAPPED_LEN: usize = NONCE_LEN + 32 + TAG_LEN;
+
+/// The key service over a local directory: a 256-bit master key wraps data keys (AES-256-GCM, the encryption
+/// context as associated data, like KMS), and a P-384 key signs tokens (ES384).
+///
+/// Both keys are generated with the OS random source on first use and stored in files of mode 0600.
+pub struct LocalKeyService {
+    master: Aes256Gcm,
+    signing: SigningKey,
+}
+
+impl fmt::Debug for LocalKeyService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print key material.
+        f.debug_struct("LocalKeyService").finish_non_exhaustive()
+    }
+}
+
+impl LocalKeyService {
+    /// Loads the keys from `dir` (`master.key`, `signing.pem`), generating whichever is missing. The directory is
+    /// created with mode 0700 when missing.
+    ///
+    /// Fails with `Integrity` when a key file exists but does not hold a valid key: silently replacing it would make
+    /// every stored document unreadable.
+    pub fn load_or_create(dir: &Path) -> PortResult<Self> {
+        create_private_dir(dir)?;
+
+        let mut master_bytes = load_or_create_file(&dir.join(MASTER_KEY_FILE), || {
+            let mut key = vec![0u8; 32];
+            OsRng.fill_bytes(&mut key);
+            Ok(key)
+        })?;
+        let master = Aes256Gcm::new_from_slice(&master_bytes)
+            .map_err(|_| PortError::Integrity(format!("{MASTER_KEY_FILE} must hold exactly 32 bytes")));
+        master_bytes.fill(0);
+        let master = master?;
+
+        let pem = load_or_create_file(&dir.join(SIGNING_KEY_FILE), || {
+            SigningKey::random(&mut OsRng)
+                .to_pkcs8_pem(LineEnding::LF)
+                .map(|pem| pem.as_bytes().to_vec())
+                .map_err(|e| PortError::Unavailable(format!("cannot encode the signing key: {e}")))
+        })?;
+        let signing = std::str::from_utf8(&pem)
+            .ok()
+            .and_then(|pem| SigningKey::from_pkcs8_pem(pem).ok())
+            .ok_or_else(|| PortError::Integrity(format!("{SIGNING_KEY_FILE} is not a PKCS#8 PEM P-384 private key")));
+        let mut pem = pem;
+        pem.fill(0);
+
+        Ok(LocalKeyService { master, signing: signing? })
+    }
+}
+
+#[async_trait]
+impl KeyService for LocalKeyService {
+    async fn generate_data_key(&self, context: &EncryptionContext) -> PortResult<DataKey> {
+        let mut plaintext = [0u8; 32];
+        OsRng.fill_bytes(&mut plaintext);
+        let mut nonce = [0u8; NONCE_LEN];
+        OsRng.fill_bytes(&mut nonce);
+        let aad = context.canonical_bytes();
+        let sealed = self
+            .master
+            .encrypt(&Nonce::from(nonce), Payload { msg: &plaintext, aad: &aad })
+            .map_err(|_| PortError::Unavailable("cannot wrap a data key".to_owned()));
+        let data_key = sealed.map(|sealed| {
+            let mut wrapped = Vec::with_capacity(WRAPPED_LEN);
+            wrapped.extend_from_slice(&nonce);
+            wrapped.extend_from_slice(&sealed);
+            DataKey { plaintext, wrapped }
+        });
+        // `DataKey` zeroes its own copy on drop; this clears the stack copy.
+        plaintext.fill(0);
+        data_key
+    }
+
+    async fn decrypt_data_key(&self, wrapped: &[u8], context: &EncryptionContext) -> PortResult<[u8; 32]> {
+        let mismatch = || PortError::Integrity("data key was altered or belongs to another encryption context".into());
+        if wrapped.len() != WRAPPED_LEN {
+            return Err(mismatch());
+        }
+        let (nonce, sealed) = wrapped.split_at(NONCE_LEN);
+        let nonce = Nonce::from(<[u8; NONCE_LEN]>::try_from(nonce).map_err(|_| mismatch())?);
+        let aad = context.canonical_bytes();
+        let mut opened = self.master.decrypt(&nonce, Payload { msg: sealed, aad: &aad }).map_err(|_| mismatch())?;
+        let key = <[u8; 32]>::try_from(opened.as_slice()).map_err(|_| mismatch());
+        opened.fill(0);
+        key
+    }
+
+    async fn sign_es384(&self, message: &[u8]) -> PortResult<Vec<u8>> {
+        // `try_sign` hashes with SHA-384 (ES384) and uses RFC 6979 deterministic nonces.
+        let signature: Signature =
+            self.signing.try_sign(message).map_err(|e| PortError::Unavailable(format!("cannot sign: {e}")))?;
+        Ok(signature.to_bytes().to_vec())
+    }
+
+    async fn signing_public_key(&self) -> PortResult<Vec<u8>> {
+        Ok(self.signing.verifying_key().to_encoded_point(false).as_bytes().to_vec())
+    }
+}
+
+/// Reads `path`, or creates it (mode 0600) with the bytes `make` returns when it does not exist yet.
+///
+/// Creation writes a temporary file and hard-links it into place: the link fails when another process created the
+/// key first, and then that process's key wins, so two runners starting together never end up with different keys.
+fn load_or_create_file(path: &Path, make: impl FnOnce() -> PortResult<Vec<u8>>) -> PortResult<Vec<u8>> {
+    match read_key_file(path) {
+        Ok(bytes) => return Ok(bytes),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(key_file_error(path, e)),
+    }
+    let mut bytes = make()?;
+    let tmp = temporary_name(path);
+    let created = write_private_file(&tmp, &bytes).and_then(|()| std::fs::hard_link(&tmp, path));
+    // The temporary name is only a staging area; a leftover one would hold a copy of the key.
+    let _ = std::fs::remove_file(&tmp);
+    match created {
+        Ok(()) => {
+            sync_parent(path).map_err(|e| key_file_error(path, e))?;
+            Ok(bytes)
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            bytes.fill(0);
+            read_key_file(path).map_err(|e| key_file_error(path, e))
+        }
+        Err(e) => {
+            bytes.fill(0);
+            Err(key_file_error(path, e))
+        }
+    }
+}
+
+/// Reads a key file, tightening its mode to 0600 when someone loosened it.
+fn read_key_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let bytes = std::fs::read(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "key file was readable by others; restricting it to 0600"
+            );
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(bytes)
+}
+
+fn temporary_name(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{:016x}.tmp", OsRng.next_u64()));
+    PathBuf::from(name)
+}
+
+fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Flushes the directory entry of a newly created key so it survives a crash.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+fn key_file_error(path: &Path, error: std::io::Error) -> PortError {
+    PortError::Unavailable(format!("cannot read or create key file {}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keys_survive_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let context = EncryptionContext::for_document("d", "p");
+        let first = LocalKeyService::load_or_create(dir.path()).unwrap();
+        let data_key = first.generate_data_key(&context).await.unwrap();
+        let public = first.signing_public_key().await.unwrap();
+        drop(first);
+
+        let second = LocalKeyService::load_or_create(dir.path()).unwrap();
+        assert_eq!(second.decrypt_data_key(&data_key.wrapped, &context).await.unwrap(), data_key.plaintext);
+        assert_eq!(second.signing_public_key().await.unwrap(), public);
+    }
+
+    #[tokio::test]
+    async fn malformed_wrapped_keys_are_integrity_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = LocalKeyService::load_or_create(dir.path()).unwrap();
+        let context = EncryptionContext::for_document("d", "p");
+        for wrapped in [&[][..], &[0u8; 10][..], &[0u8; WRAPPED_LEN][..], &[0u8; WRAPPED_LEN + 1][..]] {
+            assert!(matches!(keys.decrypt_data_key(wrapped, &context).await, Err(PortError::Integrity(_))));
+        }
+    }
+
+    #[test]
+    fn corrupt_key_files_are_refused_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MASTER_KEY_FILE), b"short").unwrap();
+        assert!(matches!(LocalKeyService::load_or_create(dir.path()), Err(PortError::Integrity(_))));
+        assert_eq!(std::fs::read(dir.path().join(MASTER_KEY_FILE)).unwrap(), b"short");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SIGNING_KEY_FILE), b"not a pem").unwrap();
+        assert!(matches!(LocalKeyService::load_or_create(dir.path()), Err(PortError::Integrity(_))));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn loosened_key_files_are_restricted_again() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        LocalKeyService::load_or_create(dir.path()).unwrap();
+        let master = dir.path().join(MASTER_KEY_FILE);
+        std::fs::set_permissions(&master, std::fs::Permissions::from_mode(0o644)).unwrap();
+        LocalKeyService::load_or_create(dir.path()).unwrap();
+        assert_eq!(std::fs::metadata(&master).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn no_temporary_files_are_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        LocalKeyService::load_or_create(dir.path()).unwrap();
+        let mut names: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, [MASTER_KEY_FILE, SIGNING_KEY_FILE]);
+    }
+}

@@ -1,0 +1,396 @@
+//! The AWS adapters (DynamoDB, S3, KMS) against a local AWS emulator (moto, started by `scripts/test`).
+//!
+//! Each run provisions its own table (with the `gsi1` index and TTL on `ttl`), bucket, symmetric KMS key and
+//! `ECC_NIST_P384` signing key under unique names, builds the adapters with [`AwsAdapters::from_env`] exactly as the
+//! Lambda functions do, and runs the same contract checks as the embedded adapters, then the AWS-specific checks
+//! (SSE-KMS on every object, ciphertext at rest, the table's item shape, lazy TTL deletion, error mapping).
+//!
+//! Without `AWS_ENDPOINT_URL` the test is skipped loudly, or fails when `EXCHANGE_REQUIRE_AWS_TESTS=1` (as
+//! `scripts/test` sets it), so CI can never pass by skipping it.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
+};
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::{KeySpec, KeyUsageType, MessageType, SigningAlgorithmSpec};
+use aws_sdk_s3::types::ServerSideEncryption;
+use exchange_core::adapters::aws::{AwsAdapters, DynamoStateStore};
+use exchange_core::adapters::contract;
+use exchange_core::ports::{
+    BlobStore, EncryptionContext, Item, Key, KeyService, PortError, Query, StateStore,
+};
+use exchange_core::vault::DocumentVault;
+use serde_json::json;
+
+/// The environment variables [`AwsAdapters::from_env`] reads.
+const NAME_VARS: [&str; 4] = ["TABLE_NAME", "BUCKET_NAME", "DATA_KEY_ID", "SIGNING_KEY_ID"];
+
+/// What one run provisioned.
+struct Fixture {
+    config: SdkConfig,
+    table: String,
+    bucket: String,
+    data_key_id: String,
+    signing_key_id: String,
+}
+
+/// `Some(endpoint)` when an emulator is configured; otherwise skips loudly, or panics when the run requires it.
+fn endpoint_or_skip() -> Option<String> {
+    match std::env::var("AWS_ENDPOINT_URL") {
+        Ok(endpoint) if !endpoint.trim().is_empty() => Some(endpoint),
+        _ => {
+            if std::env::var("EXCHANGE_REQUIRE_AWS_TESTS").as_deref() == Ok("1") {
+                panic!(
+                    "EXCHANGE_REQUIRE_AWS_TESTS=1 but AWS_ENDPOINT_URL is not set: run the tests with scripts/test, \
+                     which starts moto and points the AWS SDK at it"
+                );
+            }
+            // Written to the real stderr, not through `eprintln!`, so the test harness cannot capture it away.
+            let banner = "\n\
+################################################################################\n\
+##  SKIPPED: aws_adapters - AWS_ENDPOINT_URL is not set.                      ##\n\
+##  The DynamoDB/S3/KMS adapters were NOT tested. Run `scripts/test`, which   ##\n\
+##  starts moto, or set EXCHANGE_REQUIRE_AWS_TESTS=1 to make this a failure.  ##\n\
+################################################################################\n\n";
+            let _ = std::io::stderr().write_all(banner.as_bytes());
+            None
+        }
+    }
+}
+
+/// A suffix unique to this run, valid in table, bucket and key names (lowercase letters, digits, `-`).
+fn run_id() -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    format!("{}-{}", std::process::id(), nanos % 1_000_000_000_000)
+}
+
+fn now_epoch() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
+}
+
+async fn provision(config: &SdkConfig, run: &str) -> Fixture {
+    let table = format!("exchange-test-{run}");
+    let bucket = format!("exchange-test-{run}");
+
+    let dynamodb = aws_sdk_dynamodb::Client::new(config);
+    let string_attr = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("attribute definition")
+    };
+    let key = |name: &str, key_type: KeyType| {
+        KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().expect("key schema element")
+    };
+    dynamodb
+        .create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(string_attr("pk"))
+        .attribute_definitions(string_attr("sk"))
+        .attribute_definitions(string_attr("gsi1pk"))
+        .attribute_definitions(string_attr("gsi1sk"))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("gsi1")
+                .key_schema(key("gsi1pk", KeyType::Hash))
+                .key_schema(key("gsi1sk", KeyType::Range))
+                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .build()
+                .expect("gsi1"),
+        )
+        .send()
+        .await
+        .expect("CreateTable");
+    for attempt in 0.. {
+        let described = dynamodb.describe_table().table_name(&table).send().await.expect("DescribeTable");
+        if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            break;
+        }
+        assert!(attempt < 120, "table {table} did not become ACTIVE");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    dynamodb
+        .update_time_to_live()
+        .table_name(&table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder().attribute_name("ttl").enabled(true).build().expect("ttl spec"),
+        )
+        .send()
+        .await
+        .expect("UpdateTimeToLive");
+    let ttl = dynamodb.describe_time_to_live().table_name(&table).send().await.expect("DescribeTimeToLive");
+    let ttl = ttl.time_to_live_description().expect("TTL description");
+    assert_eq!(ttl.attribute_name(), Some("ttl"), "the table's TTL attribute");
+    assert!(
+        matches!(ttl.time_to_live_status(), Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)),
+        "TTL must be enabled, got {:?}",
+        ttl.time_to_live_status()
+    );
+
+    let s3 = s3_client(config);
+    s3.create_bucket().bucket(&bucket).send().await.expect("CreateBucket");
+
+    let kms = aws_sdk_kms::Client::new(config);
+    let data_key = kms
+        .create_key()
+        .description(format!("exchange test data key {run}"))
+        .key_spec(KeySpec::SymmetricDefault)
+        .key_usage(KeyUsageType::EncryptDecrypt)
+        .send()
+        .await
+        .expect("CreateKey (symmetric)");
+    let signing_key = kms
+        .create_key()
+        .description(format!("exchange test signing key {run}"))
+        .key_spec(KeySpec::EccNistP384)
+        .key_usage(KeyUsageType::SignVerify)
+        .send()
+        .await
+        .expect("CreateKey (ECC_NIST_P384)");
+    let key_id = |output: &aws_sdk_kms::operation::create_key::CreateKeyOutput| {
+        output.key_metadata().map(|m| m.key_id().to_owned()).expect("key metadata")
+    };
+
+    Fixture {
+        config: config.clone(),
+        table,
+        bucket,
+        data_key_id: key_id(&data_key),
+        signing_key_id: key_id(&signing_key),
+    }
+}
+
+/// An S3 client for the test's own inspection, path-style like the adapter's against a local endpoint.
+fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(config).force_path_style(true).build())
+}
+
+#[tokio::test]
+async fn aws_adapters_pass_the_contracts() {
+    let Some(endpoint) = endpoint_or_skip() else { return };
+    let run = run_id();
+    let ns = format!("run-{run}");
+    println!("aws_adapters: emulator at {endpoint}, run {run}");
+
+    // Missing configuration is reported by name, before any AWS call. This runs on the test's single thread
+    // (a current-thread runtime), so changing the environment races with nothing.
+    for var in NAME_VARS {
+        std::env::remove_var(var);
+    }
+    match AwsAdapters::from_env().await {
+        Err(PortError::Invalid(message)) => {
+            assert!(message.contains("TABLE_NAME"), "the error must name the missing variable: {message}")
+        }
+        other => panic!("from_env without TABLE_NAME must be Invalid, got {:?}", other.map(|_| ())),
+    }
+
+    let config = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let fixture = provision(&config, &run).await;
+    std::env::set_var("TABLE_NAME", &fixture.table);
+    std::env::set_var("BUCKET_NAME", &fixture.bucket);
+    std::env::set_var("DATA_KEY_ID", &fixture.data_key_id);
+    std::env::set_var("SIGNING_KEY_ID", "");
+    match AwsAdapters::from_env().await {
+        Err(PortError::Invalid(message)) => {
+            assert!(message.contains("SIGNING_KEY_ID"), "the error must name the empty variable: {message}")
+        }
+        other => panic!("from_env with an empty SIGNING_KEY_ID must be Invalid, got {:?}", other.map(|_| ())),
+    }
+    std::env::set_var("SIGNING_KEY_ID", &fixture.signing_key_id);
+    let adapters = AwsAdapters::from_env().await.expect("AwsAdapters::from_env with every variable set");
+
+    // The shared contracts: the same checks the embedded adapters and the fakes pass.
+    contract::state_store_contract(adapters.store.as_ref(), &ns).await;
+    contract::state_store_ttl_contract(adapters.store.as_ref(), &format!("{ns}-ttl")).await;
+    contract::blob_store_contract(adapters.blobs.as_ref(), &ns).await;
+    contract::key_service_contract(adapters.keys.as_ref()).await;
+    // The vault exactly as the functions build it, and one built by hand from the ports.
+    contract::vault_contract(&adapters.vault(), &format!("{ns}-own")).await;
+    let blobs: Arc<dyn BlobStore> = adapters.blobs.clone();
+    let keys: Arc<dyn KeyService> = adapters.keys.clone();
+    let vault = DocumentVault::new(blobs, keys);
+    contract::vault_contract(&vault, &ns).await;
+
+    // AWS-specific behaviour.
+    objects_are_sse_kms_encrypted_ciphertext(&fixture, &vault, &ns).await;
+    items_have_the_single_table_shape(&fixture, &adapters.store, &ns).await;
+    expired_items_stay_in_the_table_but_not_in_reads(&fixture, &adapters.store, &ns).await;
+    signatures_verify_with_kms(&fixture, adapters.keys.as_ref()).await;
+    errors_map_to_port_errors(&fixture).await;
+}
+
+/// Every object is written with SSE-KMS under the configured key and an S3 Bucket Key, and what S3 holds is the
+/// vault's ciphertext, never the plaintext.
+async fn objects_are_sse_kms_encrypted_ciphertext(fixture: &Fixture, vault: &DocumentVault, ns: &str) {
+    let s3 = s3_client(&fixture.config);
+    let path = format!("{ns}/aws/sse.bin");
+    let context = EncryptionContext::for_document(&path, "payer-1");
+    let plaintext = b"ISA*00*PLAINTEXT-AT-REST-MARKER~".repeat(40);
+    let stored = vault.put(&path, &context, &plaintext).await.expect("vault put");
+
+    let head = s3.head_object().bucket(&fixture.bucket).key(&path).send().await.expect("HeadObject");
+    assert_eq!(head.server_side_encryption(), Some(&ServerSideEncryption::AwsKms), "objects must use SSE-KMS");
+    let key_id = head.ssekms_key_id().unwrap_or_default();
+    assert!(
+        key_id.contains(&fixture.data_key_id),
+        "objects must be encrypted under the configured key {}, got {key_id:?}",
+        fixture.data_key_id
+    );
+    assert_eq!(head.bucket_key_enabled(), Some(true), "objects must use an S3 Bucket Key");
+
+    let raw = s3.get_object().bucket(&fixture.bucket).key(&path).send().await.expect("GetObject");
+    let raw = raw.body.collect().await.expect("object body").into_bytes();
+    assert_ne!(raw.as_ref(), plaintext.as_slice(), "S3 must not hold the plaintext");
+    let marker = b"PLAINTEXT-AT-REST-MARKER";
+    assert!(!raw.windows(marker.len()).any(|w| w == marker), "the S3 object must not contain any plaintext");
+    assert!(raw.starts_with(b"PPXV1"), "the S3 object must be a vault envelope");
+
+    let read = vault.get(&path, &context, Some(&stored.sha256)).await.expect("vault get");
+    assert_eq!(read, plaintext, "the vault must read back the plaintext through S3 and KMS");
+    vault.delete(&path).await.expect("vault delete");
+}
+
+/// Items are stored with the attribute names and types the template, the GSI and the stream consumers rely on.
+async fn items_have_the_single_table_shape(fixture: &Fixture, store: &DynamoStateStore, ns: &str) {
+    let item = Item::new(Key::new(format!("{ns}#shape"), "ITEM#1"), json!({"a": "O’BRIEN", "n": [1, 2]}))
+        .with_gsi1(Key::new(format!("{ns}#shape-index"), "2026-11-25"))
+        .with_ttl(4_102_444_800);
+    store.put_new(item.clone()).await.expect("put_new");
+    store.update(item.clone(), 1).await.expect("update");
+
+    let dynamodb = aws_sdk_dynamodb::Client::new(&fixture.config);
+    let raw = dynamodb
+        .get_item()
+        .table_name(&fixture.table)
+        .key("pk", AttributeValue::S(item.key.pk.clone()))
+        .key("sk", AttributeValue::S(item.key.sk.clone()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("GetItem");
+    let attrs: &HashMap<String, AttributeValue> = raw.item().expect("the item exists");
+    let s = |name: &str| attrs.get(name).and_then(|v| v.as_s().ok()).cloned();
+    let n = |name: &str| attrs.get(name).and_then(|v| v.as_n().ok()).cloned();
+    assert_eq!(s("pk").as_deref(), Some(item.key.pk.as_str()), "pk (S)");
+    assert_eq!(s("sk").as_deref(), Some("ITEM#1"), "sk (S)");
+    assert_eq!(s("gsi1pk"), item.gsi1.as_ref().map(|g| g.pk.clone()), "gsi1pk (S)");
+    assert_eq!(s("gsi1sk").as_deref(), Some("2026-11-25"), "gsi1sk (S)");
+    assert_eq!(n("version").as_deref(), Some("2"), "version (N) after one update");
+    assert_eq!(n("ttl").as_deref(), Some("4102444800"), "ttl (N, epoch seconds)");
+    let body: serde_json::Value = serde_json::from_str(&s("body").expect("body (S)")).expect("body is JSON text");
+    assert_eq!(body, item.body, "body round trips as JSON text");
+}
+
+/// DynamoDB deletes expired items lazily and moto never does: the adapter must filter them, including when they
+/// fill whole DynamoDB pages of a query.
+async fn expired_items_stay_in_the_table_but_not_in_reads(fixture: &Fixture, store: &DynamoStateStore, ns: &str) {
+    let pk = format!("{ns}#expiry");
+    let past = now_epoch() - 3600;
+    for i in 0..12 {
+        let mut item = Item::new(Key::new(&pk, format!("ITEM#{i:02}")), json!({ "i": i }));
+        // Items 1, 2, 4, 5, 6, 7 and 9 are expired: some pages of two are entirely expired.
+        if [1, 2, 4, 5, 6, 7, 9].contains(&i) {
+            item = item.with_ttl(past);
+        }
+        store.put_new(item).await.expect("put_new");
+    }
+
+    let dynamodb = aws_sdk_dynamodb::Client::new(&fixture.config);
+    let raw = dynamodb
+        .get_item()
+        .table_name(&fixture.table)
+        .key("pk", AttributeValue::S(pk.clone()))
+        .key("sk", AttributeValue::S("ITEM#01".to_owned()))
+        .send()
+        .await
+        .expect("GetItem");
+    assert!(raw.item().is_some(), "the expired item is still physically in the table");
+    assert!(store.get(&Key::new(&pk, "ITEM#01")).await.expect("get").is_none(), "but reads skip it");
+
+    for limit in [1, 2, 3, 10] {
+        let mut query = Query::prefix(&pk, "ITEM#", limit);
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            let page = store.query(&query).await.expect("query page");
+            assert!(page.items.len() <= limit, "a page holds at most {limit} items");
+            seen.extend(page.items.iter().map(|item| item.body["i"].as_i64().unwrap_or(-1)));
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, [0, 3, 8, 10, 11], "paging with limit {limit} must skip expired items and repeat none");
+    }
+}
+
+/// The 96-byte `r || s` signature is a valid ECDSA_SHA_384 signature of the message in KMS's own eyes.
+async fn signatures_verify_with_kms(fixture: &Fixture, keys: &dyn KeyService) {
+    let kms = aws_sdk_kms::Client::new(&fixture.config);
+    let message = b"eyJhbGciOiJFUzM4NCIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJleGNoYW5nZSJ9";
+    let signature = keys.sign_es384(message).await.expect("sign_es384");
+    assert_eq!(signature.len(), 96, "r || s");
+    let verify = |message: &'static [u8], der: Vec<u8>| {
+        kms.verify()
+            .key_id(&fixture.signing_key_id)
+            .message(Blob::new(message))
+            .message_type(MessageType::Raw)
+            .signature(Blob::new(der))
+            .signing_algorithm(SigningAlgorithmSpec::EcdsaSha384)
+            .send()
+    };
+    let verified = verify(message, fixed_to_der(&signature)).await.expect("KMS Verify");
+    assert!(verified.signature_valid(), "KMS must accept the converted signature");
+    let other = verify(b"another message", fixed_to_der(&signature)).await;
+    assert!(
+        other.map(|o| !o.signature_valid()).unwrap_or(true),
+        "KMS must reject the signature over another message"
+    );
+}
+
+/// Unreachable or misconfigured resources are `Unavailable` (retryable), not `NotFound` or a panic.
+async fn errors_map_to_port_errors(fixture: &Fixture) {
+    let dynamodb = aws_sdk_dynamodb::Client::new(&fixture.config);
+    let missing = DynamoStateStore::new(dynamodb, format!("{}-missing", fixture.table));
+    match missing.get(&Key::new("p", "s")).await {
+        Err(PortError::Unavailable(_)) => {}
+        other => panic!("a missing table must be Unavailable, got {other:?}"),
+    }
+    match missing.query(&Query::prefix("p", "", 0)).await {
+        Err(PortError::Invalid(_)) => {}
+        other => panic!("a zero-limit query must be Invalid, got {other:?}"),
+    }
+}
+
+/// Encodes a fixed `r || s` P-384 signature as the DER `SEQUENCE { INTEGER r, INTEGER s }` KMS verifies.
+fn fixed_to_der(fixed: &[u8]) -> Vec<u8> {
+    fn integer(bytes: &[u8]) -> Vec<u8> {
+        let first = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len() - 1);
+        let mut value = bytes[first..].to_vec();
+        if value[0] & 0x80 != 0 {
+            value.insert(0, 0);
+        }
+        let mut out = vec![0x02, value.len() as u8];
+        out.extend(value);
+        out
+    }
+    let (r, s) = fixed.split_at(fixed.len() / 2);
+    let body = [integer(r), integer(s)].concat();
+    let mut der = vec![0x30];
+    if body.len() >= 0x80 {
+        der.push(0x81);
+    }
+    der.push(body.len() as u8);
+    der.extend(body);
+    der
+}
