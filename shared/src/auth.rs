@@ -1,1 +1,227 @@
-//! placeholder
+//! Bearer tokens signed by the exchange's own key (ES384 JWTs), and their verification.
+//!
+//! The token names a trading partner, its role and scopes. It is signed through the [`KeyService`] port (KMS
+//! asymmetric key in AWS, a key file in the data directory locally) and verified with the public half, fetched once
+//! and cached. The SMART Backend Services token endpoint that issues tokens to partners comes with the security
+//! issue; until then tokens are issued by the admin tooling (`exchange-local token PARTNER`).
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use p384::ecdsa::signature::Verifier;
+use p384::ecdsa::{Signature, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::sync::OnceCell;
+
+use crate::domain::{Caller, PartnerId, PartnerRole, TradingPartner};
+use crate::ports::{KeyService, PortError};
+
+/// Token lifetime: five minutes, as SMART Backend Services recommends.
+pub const TOKEN_LIFETIME_SECS: i64 = 300;
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header.
+    #[error("missing bearer token")]
+    Missing,
+    /// Not a compact JWS with our header.
+    #[error("malformed token")]
+    Malformed,
+    /// Signature does not verify with the exchange's key.
+    #[error("token signature does not verify")]
+    BadSignature,
+    /// Past `exp` (or issued in the future).
+    #[error("token expired")]
+    Expired,
+    /// Wrong `iss` or `aud`.
+    #[error("token was not issued for this exchange")]
+    WrongAudience,
+    /// The partner it names is not registered.
+    #[error("unknown trading partner")]
+    UnknownPartner,
+    /// The key service is unavailable.
+    #[error("token verification unavailable: {0}")]
+    Unavailable(#[from] PortError),
+}
+
+/// The claims of an exchange token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// Partner id.
+    pub sub: String,
+    /// Audience.
+    pub aud: String,
+    /// Expiry (epoch seconds).
+    pub exp: i64,
+    /// Issued at (epoch seconds).
+    pub iat: i64,
+    /// Token id.
+    pub jti: String,
+    /// Space-separated scopes.
+    pub scope: String,
+    /// Partner role.
+    pub role: PartnerRole,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    alg: String,
+    typ: String,
+}
+
+/// Issues and verifies exchange tokens.
+pub struct TokenService {
+    keys: Arc<dyn KeyService>,
+    issuer: String,
+    verifying_key: OnceCell<VerifyingKey>,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService").field("issuer", &self.issuer).finish_non_exhaustive()
+    }
+}
+
+impl TokenService {
+    /// A token service signing through `keys`, with `issuer` as both `iss` and `aud`.
+    pub fn new(keys: Arc<dyn KeyService>, issuer: impl Into<String>) -> Self {
+        TokenService { keys, issuer: issuer.into(), verifying_key: OnceCell::new() }
+    }
+
+    /// Issues a token for `partner`, valid for `lifetime_secs` from `now`.
+    pub async fn issue(&self, partner: &TradingPartner, now: OffsetDateTime, lifetime_secs: i64) -> Result<String, PortError> {
+        let iat = now.unix_timestamp();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            sub: partner.id.as_str().to_owned(),
+            aud: self.issuer.clone(),
+            exp: iat + lifetime_secs,
+            iat,
+            jti: random_id(),
+            scope: partner.scopes.join(" "),
+            role: partner.role,
+        };
+        let header = Header { alg: "ES384".into(), typ: "JWT".into() };
+        let signing_input = format!("{}.{}", b64_json(&header)?, b64_json(&claims)?);
+        let sig = self.keys.sign_es384(signing_input.as_bytes()).await?;
+        Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig)))
+    }
+
+    async fn verifying_key(&self) -> Result<&VerifyingKey, AuthError> {
+        self.verifying_key
+            .get_or_try_init(|| async {
+                let sec1 = self.keys.signing_public_key().await?;
+                VerifyingKey::from_sec1_bytes(&sec1)
+                    .map_err(|_| AuthError::Unavailable(PortError::Invalid("signing public key is not P-384".into())))
+            })
+            .await
+    }
+
+    /// Verifies a token's signature, issuer, audience and lifetime, and returns the caller it names.
+    pub async fn verify(&self, token: &str, now: OffsetDateTime) -> Result<Caller, AuthError> {
+        let mut parts = token.split('.');
+        let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(AuthError::Malformed);
+        };
+        let header: Header = decode_json(h)?;
+        if header.alg != "ES384" {
+            return Err(AuthError::Malformed);
+        }
+        let sig_bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| AuthError::Malformed)?;
+        let sig = Signature::from_slice(&sig_bytes).map_err(|_| AuthError::Malformed)?;
+        let key = self.verifying_key().await?;
+        let signing_input = &token[..h.len() + 1 + c.len()];
+        key.verify(signing_input.as_bytes(), &sig).map_err(|_| AuthError::BadSignature)?;
+        let claims: Claims = decode_json(c)?;
+        if claims.iss != self.issuer || claims.aud != self.issuer {
+            return Err(AuthError::WrongAudience);
+        }
+        let t = now.unix_timestamp();
+        // A minute of leeway for clock skew on `iat`, none on `exp`.
+        if t >= claims.exp || claims.iat > t + 60 {
+            return Err(AuthError::Expired);
+        }
+        let partner = PartnerId::parse(&claims.sub).map_err(|_| AuthError::Malformed)?;
+        Ok(Caller {
+            partner,
+            role: claims.role,
+            scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
+            token_id: claims.jti,
+        })
+    }
+}
+
+fn b64_json<T: Serialize>(value: &T) -> Result<String, PortError> {
+    let json = serde_json::to_vec(value).map_err(|e| PortError::Invalid(e.to_string()))?;
+    Ok(URL_SAFE_NO_PAD.encode(json))
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, AuthError> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| AuthError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)
+}
+
+/// A random 128-bit id in hex (token ids, request ids).
+pub fn random_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::embedded::LocalKeyService;
+
+    fn partner() -> TradingPartner {
+        TradingPartner {
+            id: PartnerId::parse("demo-provider").unwrap(),
+            role: PartnerRole::Provider,
+            name: "Demo".into(),
+            npis: vec![],
+            provider_ids: vec![],
+            x12_sender_ids: vec![],
+            scopes: vec!["eligibility".into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn issue_and_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Arc::new(LocalKeyService::load_or_create(dir.path()).unwrap());
+        let svc = TokenService::new(keys.clone(), "exchange");
+        let now = OffsetDateTime::now_utc();
+        let token = svc.issue(&partner(), now, TOKEN_LIFETIME_SECS).await.unwrap();
+        let caller = svc.verify(&token, now).await.unwrap();
+        assert_eq!(caller.partner.as_str(), "demo-provider");
+        assert!(caller.has_scope("eligibility"));
+
+        assert!(matches!(svc.verify(&token, now + time::Duration::seconds(301)).await, Err(AuthError::Expired)));
+        let other = TokenService::new(keys, "another-exchange");
+        assert!(matches!(other.verify(&token, now).await, Err(AuthError::WrongAudience)));
+
+        // Changing one claim breaks the signature.
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let forged_claims = URL_SAFE_NO_PAD.encode(
+            String::from_utf8(URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap().replace("demo-provider", "demo-payer"),
+        );
+        parts[1] = &forged_claims;
+        assert!(matches!(svc.verify(&parts.join("."), now).await, Err(AuthError::BadSignature)));
+        assert!(matches!(svc.verify("a.b", now).await, Err(AuthError::Malformed)));
+    }
+
+    #[tokio::test]
+    async fn another_key_does_not_verify() {
+        let d1 = tempfile::tempdir().unwrap();
+        let d2 = tempfile::tempdir().unwrap();
+        let a = TokenService::new(Arc::new(LocalKeyService::load_or_create(d1.path()).unwrap()), "exchange");
+        let b = TokenService::new(Arc::new(LocalKeyService::load_or_create(d2.path()).unwrap()), "exchange");
+        let now = OffsetDateTime::now_utc();
+        let token = a.issue(&partner(), now, 60).await.unwrap();
+        assert!(matches!(b.verify(&token, now).await, Err(AuthError::BadSignature)));
+    }
+}

@@ -110,7 +110,7 @@ impl DocumentVault {
     ///
     /// Always checks the authentication tag and the SHA-256 recorded in the object; when `expected_sha256` (hex) is
     /// given, the plaintext must match it too. Any mismatch, a different `context`, or a malformed object fails with
-    /// `Integrity`; a missing object with `NotFound`.
+    /// `Integrity`; a missing object with `NotFound`; an `expected_sha256` that is not 64 hex digits with `Invalid`.
     pub async fn get(
         &self,
         path: &str,

@@ -1,1 +1,158 @@
-fn main() {}
+//! `exchange-local`: every function's routes on loopback, over the embedded adapters and the demo data.
+//!
+//! ```text
+//! exchange-local                         serve (EXCHANGE_ADDR, default 127.0.0.1:3000; EXCHANGE_DATA_DIR, default .exchange)
+//! exchange-local token PARTNER           print a bearer token for a registered partner
+//! exchange-local load-payer-data FILE    validate and load a payer data file (nothing is loaded if any record is bad)
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use eligibility::App;
+use exchange_core::adapters::embedded::LocalKeyService;
+use exchange_core::auth::{TokenService, TOKEN_LIFETIME_SECS};
+use exchange_core::domain::payer_data::PayerData;
+use exchange_core::domain::TradingPartner;
+
+/// The demo data set seeded on first start.
+const DEMO_PAYER_DATA: &str = include_str!("../demo/payer-data.json");
+/// The sample 270 the start-up banner's `curl` sends.
+const SAMPLE_270: &str = include_str!("../../../events/eligibility/sample-270.x12");
+/// Local tokens live longer than the five minutes of AWS tokens, so a newcomer's pasted `curl` keeps working.
+const LOCAL_TOKEN_LIFETIME_SECS: i64 = 12 * 3600;
+/// Partner registrations (no PHI), kept beside the database so `token` works while the server holds its lock.
+const PARTNERS_FILE: &str = "partners.json";
+
+fn data_dir() -> PathBuf {
+    std::env::var_os("EXCHANGE_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".exchange"))
+}
+
+fn addr() -> Result<SocketAddr, String> {
+    let raw = std::env::var("EXCHANGE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    raw.parse().map_err(|_| format!("EXCHANGE_ADDR={raw} is not an address like 127.0.0.1:3000"))
+}
+
+fn main() -> ExitCode {
+    exchange_core::telemetry::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            [] | ["serve"] => serve().await,
+            ["token", partner] => token(partner).await,
+            ["load-payer-data", file] => load_payer_data(Path::new(file)).await,
+            ["--help"] | ["-h"] | ["help"] => {
+                println!("usage: exchange-local [serve | token PARTNER | load-payer-data FILE]");
+                Ok(())
+            }
+            _ => Err("usage: exchange-local [serve | token PARTNER | load-payer-data FILE]".to_owned()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn open_app(dir: &Path) -> Result<App, String> {
+    App::embedded(dir).map_err(|e| format!("cannot open the data directory {}: {e}", dir.display()))
+}
+
+async fn load(app: &App, dir: &Path, data: &PayerData) -> Result<u64, String> {
+    let version = app.repo.load(data).await.map_err(|e| e.to_string())?;
+    let partners = serde_json::to_vec_pretty(&data.trading_partners).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join(PARTNERS_FILE), partners).map_err(|e| format!("cannot write {PARTNERS_FILE}: {e}"))?;
+    Ok(version)
+}
+
+async fn serve() -> Result<(), String> {
+    let dir = data_dir();
+    let addr = addr()?;
+    let app = open_app(&dir).await?;
+    if app.repo.current().await.map_err(|e| e.to_string())?.is_none() {
+        let demo = PayerData::parse(DEMO_PAYER_DATA.as_bytes()).map_err(|e| format!("demo data: {e}"))?;
+        load(&app, &dir, &demo).await?;
+        eprintln!("seeded the demo payer data into {}", dir.display());
+    }
+    let sample = dir.join("sample-270.x12");
+    std::fs::write(&sample, SAMPLE_270).map_err(|e| format!("cannot write {}: {e}", sample.display()))?;
+    let partner = partner_from_file(&dir, "demo-provider")?;
+    let token = app
+        .tokens
+        .issue(&partner, app.clock.now(), LOCAL_TOKEN_LIFETIME_SECS)
+        .await
+        .map_err(|e| format!("cannot sign a token: {e}"))?;
+
+    let app = Arc::new(app);
+    let router = eligibility::router(app.clone());
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on http://{local}");
+    println!();
+    println!("token for demo-provider (valid 12 hours; another: exchange-local token PARTNER):");
+    println!("  export TOKEN={token}");
+    println!();
+    println!("send the sample 270:");
+    println!(
+        "  curl -s -X POST http://{local}/x12/270 -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/edi-x12' --data-binary @{}",
+        sample.display()
+    );
+    println!();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| format!("server error: {e}"))
+}
+
+fn partner_from_file(dir: &Path, id: &str) -> Result<TradingPartner, String> {
+    let path = dir.join(PARTNERS_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {} (start the runner once first): {e}", path.display()))?;
+    let partners: Vec<TradingPartner> = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    partners
+        .into_iter()
+        .find(|p| p.id.as_str() == id)
+        .ok_or_else(|| format!("no trading partner '{id}' is registered"))
+}
+
+async fn token(partner: &str) -> Result<(), String> {
+    let dir = data_dir();
+    let p = partner_from_file(&dir, partner)?;
+    let keys = LocalKeyService::load_or_create(&dir.join("keys")).map_err(|e| e.to_string())?;
+    let tokens = TokenService::new(Arc::new(keys), eligibility::app::TOKEN_ISSUER);
+    let lifetime = if std::env::var_os("EXCHANGE_SHORT_TOKENS").is_some() { TOKEN_LIFETIME_SECS } else { LOCAL_TOKEN_LIFETIME_SECS };
+    let t = tokens
+        .issue(&p, time::OffsetDateTime::now_utc(), lifetime)
+        .await
+        .map_err(|e| format!("cannot sign a token: {e}"))?;
+    println!("{t}");
+    Ok(())
+}
+
+async fn load_payer_data(file: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let data = PayerData::parse(&bytes).map_err(|e| format!("{}: {e}\nnothing was loaded", file.display()))?;
+    let dir = data_dir();
+    let app = open_app(&dir).await?;
+    let version = load(&app, &dir, &data).await?;
+    println!(
+        "loaded {} plans, {} members, {} trading partners as version {version}",
+        data.plans.len(),
+        data.members.len(),
+        data.trading_partners.len()
+    );
+    Ok(())
+}

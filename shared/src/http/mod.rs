@@ -1,1 +1,13 @@
-//! placeholder
+//! HTTP glue shared by every function: problem+json answers, the caller middleware, request ids, body limits.
+
+pub mod caller;
+pub mod problem;
+
+pub use caller::{require_caller, Authenticator, CallerContext};
+pub use problem::Problem;
+
+/// Lambda's synchronous payload limit: a request body above it is refused with 413.
+pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+
+/// Media type of X12 bodies.
+pub const X12_MEDIA_TYPE: &str = "application/edi-x12";

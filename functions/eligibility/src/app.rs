@@ -1,0 +1,65 @@
+//! The function's shared state: ports built once per cold start and shared by every request.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use exchange_core::auth::TokenService;
+use exchange_core::domain::payer_data::PayerDataRepo;
+use exchange_core::http::Authenticator;
+use exchange_core::ports::{Clock, KeyService, PortError, StateStore, SystemClock};
+use exchange_core::vault::DocumentVault;
+
+/// `iss`/`aud` of exchange tokens.
+pub const TOKEN_ISSUER: &str = "payer-provider-exchange";
+
+/// How long the current payer-data version is cached per instance.
+const PAYER_DATA_CACHE: Duration = Duration::from_secs(30);
+
+/// Everything a request needs, built once.
+#[derive(Clone)]
+pub struct App {
+    /// State store.
+    pub store: Arc<dyn StateStore>,
+    /// Document vault (raw interchanges, answers).
+    pub vault: Arc<DocumentVault>,
+    /// Payer data.
+    pub repo: PayerDataRepo,
+    /// Token issue and verification.
+    pub tokens: Arc<TokenService>,
+    /// Caller resolution for the middleware.
+    pub auth: Arc<Authenticator>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Assembles the app from its ports.
+    pub fn new(store: Arc<dyn StateStore>, vault: DocumentVault, keys: Arc<dyn KeyService>, clock: Arc<dyn Clock>) -> Self {
+        let repo = PayerDataRepo::new(store.clone(), PAYER_DATA_CACHE);
+        let tokens = Arc::new(TokenService::new(keys, TOKEN_ISSUER));
+        let auth = Arc::new(Authenticator { tokens: tokens.clone(), repo: repo.clone(), clock: clock.clone() });
+        App { store, vault: Arc::new(vault), repo, tokens, auth, clock }
+    }
+
+    /// The app over the embedded adapters in `data_dir` (local runner, tests, benchmarks).
+    pub fn embedded(data_dir: &Path) -> Result<Self, PortError> {
+        let adapters = exchange_core::adapters::embedded::EmbeddedAdapters::open(data_dir)?;
+        let vault = adapters.vault();
+        Ok(App::new(adapters.store, vault, adapters.keys, Arc::new(SystemClock)))
+    }
+
+    /// The app over DynamoDB, S3 and KMS, configured from the environment (Lambda).
+    #[cfg(feature = "lambda")]
+    pub async fn from_aws_env() -> Result<Self, PortError> {
+        let adapters = exchange_core::adapters::aws::AwsAdapters::from_env().await?;
+        let vault = adapters.vault();
+        Ok(App::new(adapters.store, vault, adapters.keys, Arc::new(SystemClock)))
+    }
+}

@@ -1,0 +1,407 @@
+//! `POST /eligibility`: the JSON twin of the 270/271, in the "eligibility v3" shape billing systems already speak.
+//!
+//! The request is validated against `schemas/eligibility-request.schema.json` (400 problem+json with one entry per
+//! invalid field); it is answered by the same matching as the 270, and the response carries the raw 271 too.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use exchange_core::control_numbers;
+use exchange_core::http::problem::FieldError;
+use exchange_core::http::{CallerContext, Problem};
+use exchange_core::x12::ack::{InterchangeWriter, OutboundEnvelope};
+use exchange_core::x12::isa::IsaFields;
+use exchange_core::x12::Delimiters;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::inquiry::{Inquiry, PersonQuery, Receiver};
+use crate::matching::{self, Answer, BenefitLine, PersonAnswer, Rejection};
+use crate::record::{self, InquiryRecord};
+use crate::response_271::write_271;
+
+/// The request schema, compiled into the binary.
+pub const REQUEST_SCHEMA: &str = include_str!("../schemas/eligibility-request.schema.json");
+
+fn validator() -> Option<&'static jsonschema::Validator> {
+    static V: OnceLock<Option<jsonschema::Validator>> = OnceLock::new();
+    V.get_or_init(|| {
+        let schema: Value = serde_json::from_str(REQUEST_SCHEMA).ok()?;
+        jsonschema::validator_for(&schema).ok()
+    })
+    .as_ref()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Request {
+    control_number: String,
+    trading_partner_service_id: String,
+    provider: Provider,
+    subscriber: Person,
+    #[serde(default)]
+    dependents: Vec<Person>,
+    #[serde(default)]
+    encounter: Option<Encounter>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Provider {
+    organization_name: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    npi: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Person {
+    member_id: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    middle_name: Option<String>,
+    date_of_birth: Option<String>,
+    gender: Option<String>,
+}
+
+impl std::fmt::Debug for Person {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Person(<redacted>)")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Encounter {
+    #[serde(default)]
+    service_type_codes: Vec<String>,
+    date_of_service: Option<String>,
+    beginning_date_of_service: Option<String>,
+    end_date_of_service: Option<String>,
+}
+
+/// Validates a request body against the schema; the errors name fields, never values.
+pub fn validate_request(value: &Value) -> Result<(), Vec<FieldError>> {
+    let Some(v) = validator() else {
+        return Err(vec![FieldError { pointer: String::new(), message: "schema unavailable".into() }]);
+    };
+    let errors: Vec<FieldError> = v
+        .iter_errors(value)
+        .take(20)
+        .map(|e| FieldError { pointer: e.instance_path().to_string(), message: rule_of(&e) })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// The violated rule, without the offending value (which may be PHI).
+fn rule_of(e: &jsonschema::ValidationError<'_>) -> String {
+    let full = e.to_string();
+    for marker in [" is a required property", " is not valid under any of the schemas", " does not match ", " is not one of ", " is longer than ", " is shorter than ", " is not of type ", " has more than ", " has less than ", " depends on "] {
+        if let Some(i) = full.find(marker) {
+            if marker == " is a required property" {
+                return full; // names the missing property: safe
+            }
+            return format!("value{}", &full[i..]);
+        }
+    }
+    "invalid value".to_owned()
+}
+
+fn person_query(p: &Person, encounter: Option<&Encounter>) -> PersonQuery {
+    let dates = encounter.and_then(|e| match (&e.beginning_date_of_service, &e.end_date_of_service, &e.date_of_service) {
+        (Some(b), Some(end), _) => Some((b.clone(), end.clone())),
+        (_, _, Some(d)) => Some((d.clone(), d.clone())),
+        _ => None,
+    });
+    PersonQuery {
+        member_id: p.member_id.clone(),
+        last: p.last_name.clone(),
+        first: p.first_name.clone(),
+        middle: p.middle_name.clone(),
+        date_of_birth: p.date_of_birth.clone(),
+        gender: p.gender.clone(),
+        traces: Vec::new(),
+        service_types: encounter.map(|e| e.service_type_codes.clone()).unwrap_or_default(),
+        date_of_service: dates,
+    }
+}
+
+fn to_inquiry(r: &Request) -> Inquiry {
+    let encounter = r.encounter.as_ref();
+    let (entity_type, last_or_org, first) = match &r.provider.organization_name {
+        Some(org) => ("2", org.clone(), String::new()),
+        None => ("1", r.provider.last_name.clone().unwrap_or_default(), r.provider.first_name.clone().unwrap_or_default()),
+    };
+    let mut subscriber = person_query(&r.subscriber, if r.dependents.is_empty() { encounter } else { None });
+    subscriber.traces.push(crate::inquiry::Trace {
+        reference: r.control_number.clone(),
+        originator: "9JSONCALLER".chars().take(10).collect(),
+        supplemental: None,
+    });
+    Inquiry {
+        reference: r.control_number.clone(),
+        payer_name: String::new(),
+        payer_id_qualifier: "PI".into(),
+        payer_id: r.trading_partner_service_id.clone(),
+        receiver: Receiver {
+            entity: "1P".into(),
+            entity_type: entity_type.into(),
+            last_or_org,
+            first,
+            id_qualifier: "XX".into(),
+            id: r.provider.npi.clone(),
+        },
+        subscriber,
+        dependent: r.dependents.first().map(|d| person_query(d, encounter)),
+    }
+}
+
+/// `POST /eligibility`.
+pub async fn post_eligibility(
+    State(app): State<Arc<App>>,
+    ctx: CallerContext,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    if let Err(p) = crate::require_provider(&ctx) {
+        return p.into_response();
+    }
+    let mt = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !mt.to_ascii_lowercase().starts_with("application/json") {
+        return Problem::unsupported_media_type("application/json").into_response();
+    }
+    let body = match crate::read_body(body) {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return Problem::bad_request(format!("the body is not valid JSON (line {}, column {})", e.line(), e.column()))
+                .into_response()
+        }
+    };
+    if let Err(errors) = validate_request(&value) {
+        return Problem::new(StatusCode::BAD_REQUEST, "invalid-request", "The request does not match its schema")
+            .with_errors(errors)
+            .into_response();
+    }
+    let request: Request = match serde_json::from_value(value) {
+        Ok(r) => r,
+        Err(_) => return Problem::bad_request("the request does not match its schema").into_response(),
+    };
+
+    let idem_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| (1..=128).contains(&k.len()))
+        .map(|k| record::idempotency_key(&ctx, "JSON-ELIGIBILITY", k));
+    if let Some(key) = &idem_key {
+        match record::replay(&app, key, &body).await {
+            Ok(Some(Ok((_, bytes)))) => {
+                let mut resp = (StatusCode::OK, bytes).into_response();
+                resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, "application/json".parse().unwrap_or_else(|_| axum::http::HeaderValue::from_static("application/json")));
+                resp.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+                return resp;
+            }
+            Ok(Some(Err(()))) => {
+                return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused")
+                    .with_detail("this Idempotency-Key was used for a different request")
+                    .into_response()
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(request_id = %ctx.request_id, error = %e, "idempotency lookup failed");
+                return Problem::unavailable().into_response();
+            }
+        }
+    }
+
+    let inquiry = to_inquiry(&request);
+    let data = app.repo.current().await.ok().flatten();
+    let now = app.clock.now();
+    let answer = matching::answer(&inquiry, data.as_ref(), &app.repo, &ctx.partner, now.date()).await;
+    let control = match control_numbers::next_interchange(app.store.as_ref(), &ctx.caller.partner).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(request_id = %ctx.request_id, error = %e, "control number unavailable");
+            return Problem::unavailable().into_response();
+        }
+    };
+    let payer_id = data.as_ref().map(|d| d.payer.id.clone()).unwrap_or_else(|| request.trading_partner_service_id.clone());
+    let fields = IsaFields {
+        sender: ("ZZ".into(), ctx.caller.partner.as_str().to_owned()),
+        receiver: ("ZZ".into(), payer_id.clone()),
+        usage: "P".into(),
+        ..IsaFields::default()
+    };
+    let mut iw = InterchangeWriter::new(Delimiters::default(), OutboundEnvelope::answering(&fields, control, now));
+    iw.begin_group("HB", &payer_id, ctx.caller.partner.as_str(), "005010X279A1");
+    write_271(&mut iw, "0001", &inquiry, &answer, &ctx.request_id);
+    let x12 = String::from_utf8_lossy(&iw.finish()).into_owned();
+    let out = response_json(&request, &inquiry, &answer, x12);
+    let bytes = serde_json::to_vec(&out).unwrap_or_default();
+
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let rec = InquiryRecord {
+        request_id: ctx.request_id.clone(),
+        partner: ctx.caller.partner.as_str().to_owned(),
+        channel: "json".into(),
+        inbound_control: Some(request.control_number.clone()),
+        outbound_control: Some(control),
+        sets: 1,
+        rejected_sets: 0,
+        aaa_rejections: usize::from(answer.first_rejection().is_some()),
+        ta1_note: None,
+        latency_ms,
+        request_path: String::new(),
+        response_path: String::new(),
+        at: String::new(),
+    };
+    if let Err(e) = record::keep(&app, &ctx, "json/eligibility", &body, &bytes, "application/json", 200, &payer_id, idem_key, rec).await {
+        tracing::error!(request_id = %ctx.request_id, error = %e, "recording the inquiry failed");
+        return Problem::unavailable().into_response();
+    }
+    tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, latency_ms, "eligibility answered");
+    (StatusCode::OK, Json(out)).into_response()
+}
+
+fn aaa_json(r: Rejection, location: &str) -> Value {
+    json!({
+        "code": r.reason,
+        "description": r.description(),
+        "followupAction": match r.follow_up { "C" => "Please Correct and Resubmit", "R" => "Resubmission Allowed", "N" => "Resubmission Not Allowed", _ => "Please Correct and Resubmit" },
+        "followupActionCode": r.follow_up,
+        "location": location,
+        "possibleResolutions": "",
+    })
+}
+
+fn benefit_json(b: &BenefitLine) -> Value {
+    let mut v = json!({
+        "code": b.code,
+        "name": benefit_name(b.code),
+        "serviceTypeCodes": b.service_types,
+    });
+    let obj = v.as_object_mut();
+    if let Some(o) = obj {
+        let mut put = |k: &str, val: Option<Value>| {
+            if let Some(val) = val {
+                o.insert(k.to_owned(), val);
+            }
+        };
+        put("coverageLevelCode", b.coverage_level.clone().map(Value::from));
+        put("insuranceTypeCode", b.insurance_type.clone().map(Value::from));
+        put("planCoverage", b.plan_description.clone().map(Value::from));
+        put("timeQualifierCode", b.time_period.map(Value::from));
+        put("benefitAmount", b.amount.clone().map(Value::from));
+        put("benefitPercent", b.percent.clone().map(Value::from));
+        put("quantityQualifierCode", b.quantity.as_ref().map(|q| Value::from(q.0.clone())));
+        put("benefitQuantity", b.quantity.as_ref().map(|q| Value::from(q.1.clone())));
+        put("authOrCertIndicator", b.authorization_required.map(Value::from));
+        put("inPlanNetworkIndicatorCode", b.in_network.clone().map(Value::from));
+        put("additionalInformation", b.message.clone().map(|m| json!([{"description": m}])));
+        put(
+            "benefitsRelatedEntities",
+            b.provider.as_ref().map(|(npi, last, first)| {
+                json!([{"entityIdentifier": "Primary Care Provider", "entityIdentifierCode": "P3", "entityType": "Person", "entityName": last, "entityFirstname": first, "entityIdentificationValue": npi, "entityIdentification": "XX"}])
+            }),
+        );
+    }
+    v
+}
+
+fn benefit_name(code: &str) -> &'static str {
+    match code {
+        "1" => "Active Coverage",
+        "6" => "Inactive",
+        "A" => "Co-Insurance",
+        "B" => "Co-Payment",
+        "C" => "Deductible",
+        "F" => "Limitations",
+        "G" => "Out of Pocket (Stop Loss)",
+        "I" => "Non-Covered",
+        "L" => "Primary Care Provider",
+        _ => "Benefit",
+    }
+}
+
+fn person_json(a: &PersonAnswer, q: &PersonQuery) -> Value {
+    match &a.person {
+        Some(p) => json!({
+            "memberId": a.member_id,
+            "firstName": p.first_name,
+            "lastName": p.last_name,
+            "middleName": p.middle_name,
+            "gender": p.gender,
+            "dateOfBirth": p.date_of_birth,
+            "relationToSubscriberCode": a.relationship,
+            "groupNumber": a.group.as_ref().map(|g| g.0.clone()),
+        }),
+        None => json!({"memberId": q.member_id, "firstName": q.first, "lastName": q.last, "dateOfBirth": q.date_of_birth}),
+    }
+}
+
+fn response_json(r: &Request, inquiry: &Inquiry, a: &Answer, x12: String) -> Value {
+    let mut errors = Vec::new();
+    if let Some(rej) = a.source_rejection {
+        errors.push(aaa_json(rej, "Loop 2100A"));
+    }
+    if let Some(rej) = a.receiver_rejection {
+        errors.push(aaa_json(rej, "Loop 2100B"));
+    }
+    let patient = a.dependent.as_ref().or(a.subscriber.as_ref());
+    if let Some(rej) = a.subscriber.as_ref().and_then(|s| s.rejection) {
+        errors.push(aaa_json(rej, "Loop 2100C"));
+    }
+    if let Some(rej) = a.dependent.as_ref().and_then(|s| s.rejection) {
+        errors.push(aaa_json(rej, "Loop 2100D"));
+    }
+    let benefits: Vec<Value> = patient.map(|p| p.benefits.iter().map(benefit_json).collect()).unwrap_or_default();
+    let plan_status: Vec<Value> = patient
+        .map(|p| {
+            p.benefits
+                .iter()
+                .filter(|b| b.code == "1" || b.code == "6")
+                .map(|b| {
+                    json!({
+                        "statusCode": b.code,
+                        "status": benefit_name(b.code),
+                        "planDetails": b.plan_description,
+                        "serviceTypeCodes": b.service_types,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let plan_dates = patient.and_then(|p| p.plan_dates.clone());
+    json!({
+        "meta": {"applicationMode": "production"},
+        "controlNumber": r.control_number,
+        "reassociationKey": r.control_number,
+        "tradingPartnerServiceId": r.trading_partner_service_id,
+        "provider": {"providerName": inquiry.receiver.last_or_org, "npi": inquiry.receiver.id},
+        "payer": {"name": a.payer.0, "payorIdentification": a.payer.1},
+        "subscriber": a.subscriber.as_ref().map(|s| person_json(s, &inquiry.subscriber)),
+        "dependents": a.dependent.as_ref().zip(inquiry.dependent.as_ref()).map(|(d, q)| vec![person_json(d, q)]),
+        "planInformation": a.subscriber.as_ref().and_then(|s| s.group.as_ref()).map(|g| json!({"groupNumber": g.0, "groupDescription": g.1})),
+        "planDateInformation": plan_dates.map(|(b, e)| json!({"planBegin": b, "planEnd": e})),
+        "planStatus": plan_status,
+        "benefitsInformation": benefits,
+        "errors": errors,
+        "x12": x12,
+    })
+}

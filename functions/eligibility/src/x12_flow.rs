@@ -1,0 +1,178 @@
+//! 270 interchange → 271 interchange (plus 999 / TA1): the X12 eligibility flow, independent of HTTP.
+
+use exchange_core::control_numbers;
+use exchange_core::domain::payer_data::CurrentDataSet;
+use exchange_core::http::CallerContext;
+use exchange_core::ports::PortError;
+use exchange_core::x12::ack::{ta1_interchange, write_999, InterchangeWriter, OutboundEnvelope};
+use exchange_core::x12::envelope::{parse_interchange, SetAck};
+use exchange_core::x12::guide::{self, x279a1};
+use exchange_core::x12::{Delimiters, X12Error};
+
+use crate::app::App;
+use crate::inquiry::{self, Inquiry};
+use crate::matching::{self, Answer};
+use crate::response_271::write_271;
+
+/// What answering an interchange produced.
+#[derive(Debug, Clone)]
+pub struct X12Outcome {
+    /// The answer interchange.
+    pub body: Vec<u8>,
+    /// The interchange was rejected with a TA1 (note code).
+    pub ta1_note: Option<&'static str>,
+    /// Inbound ISA13, when readable.
+    pub inbound_control: Option<String>,
+    /// Outbound ISA13.
+    pub outbound_control: Option<u64>,
+    /// Transaction sets received.
+    pub sets: usize,
+    /// Transaction sets rejected in the 999.
+    pub rejected_sets: usize,
+    /// 271s whose answer carries an AAA rejection.
+    pub aaa_rejections: usize,
+    /// The payer id the answer is for (encryption context of the vaulted documents).
+    pub payer_id: Option<String>,
+}
+
+/// Why no X12 answer could be written at all.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// Not an interchange whose ISA can be read: no TA1 can be addressed.
+    #[error("{0}")]
+    NotX12(X12Error),
+    /// A dependency failed before any answer could be numbered.
+    #[error("dependency unavailable: {0}")]
+    Unavailable(#[from] PortError),
+}
+
+/// The ISA06 sender id and ISA13, read without a full parse (for idempotency).
+pub fn interchange_identity(input: &[u8]) -> Option<(String, String)> {
+    exchange_core::x12::isa::salvage_fields(input).map(|f| (f.sender.1, f.control_number))
+}
+
+/// Answers one 270 interchange.
+pub async fn answer_interchange(app: &App, ctx: &CallerContext, input: &[u8]) -> Result<X12Outcome, FlowError> {
+    let now = app.clock.now();
+    let interchange = match parse_interchange(input, &[x279a1::KIND_270]) {
+        Ok(ic) => ic,
+        Err(rej) => {
+            let Some(fields) = rej.fields else { return Err(FlowError::NotX12(rej.error)) };
+            let control = control_numbers::next_interchange(app.store.as_ref(), &ctx.caller.partner).await?;
+            let env = OutboundEnvelope::answering(&fields, control, now);
+            return Ok(X12Outcome {
+                body: ta1_interchange(rej.delimiters, &fields, env, false, rej.note_code),
+                ta1_note: Some(rej.note_code),
+                inbound_control: Some(fields.control_number),
+                outbound_control: Some(control),
+                sets: 0,
+                rejected_sets: 0,
+                aaa_rejections: 0,
+                payer_id: None,
+            });
+        }
+    };
+    let fields = interchange.fields();
+    let control = control_numbers::next_interchange(app.store.as_ref(), &ctx.caller.partner).await?;
+    let env = OutboundEnvelope::answering(&fields, control, now);
+    let delimiters: Delimiters = interchange.delimiters;
+
+    // The interchange sender must be one the calling partner registered (TA1 006 otherwise).
+    let senders = &ctx.partner.x12_sender_ids;
+    if !senders.is_empty() && !senders.iter().any(|s| s.trim() == fields.sender.1) {
+        return Ok(X12Outcome {
+            body: ta1_interchange(delimiters, &fields, env, false, "006"),
+            ta1_note: Some("006"),
+            inbound_control: Some(fields.control_number),
+            outbound_control: Some(control),
+            sets: 0,
+            rejected_sets: 0,
+            aaa_rejections: 0,
+            payer_id: None,
+        });
+    }
+
+    let data: Option<CurrentDataSet> = match app.repo.current().await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(request_id = %ctx.request_id, error = %e, "payer data unavailable");
+            None
+        }
+    };
+    let today = now.date();
+
+    let mut iw = InterchangeWriter::new(delimiters, env);
+    if interchange.ack_requested() {
+        iw.ta1(&fields, true, "000");
+    }
+    let mut outcome = X12Outcome {
+        body: Vec::new(),
+        ta1_note: None,
+        inbound_control: Some(fields.control_number.clone()),
+        outbound_control: Some(control),
+        sets: 0,
+        rejected_sets: 0,
+        aaa_rejections: 0,
+        payer_id: data.as_ref().map(|d| d.payer.id.clone()),
+    };
+
+    // Validate every set first; answer the good ones in one HB group per inbound group.
+    let mut acks_per_group: Vec<Vec<SetAck>> = Vec::with_capacity(interchange.groups.len());
+    let mut st_counter = 0u32;
+    for group in &interchange.groups {
+        let mut acks = Vec::with_capacity(group.sets.len());
+        let mut answers: Vec<(Inquiry, Answer)> = Vec::new();
+        for set in &group.sets {
+            outcome.sets += 1;
+            let mut ack = set.ack.clone();
+            if !group.is_rejected() && set.kind.is_some() && !ack.is_rejected() {
+                let located = guide::validate(&x279a1::GUIDE_270, &set.body, &mut ack);
+                if !ack.is_rejected() {
+                    let inq = inquiry::from_270(&located);
+                    let ans = matching::answer(&inq, data.as_ref(), &app.repo, &ctx.partner, today).await;
+                    answers.push((inq, ans));
+                }
+            }
+            if ack.is_rejected() || group.is_rejected() {
+                outcome.rejected_sets += 1;
+            }
+            acks.push(ack);
+        }
+        if !answers.is_empty() {
+            iw.begin_group("HB", group.gs.text(3), group.gs.text(2), x279a1::KIND_271.version);
+            for (inq, ans) in &answers {
+                st_counter += 1;
+                let st02 = format!("{st_counter:04}");
+                if ans.first_rejection().is_some() {
+                    outcome.aaa_rejections += 1;
+                }
+                let trace = format!("{}-{st_counter}", &ctx.request_id[..ctx.request_id.len().min(20)]);
+                write_271(&mut iw, &st02, inq, ans, &trace);
+            }
+            iw.end_group();
+        }
+        acks_per_group.push(acks);
+    }
+
+    // One 999 per inbound group that had any rejection, in one FA group.
+    let needs_999: Vec<usize> = interchange
+        .groups
+        .iter()
+        .zip(&acks_per_group)
+        .enumerate()
+        .filter(|(_, (g, acks))| g.is_rejected() || acks.iter().any(SetAck::is_rejected))
+        .map(|(i, _)| i)
+        .collect();
+    if let Some(first) = needs_999.first() {
+        let g = &interchange.groups[*first];
+        iw.begin_group("FA", g.gs.text(3), g.gs.text(2), exchange_core::x12::ack::X231A1);
+        for i in &needs_999 {
+            st_counter += 1;
+            let acks: Vec<&SetAck> = acks_per_group[*i].iter().collect();
+            write_999(&mut iw, &format!("{st_counter:04}"), &interchange.groups[*i], &acks);
+        }
+        iw.end_group();
+    }
+    outcome.body = iw.finish();
+    Ok(outcome)
+}

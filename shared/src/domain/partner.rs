@@ -1,0 +1,79 @@
+//! Trading partners and the authenticated caller.
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{Npi, PartnerId};
+
+/// What a trading partner is to the exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartnerRole {
+    /// A provider organisation (or its billing service) that submits transactions.
+    Provider,
+    /// The payer that transactions are addressed to.
+    Payer,
+    /// Manages partners and payer data.
+    Admin,
+}
+
+impl PartnerRole {
+    /// Lowercase name, as in tokens.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartnerRole::Provider => "provider",
+            PartnerRole::Payer => "payer",
+            PartnerRole::Admin => "admin",
+        }
+    }
+}
+
+/// A registered trading partner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TradingPartner {
+    /// Exchange-wide id.
+    pub id: PartnerId,
+    /// Role.
+    pub role: PartnerRole,
+    /// Organisation name.
+    pub name: String,
+    /// NPIs the partner may submit for (providers).
+    #[serde(default)]
+    pub npis: Vec<Npi>,
+    /// Other provider identifiers the partner may submit for (e.g. payer-assigned `SV` ids), as given in NM109.
+    #[serde(default)]
+    pub provider_ids: Vec<String>,
+    /// Interchange sender ids (ISA06) the partner uses.
+    #[serde(default)]
+    pub x12_sender_ids: Vec<String>,
+    /// Scopes granted to the partner's tokens.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+impl TradingPartner {
+    /// Whether the partner may submit for the provider identified by `id` (an NPI or another provider id).
+    pub fn may_submit_for(&self, id: &str) -> bool {
+        self.npis.iter().any(|n| n.as_str() == id) || self.provider_ids.iter().any(|p| p == id)
+    }
+}
+
+/// The authenticated caller of a request: who the bearer token names, checked by the shared middleware.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The partner.
+    pub partner: PartnerId,
+    /// Its role.
+    pub role: PartnerRole,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// Token id (for audit).
+    pub token_id: String,
+}
+
+impl Caller {
+    /// Whether the caller holds `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}

@@ -1,0 +1,645 @@
+//! Payer data: the plans, benefits, members and trading partners eligibility is answered from.
+//!
+//! The data comes from one JSON document (schema: `shared/schemas/payer-data.schema.json`). [`PayerData::parse`]
+//! validates it whole (JSON Schema, then cross-record rules) and names the bad record by its position, never by
+//! its content (member data is PHI). [`PayerDataRepo::load`] writes a validated data set under a new version and
+//! only then switches the current-version pointer, so readers never see a half-loaded data set.
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+use super::ids::{MemberId, PartnerId};
+use super::partner::TradingPartner;
+use crate::ports::{Item, Key, PortError, StateStore, WriteOp};
+
+/// The JSON Schema, compiled into the binary.
+pub const SCHEMA: &str = include_str!("../../schemas/payer-data.schema.json");
+
+/// Why a payer data document was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PayerDataError {
+    /// Not JSON.
+    #[error("payer data is not valid JSON: {0}")]
+    Json(String),
+    /// Schema violations, one line each, naming the record by its JSON pointer.
+    #[error("payer data does not match its schema:\n{}", .0.join("\n"))]
+    Schema(Vec<String>),
+    /// A cross-record rule failed (unknown plan, duplicate member id, ...).
+    #[error("payer data is inconsistent: {0}")]
+    Inconsistent(String),
+    /// Storing failed; nothing became current.
+    #[error("storing payer data failed: {0}")]
+    Store(#[from] PortError),
+}
+
+/// The payer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Payer {
+    /// Payer id (2100A NM109).
+    pub id: String,
+    /// Payer name.
+    pub name: String,
+    /// Other accepted payer ids.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+impl Payer {
+    /// Whether `id` names this payer.
+    pub fn answers_to(&self, id: &str) -> bool {
+        self.id.eq_ignore_ascii_case(id) || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(id))
+    }
+}
+
+/// What a benefit line says (EB01).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BenefitKind {
+    /// EB01=1.
+    ActiveCoverage,
+    /// EB01=A.
+    CoInsurance,
+    /// EB01=B.
+    CoPayment,
+    /// EB01=C.
+    Deductible,
+    /// EB01=G.
+    OutOfPocket,
+    /// EB01=F.
+    Limitations,
+    /// EB01=I.
+    NonCovered,
+}
+
+impl BenefitKind {
+    /// The EB01 code.
+    pub fn eb01(self) -> &'static str {
+        match self {
+            BenefitKind::ActiveCoverage => "1",
+            BenefitKind::CoInsurance => "A",
+            BenefitKind::CoPayment => "B",
+            BenefitKind::Deductible => "C",
+            BenefitKind::OutOfPocket => "G",
+            BenefitKind::Limitations => "F",
+            BenefitKind::NonCovered => "I",
+        }
+    }
+}
+
+/// Benefit time period (EB06).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TimePeriod {
+    /// 23.
+    CalendarYear,
+    /// 22.
+    ServiceYear,
+    /// 27.
+    Visit,
+    /// 32.
+    Lifetime,
+    /// 7.
+    Day,
+    /// 25 (contract year).
+    Year,
+}
+
+impl TimePeriod {
+    /// The EB06 code.
+    pub fn eb06(self) -> &'static str {
+        match self {
+            TimePeriod::CalendarYear => "23",
+            TimePeriod::ServiceYear => "22",
+            TimePeriod::Visit => "27",
+            TimePeriod::Lifetime => "32",
+            TimePeriod::Day => "7",
+            TimePeriod::Year => "25",
+        }
+    }
+}
+
+/// A quantity (EB09/EB10).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quantity {
+    /// EB09 qualifier.
+    pub qualifier: String,
+    /// EB10 value.
+    pub value: String,
+}
+
+/// One benefit of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Benefit {
+    /// What it is.
+    pub kind: BenefitKind,
+    /// Service type codes it applies to.
+    pub service_types: Vec<String>,
+    /// EB02.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage_level: Option<String>,
+    /// EB06.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_period: Option<TimePeriod>,
+    /// EB07 (decimal string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<String>,
+    /// EB08 (decimal fraction string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<String>,
+    /// EB09/EB10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<Quantity>,
+    /// EB12.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_network: Option<String>,
+    /// EB11: whether prior authorization is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_required: Option<bool>,
+    /// MSG01.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// Plan id.
+    pub id: String,
+    /// Plan name (EB05).
+    pub name: String,
+    /// Group number (REF*6P).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_number: Option<String>,
+    /// Group name (REF*6P REF03).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_name: Option<String>,
+    /// EB04 insurance type.
+    pub insurance_type: String,
+    /// Benefits.
+    pub benefits: Vec<Benefit>,
+}
+
+/// A coverage period on a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Coverage {
+    /// Plan id.
+    pub plan_id: String,
+    /// First covered day (CCYYMMDD).
+    pub begin: String,
+    /// Last covered day (CCYYMMDD), when terminated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+}
+
+impl Coverage {
+    /// Whether the coverage includes every day of `from..=to` (CCYYMMDD strings compare as dates).
+    pub fn covers(&self, from: &str, to: &str) -> bool {
+        self.begin.as_str() <= from && self.end.as_deref().is_none_or(|end| to <= end)
+    }
+}
+
+/// A postal address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Address {
+    /// N301.
+    pub line1: String,
+    /// N302.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    /// N401.
+    pub city: String,
+    /// N402.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// N403.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postal_code: Option<String>,
+}
+
+/// Amount already met toward a deductible or out-of-pocket maximum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Accumulator {
+    /// `deductible` or `outOfPocket`.
+    pub kind: BenefitKind,
+    /// IND or FAM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage_level: Option<String>,
+    /// Network (EB12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_network: Option<String>,
+    /// Amount met.
+    pub met: String,
+}
+
+/// A primary care provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrimaryCareProvider {
+    /// NPI.
+    pub npi: String,
+    /// Last or organisation name.
+    pub last_name: String,
+    /// First name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+}
+
+/// A person's demographics.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Person {
+    /// Own member id, when the payer assigned one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<String>,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// Middle name or initial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub middle_name: Option<String>,
+    /// Suffix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
+    /// CCYYMMDD.
+    pub date_of_birth: String,
+    /// F, M or U.
+    pub gender: String,
+    /// Address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
+}
+
+impl std::fmt::Debug for Person {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Person(<redacted>)")
+    }
+}
+
+/// A dependent of a subscriber.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dependent {
+    /// Demographics.
+    #[serde(flatten)]
+    pub person: Person,
+    /// INS02 relationship to the subscriber.
+    pub relationship: String,
+    /// The dependent's own coverage, when it differs from the subscriber's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<Vec<Coverage>>,
+}
+
+/// A subscriber with their coverage and dependents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    /// Demographics (member id required for subscribers).
+    #[serde(flatten)]
+    pub person: Person,
+    /// Coverage periods.
+    pub coverage: Vec<Coverage>,
+    /// Accumulators.
+    #[serde(default)]
+    pub accumulators: Vec<Accumulator>,
+    /// Primary care provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_care_provider: Option<PrimaryCareProvider>,
+    /// Dependents.
+    #[serde(default)]
+    pub dependents: Vec<Dependent>,
+}
+
+impl Member {
+    /// The subscriber's member id.
+    pub fn member_id(&self) -> &str {
+        self.person.member_id.as_deref().unwrap_or("")
+    }
+}
+
+/// A whole payer data document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PayerData {
+    /// The payer.
+    pub payer: Payer,
+    /// Plans.
+    pub plans: Vec<Plan>,
+    /// Subscribers (with dependents).
+    pub members: Vec<Member>,
+    /// Trading partners.
+    pub trading_partners: Vec<TradingPartner>,
+}
+
+fn compiled_schema() -> Result<&'static jsonschema::Validator, PayerDataError> {
+    static VALIDATOR: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();
+    let compiled = VALIDATOR.get_or_init(|| {
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).map_err(|e| e.to_string())?;
+        jsonschema::validator_for(&schema).map_err(|e| e.to_string())
+    });
+    compiled.as_ref().map_err(|e| PayerDataError::Json(format!("embedded schema is invalid: {e}")))
+}
+
+impl PayerData {
+    /// Parses and validates a payer data document: JSON Schema first (every violation listed with its location),
+    /// then cross-record rules. Error messages name records by position, never by content.
+    pub fn parse(json: &[u8]) -> Result<Self, PayerDataError> {
+        let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| PayerDataError::Json(e.to_string()))?;
+        let validator = compiled_schema()?;
+        let problems: Vec<String> = validator
+            .iter_errors(&value)
+            .take(50)
+            .map(|e| format!("  at {}: {}", e.instance_path(), schema_message(&e)))
+            .collect();
+        if !problems.is_empty() {
+            return Err(PayerDataError::Schema(problems));
+        }
+        let data: PayerData = serde_json::from_value(value).map_err(|e| PayerDataError::Json(e.to_string()))?;
+        data.check_consistency()?;
+        Ok(data)
+    }
+
+    fn check_consistency(&self) -> Result<(), PayerDataError> {
+        let plan_ids: HashSet<&str> = self.plans.iter().map(|p| p.id.as_str()).collect();
+        if plan_ids.len() != self.plans.len() {
+            return Err(PayerDataError::Inconsistent("two plans share an id".into()));
+        }
+        let mut member_ids = HashSet::new();
+        for (i, m) in self.members.iter().enumerate() {
+            let mut ids = vec![m.member_id().to_ascii_uppercase()];
+            for (j, c) in m.coverage.iter().enumerate() {
+                if !plan_ids.contains(c.plan_id.as_str()) {
+                    return Err(PayerDataError::Inconsistent(format!("/members/{i}/coverage/{j}: unknown planId")));
+                }
+                if c.end.as_deref().is_some_and(|end| end < c.begin.as_str()) {
+                    return Err(PayerDataError::Inconsistent(format!("/members/{i}/coverage/{j}: end before begin")));
+                }
+            }
+            for (j, d) in m.dependents.iter().enumerate() {
+                if let Some(id) = &d.person.member_id {
+                    ids.push(id.to_ascii_uppercase());
+                }
+                for (k, c) in d.coverage.iter().flatten().enumerate() {
+                    if !plan_ids.contains(c.plan_id.as_str()) {
+                        return Err(PayerDataError::Inconsistent(format!(
+                            "/members/{i}/dependents/{j}/coverage/{k}: unknown planId"
+                        )));
+                    }
+                }
+            }
+            for id in ids {
+                if !member_ids.insert(id) {
+                    return Err(PayerDataError::Inconsistent(format!("/members/{i}: member id used twice")));
+                }
+            }
+            for (j, a) in m.accumulators.iter().enumerate() {
+                if !matches!(a.kind, BenefitKind::Deductible | BenefitKind::OutOfPocket) {
+                    return Err(PayerDataError::Inconsistent(format!("/members/{i}/accumulators/{j}: kind")));
+                }
+            }
+        }
+        let mut partner_ids = HashSet::new();
+        for (i, p) in self.trading_partners.iter().enumerate() {
+            if !partner_ids.insert(p.id.as_str()) {
+                return Err(PayerDataError::Inconsistent(format!("/tradingPartners/{i}: partner id used twice")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A schema error message without the offending value (which may be PHI).
+fn schema_message(e: &jsonschema::ValidationError<'_>) -> String {
+    let full = e.to_string();
+    // jsonschema messages start with the instance (`"19xx" does not match ...`); keep only the rule part.
+    match full.find(" is not ").or_else(|| full.find(" does not ")).or_else(|| full.find(" is a required")) {
+        Some(i) if full.starts_with('"') || full.starts_with('{') || full.starts_with('[') || full.starts_with(|c: char| c.is_ascii_digit()) => {
+            format!("value{}", &full[i..])
+        }
+        _ => full,
+    }
+}
+
+/// Where the current data set version is recorded.
+fn current_key() -> Key {
+    Key::new("PAYERDATA", "CURRENT")
+}
+
+fn member_key(version: u64, member_key: &str) -> Key {
+    Key::new(format!("DATA#{version}#MEMBER#{member_key}"), "PROFILE")
+}
+
+fn plan_key(version: u64, plan_id: &str) -> Key {
+    Key::new(format!("DATA#{version}#PLAN#{plan_id}"), "PLAN")
+}
+
+/// The partner record key.
+pub fn partner_key(id: &PartnerId) -> Key {
+    Key::new(format!("PARTNER#{}", id.as_str()), "PROFILE")
+}
+
+fn name_index(version: u64, last: &str, dob: &str) -> String {
+    format!("DATA#{version}#NAME#{}#{dob}", normalize_name(last))
+}
+
+/// Upper case, letters and digits only: how names are compared.
+pub fn normalize_name(name: &str) -> String {
+    name.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_uppercase).collect()
+}
+
+/// What a member lookup found: the subscriber, and the dependent when the id belonged to one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// The subscriber.
+    pub subscriber: Member,
+    /// Index into `subscriber.dependents` when the looked-up id is a dependent's own id.
+    pub dependent: Option<usize>,
+}
+
+/// The current data set's header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurrentDataSet {
+    /// Version.
+    pub version: u64,
+    /// The payer.
+    pub payer: Payer,
+}
+
+/// Reads and writes payer data in the state store. Cheap to clone; caches the current version briefly.
+#[derive(Clone)]
+pub struct PayerDataRepo {
+    store: Arc<dyn StateStore>,
+    cache: Arc<RwLock<Option<(Instant, CurrentDataSet)>>>,
+    ttl: Duration,
+}
+
+impl PayerDataRepo {
+    /// A repository over `store`. The current version is cached for `ttl` (a reload is visible after it).
+    pub fn new(store: Arc<dyn StateStore>, ttl: Duration) -> Self {
+        PayerDataRepo { store, cache: Arc::new(RwLock::new(None)), ttl }
+    }
+
+    /// Writes a validated data set under a new version, then makes it current. Partners are written in the same
+    /// final step. A failure before the switch leaves the previous data set current.
+    pub async fn load(&self, data: &PayerData) -> Result<u64, PayerDataError> {
+        let current = self.store.get(&current_key()).await?;
+        let version = current.as_ref().and_then(|i| i.body["version"].as_u64()).unwrap_or(0) + 1;
+        let mut items = Vec::new();
+        for plan in &data.plans {
+            items.push(Item::new(plan_key(version, &plan.id), to_json(plan)?));
+        }
+        for (i, m) in data.members.iter().enumerate() {
+            let record = MemberRecord { subscriber: m.clone(), dependent: None };
+            let key = m.member_id().to_ascii_uppercase();
+            items.push(
+                Item::new(member_key(version, &key), to_json(&record)?)
+                    .with_gsi1(Key::new(name_index(version, &m.person.last_name, &m.person.date_of_birth), format!("{i:08}"))),
+            );
+            for (j, d) in m.dependents.iter().enumerate() {
+                if let Some(own) = &d.person.member_id {
+                    let record = MemberRecord { subscriber: m.clone(), dependent: Some(j) };
+                    items.push(Item::new(member_key(version, &own.to_ascii_uppercase()), to_json(&record)?));
+                }
+            }
+        }
+        // Data items go in chunks (DynamoDB transactions hold at most 100 writes); none is visible until the switch.
+        for chunk in items.chunks(25) {
+            self.store.transact(chunk.iter().cloned().map(WriteOp::PutNew).collect()).await?;
+        }
+        let mut final_ops = Vec::new();
+        let header = CurrentDataSet { version, payer: data.payer.clone() };
+        match current {
+            Some(item) => final_ops.push(WriteOp::Update {
+                item: Item::new(current_key(), to_json(&header)?),
+                expected_version: item.version,
+            }),
+            None => final_ops.push(WriteOp::PutNew(Item::new(current_key(), to_json(&header)?))),
+        }
+        for p in &data.trading_partners {
+            let key = partner_key(&p.id);
+            match self.store.get(&key).await? {
+                Some(existing) => final_ops.push(WriteOp::Update {
+                    item: Item::new(key, to_json(p)?),
+                    expected_version: existing.version,
+                }),
+                None => final_ops.push(WriteOp::PutNew(Item::new(key, to_json(p)?))),
+            }
+        }
+        for chunk in final_ops.chunks(90) {
+            self.store.transact(chunk.to_vec()).await?;
+        }
+        *self.cache.write().await = None;
+        Ok(version)
+    }
+
+    /// The current data set (cached for the repository's ttl).
+    pub async fn current(&self) -> Result<Option<CurrentDataSet>, PortError> {
+        if let Some((at, ds)) = self.cache.read().await.as_ref() {
+            if at.elapsed() < self.ttl {
+                return Ok(Some(ds.clone()));
+            }
+        }
+        let Some(item) = self.store.get(&current_key()).await? else { return Ok(None) };
+        let ds: CurrentDataSet = from_json(item.body)?;
+        *self.cache.write().await = Some((Instant::now(), ds.clone()));
+        Ok(Some(ds))
+    }
+
+    /// A member by id (subscriber's or a dependent's own id), case-insensitive.
+    pub async fn member(&self, version: u64, id: &MemberId) -> Result<Option<MemberRecord>, PortError> {
+        match self.store.get(&member_key(version, &id.key())).await? {
+            Some(item) => Ok(Some(from_json(item.body)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Subscribers with this last name and date of birth.
+    pub async fn subscribers_by_name(&self, version: u64, last: &str, dob: &str) -> Result<Vec<Member>, PortError> {
+        let q = crate::ports::Query::prefix(name_index(version, last, dob), "", 50);
+        let page = self.store.query_gsi1(&q).await?;
+        page.items
+            .into_iter()
+            .map(|i| from_json::<MemberRecord>(i.body).map(|r| r.subscriber))
+            .collect()
+    }
+
+    /// A plan.
+    pub async fn plan(&self, version: u64, plan_id: &str) -> Result<Option<Plan>, PortError> {
+        match self.store.get(&plan_key(version, plan_id)).await? {
+            Some(item) => Ok(Some(from_json(item.body)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A trading partner.
+    pub async fn partner(&self, id: &PartnerId) -> Result<Option<TradingPartner>, PortError> {
+        match self.store.get(&partner_key(id)).await? {
+            Some(item) => Ok(Some(from_json(item.body)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<serde_json::Value, PortError> {
+    serde_json::to_value(v).map_err(|e| PortError::Invalid(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, PortError> {
+    serde_json::from_value(v).map_err(|e| PortError::Invalid(format!("stored record does not parse: {e}")))
+}
+
+/// Parses a money string (`"1500"`, `"12.5"`) into cents.
+pub fn cents(s: &str) -> Option<i64> {
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    if whole.is_empty() || frac.len() > 2 || !whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let w: i64 = whole.parse().ok()?;
+    let f: i64 = format!("{frac:0<2}").parse().ok()?;
+    w.checked_mul(100)?.checked_add(f)
+}
+
+/// Formats cents as an X12 decimal (`1500`, `12.5`, `0`): no trailing zeros.
+pub fn format_cents(c: i64) -> String {
+    let whole = c / 100;
+    let frac = c % 100;
+    match frac {
+        0 => whole.to_string(),
+        f if f % 10 == 0 => format!("{whole}.{}", f / 10),
+        f => format!("{whole}.{f:02}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money() {
+        assert_eq!(cents("1500"), Some(150_000));
+        assert_eq!(cents("12.5"), Some(1250));
+        assert_eq!(cents("0.05"), Some(5));
+        assert_eq!(cents("1.234"), None);
+        assert_eq!(format_cents(150_000), "1500");
+        assert_eq!(format_cents(1250), "12.5");
+        assert_eq!(format_cents(5), "0.05");
+    }
+
+    #[test]
+    fn coverage_dates() {
+        let c = Coverage { plan_id: "P".into(), begin: "20260101".into(), end: Some("20261231".into()) };
+        assert!(c.covers("20260412", "20260412"));
+        assert!(!c.covers("20251231", "20260101"));
+        assert!(!c.covers("20261201", "20270101"));
+    }
+}
