@@ -94,7 +94,12 @@ impl TokenService {
     }
 
     /// Issues a token for `partner`, valid for `lifetime_secs` from `now`.
-    pub async fn issue(&self, partner: &TradingPartner, now: OffsetDateTime, lifetime_secs: i64) -> Result<String, PortError> {
+    pub async fn issue(
+        &self,
+        partner: &TradingPartner,
+        now: OffsetDateTime,
+        lifetime_secs: i64,
+    ) -> Result<String, PortError> {
         let iat = now.unix_timestamp();
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -207,7 +212,9 @@ mod tests {
         // Changing one claim breaks the signature.
         let mut parts: Vec<&str> = token.split('.').collect();
         let forged_claims = URL_SAFE_NO_PAD.encode(
-            String::from_utf8(URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap().replace("demo-provider", "demo-payer"),
+            String::from_utf8(URL_SAFE_NO_PAD.decode(parts[1]).unwrap())
+                .unwrap()
+                .replace("demo-provider", "demo-payer"),
         );
         parts[1] = &forged_claims;
         assert!(matches!(svc.verify(&parts.join("."), now).await, Err(AuthError::BadSignature)));

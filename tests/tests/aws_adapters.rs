@@ -23,9 +23,7 @@ use aws_sdk_kms::types::{KeySpec, KeyUsageType, MessageType, SigningAlgorithmSpe
 use aws_sdk_s3::types::ServerSideEncryption;
 use exchange_core::adapters::aws::{AwsAdapters, DynamoStateStore};
 use exchange_core::adapters::contract;
-use exchange_core::ports::{
-    BlobStore, EncryptionContext, Item, Key, KeyService, PortError, Query, StateStore,
-};
+use exchange_core::ports::{BlobStore, EncryptionContext, Item, Key, KeyService, PortError, Query, StateStore};
 use exchange_core::vault::DocumentVault;
 use serde_json::json;
 
@@ -352,10 +350,7 @@ async fn signatures_verify_with_kms(fixture: &Fixture, keys: &dyn KeyService) {
     let verified = verify(message, fixed_to_der(&signature)).await.expect("KMS Verify");
     assert!(verified.signature_valid(), "KMS must accept the converted signature");
     let other = verify(b"another message", fixed_to_der(&signature)).await;
-    assert!(
-        other.map(|o| !o.signature_valid()).unwrap_or(true),
-        "KMS must reject the signature over another message"
-    );
+    assert!(other.map(|o| !o.signature_valid()).unwrap_or(true), "KMS must reject the signature over another message");
 }
 
 /// Unreachable or misconfigured resources are `Unavailable` (retryable), not `NotFound` or a panic.

@@ -41,7 +41,12 @@ impl std::fmt::Debug for App {
 
 impl App {
     /// Assembles the app from its ports.
-    pub fn new(store: Arc<dyn StateStore>, vault: DocumentVault, keys: Arc<dyn KeyService>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        vault: DocumentVault,
+        keys: Arc<dyn KeyService>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let repo = PayerDataRepo::new(store.clone(), PAYER_DATA_CACHE);
         let tokens = Arc::new(TokenService::new(keys, TOKEN_ISSUER));
         let auth = Arc::new(Authenticator { tokens: tokens.clone(), repo: repo.clone(), clock: clock.clone() });

@@ -108,7 +108,18 @@ pub fn validate_request(value: &Value) -> Result<(), Vec<FieldError>> {
 /// The violated rule, without the offending value (which may be PHI).
 fn rule_of(e: &jsonschema::ValidationError<'_>) -> String {
     let full = e.to_string();
-    for marker in [" is a required property", " is not valid under any of the schemas", " does not match ", " is not one of ", " is longer than ", " is shorter than ", " is not of type ", " has more than ", " has less than ", " depends on "] {
+    for marker in [
+        " is a required property",
+        " is not valid under any of the schemas",
+        " does not match ",
+        " is not one of ",
+        " is longer than ",
+        " is shorter than ",
+        " is not of type ",
+        " has more than ",
+        " has less than ",
+        " depends on ",
+    ] {
         if let Some(i) = full.find(marker) {
             if marker == " is a required property" {
                 return full; // names the missing property: safe
@@ -120,11 +131,12 @@ fn rule_of(e: &jsonschema::ValidationError<'_>) -> String {
 }
 
 fn person_query(p: &Person, encounter: Option<&Encounter>) -> PersonQuery {
-    let dates = encounter.and_then(|e| match (&e.beginning_date_of_service, &e.end_date_of_service, &e.date_of_service) {
-        (Some(b), Some(end), _) => Some((b.clone(), end.clone())),
-        (_, _, Some(d)) => Some((d.clone(), d.clone())),
-        _ => None,
-    });
+    let dates =
+        encounter.and_then(|e| match (&e.beginning_date_of_service, &e.end_date_of_service, &e.date_of_service) {
+            (Some(b), Some(end), _) => Some((b.clone(), end.clone())),
+            (_, _, Some(d)) => Some((d.clone(), d.clone())),
+            _ => None,
+        });
     PersonQuery {
         member_id: p.member_id.clone(),
         last: p.last_name.clone(),
@@ -142,7 +154,9 @@ fn to_inquiry(r: &Request) -> Inquiry {
     let encounter = r.encounter.as_ref();
     let (entity_type, last_or_org, first) = match &r.provider.organization_name {
         Some(org) => ("2", org.clone(), String::new()),
-        None => ("1", r.provider.last_name.clone().unwrap_or_default(), r.provider.first_name.clone().unwrap_or_default()),
+        None => {
+            ("1", r.provider.last_name.clone().unwrap_or_default(), r.provider.first_name.clone().unwrap_or_default())
+        }
     };
     let mut subscriber = person_query(&r.subscriber, if r.dependents.is_empty() { encounter } else { None });
     subscriber.traces.push(crate::inquiry::Trace {
@@ -190,8 +204,12 @@ pub async fn post_eligibility(
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
-            return Problem::bad_request(format!("the body is not valid JSON (line {}, column {})", e.line(), e.column()))
-                .into_response()
+            return Problem::bad_request(format!(
+                "the body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+            .into_response()
         }
     };
     if let Err(errors) = validate_request(&value) {
@@ -213,14 +231,23 @@ pub async fn post_eligibility(
         match record::replay(&app, key, &body).await {
             Ok(Some(Ok((_, bytes)))) => {
                 let mut resp = (StatusCode::OK, bytes).into_response();
-                resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, "application/json".parse().unwrap_or_else(|_| axum::http::HeaderValue::from_static("application/json")));
+                resp.headers_mut().insert(
+                    axum::http::header::CONTENT_TYPE,
+                    "application/json"
+                        .parse()
+                        .unwrap_or_else(|_| axum::http::HeaderValue::from_static("application/json")),
+                );
                 resp.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
                 return resp;
             }
             Ok(Some(Err(()))) => {
-                return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused")
-                    .with_detail("this Idempotency-Key was used for a different request")
-                    .into_response()
+                return Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency-key-reused",
+                    "Idempotency-Key reused",
+                )
+                .with_detail("this Idempotency-Key was used for a different request")
+                .into_response()
             }
             Ok(None) => {}
             Err(e) => {
@@ -241,7 +268,8 @@ pub async fn post_eligibility(
             return Problem::unavailable().into_response();
         }
     };
-    let payer_id = data.as_ref().map(|d| d.payer.id.clone()).unwrap_or_else(|| request.trading_partner_service_id.clone());
+    let payer_id =
+        data.as_ref().map(|d| d.payer.id.clone()).unwrap_or_else(|| request.trading_partner_service_id.clone());
     let fields = IsaFields {
         sender: ("ZZ".into(), ctx.caller.partner.as_str().to_owned()),
         receiver: ("ZZ".into(), payer_id.clone()),
@@ -271,7 +299,10 @@ pub async fn post_eligibility(
         response_path: String::new(),
         at: String::new(),
     };
-    if let Err(e) = record::keep(&app, &ctx, "json/eligibility", &body, &bytes, "application/json", 200, &payer_id, idem_key, rec).await {
+    if let Err(e) =
+        record::keep(&app, &ctx, "json/eligibility", &body, &bytes, "application/json", 200, &payer_id, idem_key, rec)
+            .await
+    {
         tracing::error!(request_id = %ctx.request_id, error = %e, "recording the inquiry failed");
         return Problem::unavailable().into_response();
     }
@@ -351,7 +382,9 @@ fn person_json(a: &PersonAnswer, q: &PersonQuery) -> Value {
             "relationToSubscriberCode": a.relationship,
             "groupNumber": a.group.as_ref().map(|g| g.0.clone()),
         }),
-        None => json!({"memberId": q.member_id, "firstName": q.first, "lastName": q.last, "dateOfBirth": q.date_of_birth}),
+        None => {
+            json!({"memberId": q.member_id, "firstName": q.first, "lastName": q.last, "dateOfBirth": q.date_of_birth})
+        }
     }
 }
 

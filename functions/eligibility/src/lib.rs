@@ -156,7 +156,9 @@ async fn post_270(
     let payer = outcome.payer_id.clone().unwrap_or_else(|| "unknown".into());
     // A TA1-rejected interchange is not remembered for idempotency: the partner will fix and resend it.
     let idem = if outcome.ta1_note.is_none() { idem_key } else { None };
-    if let Err(e) = record::keep(&app, &ctx, "x12/270", &body, &outcome.body, X12_MEDIA_TYPE, 200, &payer, idem, record).await {
+    if let Err(e) =
+        record::keep(&app, &ctx, "x12/270", &body, &outcome.body, X12_MEDIA_TYPE, 200, &payer, idem, record).await
+    {
         if matches!(e, exchange_core::ports::PortError::Conflict(_)) {
             // A concurrent retry of the same interchange won the race: answer with its result.
             if let Some(key) = x12_flow::interchange_identity(&body)

@@ -225,7 +225,8 @@ async fn answer_people(
     today: Date,
 ) -> Result<(PersonAnswer, Option<PersonAnswer>), PortError> {
     let q = &inquiry.subscriber;
-    let reject = |r: &'static str| Ok((PersonAnswer { rejection: Some(Rejection::invalid(r)), ..Default::default() }, None));
+    let reject =
+        |r: &'static str| Ok((PersonAnswer { rejection: Some(Rejection::invalid(r)), ..Default::default() }, None));
 
     // Date of birth, when sent, must be a real date.
     if q.date_of_birth.as_deref().is_some_and(|d| date(d).is_none()) {
@@ -285,9 +286,7 @@ async fn answer_people(
 
     let mut sub_answer = PersonAnswer {
         person: Some(patient.clone()),
-        member_id: Some(
-            patient.member_id.clone().unwrap_or_else(|| subscriber.member_id().to_owned()),
-        ),
+        member_id: Some(patient.member_id.clone().unwrap_or_else(|| subscriber.member_id().to_owned())),
         ..PersonAnswer::default()
     };
     let Some(dq) = &inquiry.dependent else {
@@ -314,12 +313,13 @@ async fn answer_people(
     let by_name: Vec<_> = subscriber
         .dependents
         .iter()
-        .filter(|d| names_match(dq.first.as_deref(), &d.person.first_name) && names_match(dq.last.as_deref(), &d.person.last_name))
+        .filter(|d| {
+            names_match(dq.first.as_deref(), &d.person.first_name)
+                && names_match(dq.last.as_deref(), &d.person.last_name)
+        })
         .collect();
-    let matched: Vec<_> = by_name
-        .iter()
-        .filter(|d| dq.date_of_birth.as_deref().is_none_or(|b| b == d.person.date_of_birth))
-        .collect();
+    let matched: Vec<_> =
+        by_name.iter().filter(|d| dq.date_of_birth.as_deref().is_none_or(|b| b == d.person.date_of_birth)).collect();
     let dependent = match (by_name.len(), matched.len()) {
         (0, _) => {
             dep_answer.rejection = Some(Rejection::invalid("67"));
@@ -408,7 +408,11 @@ fn fill_benefits(
             v.extend(
                 PLAN_SUMMARY_TYPES
                     .iter()
-                    .filter(|t| plan.benefits.iter().any(|b| b.kind != BenefitKind::NonCovered && b.service_types.iter().any(|s| s == *t)))
+                    .filter(|t| {
+                        plan.benefits
+                            .iter()
+                            .any(|b| b.kind != BenefitKind::NonCovered && b.service_types.iter().any(|s| s == *t))
+                    })
                     .map(|t| (*t).to_owned()),
             );
             v

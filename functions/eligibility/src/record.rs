@@ -77,7 +77,11 @@ pub fn idempotency_key(ctx: &CallerContext, scope: &str, id: &str) -> Key {
 }
 
 /// Looks up an earlier answer to the same request. `Some(Err)` when the key was used for a different body.
-pub async fn replay(app: &App, key: &Key, body: &[u8]) -> Result<Option<Result<(IdempotencyRecord, Vec<u8>), ()>>, PortError> {
+pub async fn replay(
+    app: &App,
+    key: &Key,
+    body: &[u8],
+) -> Result<Option<Result<(IdempotencyRecord, Vec<u8>), ()>>, PortError> {
     let Some(item) = app.store.get(key).await? else { return Ok(None) };
     let rec: IdempotencyRecord =
         serde_json::from_value(item.body).map_err(|e| PortError::Invalid(format!("idempotency record: {e}")))?;
@@ -113,21 +117,16 @@ pub async fn keep(
     let base = format!("{kind}/{partner}/{}/{}", date_path(now), ctx.request_id);
     let request_path = format!("inbound/{base}");
     let response_path = format!("outbound/{base}");
-    let stored_request: StoredDocument = app
-        .vault
-        .put(&request_path, &EncryptionContext::for_document(&request_path, payer), request)
-        .await?;
-    let stored_response = match app
-        .vault
-        .put(&response_path, &EncryptionContext::for_document(&response_path, payer), response)
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = app.vault.delete(&request_path).await;
-            return Err(e);
-        }
-    };
+    let stored_request: StoredDocument =
+        app.vault.put(&request_path, &EncryptionContext::for_document(&request_path, payer), request).await?;
+    let stored_response =
+        match app.vault.put(&response_path, &EncryptionContext::for_document(&response_path, payer), response).await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = app.vault.delete(&request_path).await;
+                return Err(e);
+            }
+        };
     record.request_path = request_path.clone();
     record.response_path = response_path.clone();
     record.at = now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
@@ -135,7 +134,10 @@ pub async fn keep(
         Key::new(format!("PARTNER#{partner}"), format!("INQUIRY#{}#{}", record.at, ctx.request_id)),
         serde_json::to_value(&record).map_err(|e| PortError::Invalid(e.to_string()))?,
     )
-    .with_gsi1(Key::new(format!("INQUIRIES#{}", &record.at[..record.at.len().min(10)]), format!("{}#{partner}", record.at)));
+    .with_gsi1(Key::new(
+        format!("INQUIRIES#{}", &record.at[..record.at.len().min(10)]),
+        format!("{}#{partner}", record.at),
+    ));
     let mut ops = vec![WriteOp::PutNew(record_item)];
     if let Some(key) = idempotency {
         let rec = IdempotencyRecord {

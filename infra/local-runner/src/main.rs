@@ -120,12 +120,11 @@ async fn serve() -> Result<(), String> {
 
 fn partner_from_file(dir: &Path, id: &str) -> Result<TradingPartner, String> {
     let path = dir.join(PARTNERS_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {} (start the runner once first): {e}", path.display()))?;
-    let partners: Vec<TradingPartner> = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    partners
-        .into_iter()
-        .find(|p| p.id.as_str() == id)
-        .ok_or_else(|| format!("no trading partner '{id}' is registered"))
+    let bytes = std::fs::read(&path)
+        .map_err(|e| format!("cannot read {} (start the runner once first): {e}", path.display()))?;
+    let partners: Vec<TradingPartner> =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    partners.into_iter().find(|p| p.id.as_str() == id).ok_or_else(|| format!("no trading partner '{id}' is registered"))
 }
 
 async fn token(partner: &str) -> Result<(), String> {
@@ -133,7 +132,11 @@ async fn token(partner: &str) -> Result<(), String> {
     let p = partner_from_file(&dir, partner)?;
     let keys = LocalKeyService::load_or_create(&dir.join("keys")).map_err(|e| e.to_string())?;
     let tokens = TokenService::new(Arc::new(keys), eligibility::app::TOKEN_ISSUER);
-    let lifetime = if std::env::var_os("EXCHANGE_SHORT_TOKENS").is_some() { TOKEN_LIFETIME_SECS } else { LOCAL_TOKEN_LIFETIME_SECS };
+    let lifetime = if std::env::var_os("EXCHANGE_SHORT_TOKENS").is_some() {
+        TOKEN_LIFETIME_SECS
+    } else {
+        LOCAL_TOKEN_LIFETIME_SECS
+    };
     let t = tokens
         .issue(&p, time::OffsetDateTime::now_utc(), lifetime)
         .await

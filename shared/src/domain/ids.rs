@@ -40,7 +40,18 @@ impl Npi {
             .iter()
             .rev()
             .enumerate()
-            .map(|(i, d)| if i % 2 == 0 { let x = d * 2; if x > 9 { x - 9 } else { x } } else { *d })
+            .map(|(i, d)| {
+                if i % 2 == 0 {
+                    let x = d * 2;
+                    if x > 9 {
+                        x - 9
+                    } else {
+                        x
+                    }
+                } else {
+                    *d
+                }
+            })
             .sum();
         let check = (10 - sum % 10) % 10;
         if check != u32::from(b[9] - b'0') {
@@ -129,8 +140,8 @@ pub struct PartnerId(String);
 impl PartnerId {
     /// Validates a partner id.
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        let ok = (1..=64).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let ok =
+            (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if ok {
             Ok(PartnerId(s.to_owned()))
         } else {

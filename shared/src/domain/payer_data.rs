@@ -423,7 +423,12 @@ fn schema_message(e: &jsonschema::ValidationError<'_>) -> String {
     let full = e.to_string();
     // jsonschema messages start with the instance (`"19xx" does not match ...`); keep only the rule part.
     match full.find(" is not ").or_else(|| full.find(" does not ")).or_else(|| full.find(" is a required")) {
-        Some(i) if full.starts_with('"') || full.starts_with('{') || full.starts_with('[') || full.starts_with(|c: char| c.is_ascii_digit()) => {
+        Some(i)
+            if full.starts_with('"')
+                || full.starts_with('{')
+                || full.starts_with('[')
+                || full.starts_with(|c: char| c.is_ascii_digit()) =>
+        {
             format!("value{}", &full[i..])
         }
         _ => full,
@@ -501,10 +506,10 @@ impl PayerDataRepo {
         for (i, m) in data.members.iter().enumerate() {
             let record = MemberRecord { subscriber: m.clone(), dependent: None };
             let key = m.member_id().to_ascii_uppercase();
-            items.push(
-                Item::new(member_key(version, &key), to_json(&record)?)
-                    .with_gsi1(Key::new(name_index(version, &m.person.last_name, &m.person.date_of_birth), format!("{i:08}"))),
-            );
+            items.push(Item::new(member_key(version, &key), to_json(&record)?).with_gsi1(Key::new(
+                name_index(version, &m.person.last_name, &m.person.date_of_birth),
+                format!("{i:08}"),
+            )));
             for (j, d) in m.dependents.iter().enumerate() {
                 if let Some(own) = &d.person.member_id {
                     let record = MemberRecord { subscriber: m.clone(), dependent: Some(j) };
@@ -528,10 +533,8 @@ impl PayerDataRepo {
         for p in &data.trading_partners {
             let key = partner_key(&p.id);
             match self.store.get(&key).await? {
-                Some(existing) => final_ops.push(WriteOp::Update {
-                    item: Item::new(key, to_json(p)?),
-                    expected_version: existing.version,
-                }),
+                Some(existing) => final_ops
+                    .push(WriteOp::Update { item: Item::new(key, to_json(p)?), expected_version: existing.version }),
                 None => final_ops.push(WriteOp::PutNew(Item::new(key, to_json(p)?))),
             }
         }
@@ -567,10 +570,7 @@ impl PayerDataRepo {
     pub async fn subscribers_by_name(&self, version: u64, last: &str, dob: &str) -> Result<Vec<Member>, PortError> {
         let q = crate::ports::Query::prefix(name_index(version, last, dob), "", 50);
         let page = self.store.query_gsi1(&q).await?;
-        page.items
-            .into_iter()
-            .map(|i| from_json::<MemberRecord>(i.body).map(|r| r.subscriber))
-            .collect()
+        page.items.into_iter().map(|i| from_json::<MemberRecord>(i.body).map(|r| r.subscriber)).collect()
     }
 
     /// A plan.

@@ -35,11 +35,8 @@ impl Authenticator {
     /// Resolves the caller of a request from its `Authorization` header.
     pub async fn authenticate(&self, authorization: Option<&HeaderValue>) -> Result<CallerContext, AuthError> {
         let value = authorization.and_then(|v| v.to_str().ok()).ok_or(AuthError::Missing)?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or(AuthError::Missing)?
-            .trim();
+        let token =
+            value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or(AuthError::Missing)?.trim();
         let caller = self.tokens.verify(token, self.clock.now()).await?;
         let partner = self.repo.partner(&caller.partner).await?.ok_or(AuthError::UnknownPartner)?;
         if partner.role != caller.role {

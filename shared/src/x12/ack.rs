@@ -155,7 +155,13 @@ impl InterchangeWriter {
 }
 
 /// A TA1-only interchange answering an inbound interchange.
-pub fn ta1_interchange(delimiters: Delimiters, inbound: &IsaFields, env: OutboundEnvelope, accepted: bool, note: &str) -> Vec<u8> {
+pub fn ta1_interchange(
+    delimiters: Delimiters,
+    inbound: &IsaFields,
+    env: OutboundEnvelope,
+    accepted: bool,
+    note: &str,
+) -> Vec<u8> {
     let mut iw = InterchangeWriter::new(delimiters, env);
     iw.ta1(inbound, accepted, note);
     iw.finish()

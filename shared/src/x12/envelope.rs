@@ -230,8 +230,8 @@ fn note_code_for(kind: X12ErrorKind) -> &'static str {
     }
 }
 
-fn reject(input: &[u8], error: X12Error, note_code: &'static str, delimiters: Delimiters) -> Ta1Rejection {
-    Ta1Rejection { note_code, fields: isa::salvage_fields(input), delimiters, error }
+fn reject(input: &[u8], error: X12Error, note_code: &'static str, delimiters: Delimiters) -> Box<Ta1Rejection> {
+    Box::new(Ta1Rejection { note_code, fields: isa::salvage_fields(input), delimiters, error })
 }
 
 fn is_digits(s: &str, min: usize, max: usize) -> bool {
@@ -294,11 +294,7 @@ fn resync_to_se(input: &[u8], from: usize, d: Delimiters) -> Option<usize> {
 
 /// The IK3/IK4 error for a tokenizer error inside a set.
 fn syntax_error_in_set(err: &X12Error, input: &[u8], set_position: usize) -> SegmentError {
-    let id_end = input[err.offset.min(input.len())..]
-        .iter()
-        .take(3)
-        .take_while(|b| b.is_ascii_alphanumeric())
-        .count();
+    let id_end = input[err.offset.min(input.len())..].iter().take(3).take_while(|b| b.is_ascii_alphanumeric()).count();
     let at_segment_start = matches!(err.kind, X12ErrorKind::InvalidSegmentId);
     let segment_id = if at_segment_start {
         String::from_utf8_lossy(&input[err.offset..err.offset + id_end]).into_owned()
@@ -345,7 +341,7 @@ fn binary_segment_id(input: &[u8], offset: usize) -> &'static str {
 
 /// Parses and checks an interchange. `supported` lists the transaction sets this endpoint answers; a group or set
 /// of any other kind is rejected in the 999 (not the TA1).
-pub fn parse_interchange<'a>(input: &'a [u8], supported: &[SetKind]) -> Result<Interchange<'a>, Ta1Rejection> {
+pub fn parse_interchange<'a>(input: &'a [u8], supported: &[SetKind]) -> Result<Interchange<'a>, Box<Ta1Rejection>> {
     let mut tok = match Tokenizer::new(input) {
         Ok(t) => t,
         Err(e) => return Err(reject(input, e, note_code_for(e.kind), Delimiters::default())),
@@ -417,7 +413,8 @@ pub fn parse_interchange<'a>(input: &'a [u8], supported: &[SetKind]) -> Result<I
                 if let Some(set) = current_set.take() {
                     close_set_without_se(&mut groups, set);
                 }
-                current_set = Some(TransactionSet { st: seg, body: Vec::new(), se: None, kind: None, ack: SetAck::default() });
+                current_set =
+                    Some(TransactionSet { st: seg, body: Vec::new(), se: None, kind: None, ack: SetAck::default() });
             }
             b"SE" => match current_set.take() {
                 Some(mut set) => {
@@ -468,7 +465,12 @@ pub fn parse_interchange<'a>(input: &'a [u8], supported: &[SetKind]) -> Result<I
                 iea = Some(seg);
             }
             b"ISA" => {
-                return Err(reject(input, X12Error::new(X12ErrorKind::InvalidSegmentId, seg.index, seg.offset), "024", d))
+                return Err(reject(
+                    input,
+                    X12Error::new(X12ErrorKind::InvalidSegmentId, seg.index, seg.offset),
+                    "024",
+                    d,
+                ))
             }
             _ => match current_set.as_mut() {
                 Some(set) => set.body.push(seg),
@@ -570,7 +572,8 @@ mod tests {
     use super::*;
 
     const KINDS: &[SetKind] = &[SetKind { functional_id: "HS", set_id: "270", version: "005010X279A1" }];
-    const ISA: &str = "ISA*00*          *00*          *ZZ*SENDER         *ZZ*RECEIVER       *260412*1230*^*00501*000000001*0*T*:~";
+    const ISA: &str =
+        "ISA*00*          *00*          *ZZ*SENDER         *ZZ*RECEIVER       *260412*1230*^*00501*000000001*0*T*:~";
 
     fn interchange(sets: &[&str], ge_count: usize) -> String {
         let mut s = format!("{ISA}GS*HS*S*R*20260412*1230*7*X*005010X279A1~");

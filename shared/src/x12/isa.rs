@@ -139,7 +139,8 @@ pub fn salvage_fields(input: &[u8]) -> Option<IsaFields> {
 mod tests {
     use super::*;
 
-    const ISA: &[u8] = b"ISA*00*          *00*          *ZZ*SENDER         *ZZ*RECEIVER       *260412*1230*^*00501*000000001*0*T*:~";
+    const ISA: &[u8] =
+        b"ISA*00*          *00*          *ZZ*SENDER         *ZZ*RECEIVER       *260412*1230*^*00501*000000001*0*T*:~";
 
     #[test]
     fn reads_standard_delimiters() {
@@ -150,7 +151,15 @@ mod tests {
 
     #[test]
     fn reads_custom_delimiters() {
-        let isa = ISA.iter().map(|b| match b { b'*' => b'|', b'~' => b'!', b'^' => b'~', x => *x }).collect::<Vec<_>>();
+        let isa = ISA
+            .iter()
+            .map(|b| match b {
+                b'*' => b'|',
+                b'~' => b'!',
+                b'^' => b'~',
+                x => *x,
+            })
+            .collect::<Vec<_>>();
         let d = read_delimiters(&isa).unwrap();
         assert_eq!(d, Delimiters { element: b'|', repetition: Some(b'~'), component: b':', segment: b'!' });
     }

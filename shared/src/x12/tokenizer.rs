@@ -217,7 +217,8 @@ impl<'a> Tokenizer<'a> {
         if len_text.is_empty() || len_text.len() > 15 || !len_text.iter().all(u8::is_ascii_digit) {
             return Err(self.error(X12ErrorKind::BinaryLengthInvalid, len_start));
         }
-        let declared: usize = len_text.iter().fold(0usize, |acc, b| acc.saturating_mul(10).saturating_add(usize::from(b - b'0')));
+        let declared: usize =
+            len_text.iter().fold(0usize, |acc, b| acc.saturating_mul(10).saturating_add(usize::from(b - b'0')));
         if input[len_end] != d.element {
             // BIN01 with no payload element: only valid for a zero length.
             if declared != 0 {
@@ -292,7 +293,14 @@ impl<'a> Iterator for Tokenizer<'a> {
             Some(i) => id_end + i,
             None => return Some(Err(self.error(X12ErrorKind::Truncated, input.len()))),
         };
-        let seg = Segment { id, rest: &input[id_end..end], binary: None, delimiters: d, index: self.index, offset: seg_start };
+        let seg = Segment {
+            id,
+            rest: &input[id_end..end],
+            binary: None,
+            delimiters: d,
+            index: self.index,
+            offset: seg_start,
+        };
         self.pos = end + 1;
         self.index += 1;
         Some(Ok(seg))
@@ -303,7 +311,8 @@ impl<'a> Iterator for Tokenizer<'a> {
 mod tests {
     use super::*;
 
-    const ISA: &str = "ISA*00*          *00*          *ZZ*SENDER         *ZZ*RECEIVER       *260412*1230*^*00501*000000001*0*T*:~";
+    const ISA: &str =
+        "ISA*00*          *00*          *ZZ*SENDER         *ZZ*RECEIVER       *260412*1230*^*00501*000000001*0*T*:~";
 
     fn segments(input: &str) -> Vec<String> {
         Tokenizer::new(input.as_bytes())

@@ -103,7 +103,8 @@ impl X12Writer {
         // contain element or segment delimiters after cleaning there, so only those two are filtered here.
         let d = self.delimiters;
         for &b in text.as_bytes() {
-            let bad = b == d.element || b == d.segment || (!prebuilt_ok && (b == d.component || Some(b) == d.repetition));
+            let bad =
+                b == d.element || b == d.segment || (!prebuilt_ok && (b == d.component || Some(b) == d.repetition));
             self.buf.push(if bad { b' ' } else { b });
         }
     }

@@ -246,8 +246,7 @@ impl StateStore for DynamoStateStore {
             Ok(_) => Ok(()),
             Err(err) => {
                 if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = err.as_service_error() {
-                    let reasons: Vec<&str> =
-                        cancelled.cancellation_reasons().iter().filter_map(|r| r.code()).collect();
+                    let reasons: Vec<&str> = cancelled.cancellation_reasons().iter().filter_map(|r| r.code()).collect();
                     let message = cancelled.message().unwrap_or_default();
                     let has = |code: &str| reasons.contains(&code) || message.contains(code);
                     if has("ConditionalCheckFailed") || has("TransactionConflict") {
@@ -299,10 +298,7 @@ impl StateStore for DynamoStateStore {
 }
 
 fn now_epoch() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 /// An item is expired when its `ttl` is strictly before `now` (the embedded store's rule).

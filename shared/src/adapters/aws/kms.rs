@@ -122,11 +122,8 @@ impl KeyService for KmsKeyService {
     }
 
     async fn sign_es384(&self, message: &[u8]) -> PortResult<Vec<u8>> {
-        let request = self
-            .client
-            .sign()
-            .key_id(&self.signing_key_id)
-            .signing_algorithm(SigningAlgorithmSpec::EcdsaSha384);
+        let request =
+            self.client.sign().key_id(&self.signing_key_id).signing_algorithm(SigningAlgorithmSpec::EcdsaSha384);
         let request = if message.len() <= MAX_RAW_MESSAGE {
             request.message(Blob::new(message)).message_type(MessageType::Raw)
         } else {

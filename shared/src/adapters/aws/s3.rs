@@ -79,11 +79,7 @@ impl BlobStore for S3BlobStore {
                 });
             }
         };
-        let body = output
-            .body
-            .collect()
-            .await
-            .map_err(|e| PortError::Unavailable(format!("GetObject body: {e}")))?;
+        let body = output.body.collect().await.map_err(|e| PortError::Unavailable(format!("GetObject body: {e}")))?;
         Ok(body.into_bytes().to_vec())
     }
 

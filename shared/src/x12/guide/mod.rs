@@ -64,12 +64,28 @@ pub struct ElementRule {
 }
 
 /// Shorthand constructor for element rules in the guide tables.
-pub const fn el(pos: u8, de: u16, usage: Usage, ty: DataType, min: u16, max: u16, codes: &'static [&'static str]) -> ElementRule {
+pub const fn el(
+    pos: u8,
+    de: u16,
+    usage: Usage,
+    ty: DataType,
+    min: u16,
+    max: u16,
+    codes: &'static [&'static str],
+) -> ElementRule {
     ElementRule { pos, de, usage, ty, min, max, codes, repeats: false }
 }
 
 /// A repeating element rule.
-pub const fn rep(pos: u8, de: u16, usage: Usage, ty: DataType, min: u16, max: u16, codes: &'static [&'static str]) -> ElementRule {
+pub const fn rep(
+    pos: u8,
+    de: u16,
+    usage: Usage,
+    ty: DataType,
+    min: u16,
+    max: u16,
+    codes: &'static [&'static str],
+) -> ElementRule {
     ElementRule { pos, de, usage, ty, min, max, codes, repeats: true }
 }
 
@@ -89,7 +105,13 @@ pub struct SegmentRule {
 }
 
 /// Shorthand constructor for segment rules.
-pub const fn seg(id: &'static str, usage: Usage, max_use: u16, max_elements: u8, elements: &'static [ElementRule]) -> SegmentRule {
+pub const fn seg(
+    id: &'static str,
+    usage: Usage,
+    max_use: u16,
+    max_elements: u8,
+    elements: &'static [ElementRule],
+) -> SegmentRule {
     SegmentRule { id, usage, max_use, max_elements, elements }
 }
 
@@ -242,7 +264,7 @@ pub fn validate<'a>(guide: &TransactionGuide, body: &[Segment<'a>], ack: &mut Se
         let leaving_bracket = w.part == Part::Bracket && next_part == Part::Detail;
         if leaving_bracket {
             close_loop(rule, Part::Bracket, &w.counts[Part::Bracket as usize], position, ack);
-        } else if !entering_bracket && (next_part != w.part || trigger) {
+        } else if !entering_bracket && (next_part != w.part || (trigger && !w.counts[w.part as usize].is_empty())) {
             // A loop instance ends where the next loop (or the next instance of the same loop) starts.
             close_loop(rule, w.part, &w.counts[w.part as usize], position, ack);
             w.counts[next_part as usize].clear();
@@ -376,7 +398,13 @@ fn check_required(lr: &LoopRule, counts: &[(&'static str, u16)], position: usize
         if !counts.iter().any(|(id, n)| *id == r.id && *n > 0) {
             push(
                 ack,
-                SegmentError { segment_id: r.id.to_owned(), position, loop_id: Some(lr.id), code: "3", elements: Vec::new() },
+                SegmentError {
+                    segment_id: r.id.to_owned(),
+                    position,
+                    loop_id: Some(lr.id),
+                    code: "3",
+                    elements: Vec::new(),
+                },
             );
         }
     }
@@ -395,7 +423,13 @@ fn el_err(position: usize, de: u16, code: &'static str, bad: Option<String>) -> 
     ElementError { position, component: None, repetition: None, data_element: de, code, bad_value: bad }
 }
 
-fn check_segment(lr: &LoopRule, s: &Segment<'_>, position: usize, counts: &mut Vec<(&'static str, u16)>, ack: &mut SetAck) {
+fn check_segment(
+    lr: &LoopRule,
+    s: &Segment<'_>,
+    position: usize,
+    counts: &mut Vec<(&'static str, u16)>,
+    ack: &mut SetAck,
+) {
     let Some(rule) = lr.segments.iter().find(|r| r.id == s.id_str()) else { return };
     let count = match counts.iter_mut().find(|(id, _)| *id == rule.id) {
         Some((_, n)) => {
@@ -446,7 +480,14 @@ pub fn check_elements(rule: &SegmentRule, s: &Segment<'_>) -> Vec<ElementError> 
         let check_one = |v: &[u8], errors: &mut Vec<ElementError>, repetition: Option<usize>| {
             if let Some(code) = check_value(r, v, s, pos) {
                 let bad = (code == "7").then(|| String::from_utf8_lossy(v).into_owned());
-                errors.push(ElementError { position: pos, component: None, repetition, data_element: r.de, code, bad_value: bad });
+                errors.push(ElementError {
+                    position: pos,
+                    component: None,
+                    repetition,
+                    data_element: r.de,
+                    code,
+                    bad_value: bad,
+                });
             }
         };
         if r.repeats {

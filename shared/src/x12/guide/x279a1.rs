@@ -16,16 +16,16 @@ pub const KIND_271: SetKind = SetKind { functional_id: "HB", set_id: "271", vers
 
 /// Service type codes (data element 1365) as the guide lists them.
 pub const SERVICE_TYPE_CODES: &[&str] = &[
-    "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16", "17", "18", "19", "20", "21",
-    "22", "23", "24", "25", "26", "27", "28", "30", "32", "33", "34", "35", "36", "37", "38", "39", "40", "41", "42",
-    "43", "44", "45", "46", "47", "48", "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59", "60", "61",
-    "62", "63", "64", "65", "66", "67", "68", "69", "70", "71", "72", "73", "74", "75", "76", "77", "78", "79", "80",
-    "81", "82", "83", "84", "85", "86", "87", "88", "89", "90", "91", "92", "93", "94", "95", "96", "97", "98", "99",
-    "A0", "A1", "A2", "A3", "A4", "A5", "A6", "A7", "A8", "A9", "AA", "AB", "AC", "AD", "AE", "AF", "AG", "AH", "AI",
-    "AJ", "AK", "AL", "AM", "AN", "AO", "AQ", "AR", "B1", "B2", "B3", "BA", "BB", "BC", "BD", "BE", "BF", "BG", "BH",
-    "BI", "BJ", "BK", "BL", "BM", "BN", "BP", "BQ", "BR", "BS", "BT", "BU", "BV", "BW", "BX", "BY", "BZ", "C1", "CA",
-    "CB", "CC", "CD", "CE", "CF", "CG", "CH", "CI", "CJ", "CK", "CL", "CM", "CN", "CO", "CP", "CQ", "DG", "DM", "DS",
-    "GF", "GN", "GY", "IC", "MH", "NI", "ON", "PT", "PU", "RN", "RT", "TC", "TN", "UC",
+    "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16", "17", "18", "19", "20",
+    "21", "22", "23", "24", "25", "26", "27", "28", "30", "32", "33", "34", "35", "36", "37", "38", "39", "40", "41",
+    "42", "43", "44", "45", "46", "47", "48", "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59", "60",
+    "61", "62", "63", "64", "65", "66", "67", "68", "69", "70", "71", "72", "73", "74", "75", "76", "77", "78", "79",
+    "80", "81", "82", "83", "84", "85", "86", "87", "88", "89", "90", "91", "92", "93", "94", "95", "96", "97", "98",
+    "99", "A0", "A1", "A2", "A3", "A4", "A5", "A6", "A7", "A8", "A9", "AA", "AB", "AC", "AD", "AE", "AF", "AG", "AH",
+    "AI", "AJ", "AK", "AL", "AM", "AN", "AO", "AQ", "AR", "B1", "B2", "B3", "BA", "BB", "BC", "BD", "BE", "BF", "BG",
+    "BH", "BI", "BJ", "BK", "BL", "BM", "BN", "BP", "BQ", "BR", "BS", "BT", "BU", "BV", "BW", "BX", "BY", "BZ", "C1",
+    "CA", "CB", "CC", "CD", "CE", "CF", "CG", "CH", "CI", "CJ", "CK", "CL", "CM", "CN", "CO", "CP", "CQ", "DG", "DM",
+    "DS", "GF", "GN", "GY", "IC", "MH", "NI", "ON", "PT", "PU", "RN", "RT", "TC", "TN", "UC",
 ];
 
 const YN: &[&str] = &["N", "Y"];
@@ -57,7 +57,12 @@ const fn aaa_rule(elements: &'static [ElementRule]) -> SegmentRule {
 
 macro_rules! aaa_elements {
     ($codes:expr) => {
-        &[el(1, 1073, R, Id, 1, 1, YN), el(2, 559, N, Id, 2, 2, &[]), el(3, 901, R, Id, 2, 2, $codes), el(4, 889, R, Id, 1, 1, FOLLOW_UP)]
+        &[
+            el(1, 1073, R, Id, 1, 1, YN),
+            el(2, 559, N, Id, 2, 2, &[]),
+            el(3, 901, R, Id, 2, 2, $codes),
+            el(4, 889, R, Id, 1, 1, FOLLOW_UP),
+        ]
     };
 }
 
@@ -114,7 +119,12 @@ const TRN_270: SegmentRule = seg(
     S,
     2,
     4,
-    &[el(1, 481, R, Id, 1, 2, &["1"]), el(2, 127, R, An, 1, 50, &[]), el(3, 509, R, An, 10, 10, &[]), el(4, 127, S, An, 1, 50, &[])],
+    &[
+        el(1, 481, R, Id, 1, 2, &["1"]),
+        el(2, 127, R, An, 1, 50, &[]),
+        el(3, 509, R, An, 10, 10, &[]),
+        el(4, 127, S, An, 1, 50, &[]),
+    ],
 );
 
 const TRN_271: SegmentRule = seg(
@@ -122,7 +132,12 @@ const TRN_271: SegmentRule = seg(
     S,
     3,
     4,
-    &[el(1, 481, R, Id, 1, 2, &["1", "2"]), el(2, 127, R, An, 1, 50, &[]), el(3, 509, R, An, 10, 10, &[]), el(4, 127, S, An, 1, 50, &[])],
+    &[
+        el(1, 481, R, Id, 1, 2, &["1", "2"]),
+        el(2, 127, R, An, 1, 50, &[]),
+        el(3, 509, R, An, 10, 10, &[]),
+        el(4, 127, S, An, 1, 50, &[]),
+    ],
 );
 
 macro_rules! nm1 {
@@ -215,31 +230,60 @@ const BENEFIT_ENTITIES: &[&str] = &[
     "TTP", "VER", "VN", "VY", "X3", "Y2",
 ];
 
-const REF_ANY: SegmentRule = seg("REF", S, 9, 3, &[el(1, 128, R, Id, 2, 3, &[]), el(2, 127, R, An, 1, 50, &[]), el(3, 352, S, An, 1, 80, &[])]);
+const REF_ANY: SegmentRule =
+    seg("REF", S, 9, 3, &[el(1, 128, R, Id, 2, 3, &[]), el(2, 127, R, An, 1, 50, &[]), el(3, 352, S, An, 1, 80, &[])]);
 const N3: SegmentRule = seg("N3", S, 1, 2, &[el(1, 166, R, An, 1, 55, &[]), el(2, 166, S, An, 1, 55, &[])]);
 const N4: SegmentRule = seg(
     "N4",
     S,
     1,
     7,
-    &[el(1, 19, R, An, 2, 30, &[]), el(2, 156, S, Id, 2, 2, &[]), el(3, 116, S, Id, 3, 15, &[]), el(4, 26, S, Id, 2, 3, &[]), el(7, 1715, S, Id, 1, 3, &[])],
+    &[
+        el(1, 19, R, An, 2, 30, &[]),
+        el(2, 156, S, Id, 2, 2, &[]),
+        el(3, 116, S, Id, 3, 15, &[]),
+        el(4, 26, S, Id, 2, 3, &[]),
+        el(7, 1715, S, Id, 1, 3, &[]),
+    ],
 );
-const PRV: SegmentRule = seg("PRV", S, 1, 3, &[el(1, 1221, R, Id, 1, 3, &[]), el(2, 128, S, Id, 2, 3, &["PXC"]), el(3, 127, S, An, 1, 50, &[])]);
+const PRV: SegmentRule = seg(
+    "PRV",
+    S,
+    1,
+    3,
+    &[el(1, 1221, R, Id, 1, 3, &[]), el(2, 128, S, Id, 2, 3, &["PXC"]), el(3, 127, S, An, 1, 50, &[])],
+);
 const PER: SegmentRule = seg("PER", S, 3, 8, &[el(1, 366, R, Id, 2, 2, &["IC"]), el(2, 93, S, An, 1, 60, &[])]);
 const DMG: SegmentRule = seg(
     "DMG",
     S,
     1,
     3,
-    &[el(1, 1250, R, Id, 2, 3, &["D8"]), el(2, 1251, R, DateByFormat, 1, 35, &[]), el(3, 1068, S, Id, 1, 1, &["F", "M", "U"])],
+    &[
+        el(1, 1250, R, Id, 2, 3, &["D8"]),
+        el(2, 1251, R, DateByFormat, 1, 35, &[]),
+        el(3, 1068, S, Id, 1, 1, &["F", "M", "U"]),
+    ],
 );
-const INS_270_SUB: SegmentRule = seg("INS", S, 1, 17, &[el(1, 1073, R, Id, 1, 1, &["Y"]), el(2, 1069, R, Id, 2, 2, &["18"]), el(17, 1470, S, N0, 1, 9, &[])]);
+const INS_270_SUB: SegmentRule = seg(
+    "INS",
+    S,
+    1,
+    17,
+    &[el(1, 1073, R, Id, 1, 1, &["Y"]), el(2, 1069, R, Id, 2, 2, &["18"]), el(17, 1470, S, N0, 1, 9, &[])],
+);
 const INS_271_SUB: SegmentRule = seg(
     "INS",
     S,
     1,
     17,
-    &[el(1, 1073, R, Id, 1, 1, &["Y"]), el(2, 1069, R, Id, 2, 2, &["18"]), el(3, 875, S, Id, 3, 3, &["001"]), el(4, 1203, S, Id, 2, 3, &["25"]), el(17, 1470, S, N0, 1, 9, &[])],
+    &[
+        el(1, 1073, R, Id, 1, 1, &["Y"]),
+        el(2, 1069, R, Id, 2, 2, &["18"]),
+        el(3, 875, S, Id, 3, 3, &["001"]),
+        el(4, 1203, S, Id, 2, 3, &["25"]),
+        el(17, 1470, S, N0, 1, 9, &[]),
+    ],
 );
 const RELATIONSHIPS: &[&str] = &["01", "19", "20", "21", "39", "40", "53", "G8"];
 const INS_DEP: SegmentRule = seg(
@@ -247,7 +291,13 @@ const INS_DEP: SegmentRule = seg(
     S,
     1,
     17,
-    &[el(1, 1073, R, Id, 1, 1, &["N"]), el(2, 1069, R, Id, 2, 2, RELATIONSHIPS), el(3, 875, S, Id, 3, 3, &["001"]), el(4, 1203, S, Id, 2, 3, &["25"]), el(17, 1470, S, N0, 1, 9, &[])],
+    &[
+        el(1, 1073, R, Id, 1, 1, &["N"]),
+        el(2, 1069, R, Id, 2, 2, RELATIONSHIPS),
+        el(3, 875, S, Id, 3, 3, &["001"]),
+        el(4, 1203, S, Id, 2, 3, &["25"]),
+        el(17, 1470, S, N0, 1, 9, &[]),
+    ],
 );
 const HI: SegmentRule = seg("HI", S, 1, 8, &[el(1, 0, R, Composite, 1, 30, &[])]);
 const DTP_270_NAME: SegmentRule = seg(
@@ -255,7 +305,11 @@ const DTP_270_NAME: SegmentRule = seg(
     S,
     2,
     3,
-    &[el(1, 374, R, Id, 3, 3, &["291"]), el(2, 1250, R, Id, 2, 3, &["D8", "RD8"]), el(3, 1251, R, DateByFormat, 1, 35, &[])],
+    &[
+        el(1, 374, R, Id, 3, 3, &["291"]),
+        el(2, 1250, R, Id, 2, 3, &["D8", "RD8"]),
+        el(3, 1251, R, DateByFormat, 1, 35, &[]),
+    ],
 );
 const DTP_271_NAME: SegmentRule = seg(
     "DTP",
@@ -263,7 +317,18 @@ const DTP_271_NAME: SegmentRule = seg(
     9,
     3,
     &[
-        el(1, 374, R, Id, 3, 3, &["102", "152", "291", "307", "318", "340", "341", "342", "343", "346", "347", "356", "357", "382", "435", "442", "458", "539", "540", "636", "771"]),
+        el(
+            1,
+            374,
+            R,
+            Id,
+            3,
+            3,
+            &[
+                "102", "152", "291", "307", "318", "340", "341", "342", "343", "346", "347", "356", "357", "382",
+                "435", "442", "458", "539", "540", "636", "771",
+            ],
+        ),
         el(2, 1250, R, Id, 2, 3, &["D8", "RD8"]),
         el(3, 1251, R, DateByFormat, 1, 35, &[]),
     ],
@@ -274,7 +339,18 @@ const DTP_271_BENEFIT: SegmentRule = seg(
     20,
     3,
     &[
-        el(1, 374, R, Id, 3, 3, &["193", "194", "198", "290", "292", "295", "304", "307", "318", "346", "347", "348", "349", "356", "357", "435", "472", "636", "771"]),
+        el(
+            1,
+            374,
+            R,
+            Id,
+            3,
+            3,
+            &[
+                "193", "194", "198", "290", "292", "295", "304", "307", "318", "346", "347", "348", "349", "356",
+                "357", "435", "472", "636", "771",
+            ],
+        ),
         el(2, 1250, R, Id, 2, 3, &["D8", "RD8"]),
         el(3, 1251, R, DateByFormat, 1, 35, &[]),
     ],
@@ -292,14 +368,19 @@ const EQ: SegmentRule = seg(
         el(5, 0, S, Composite, 1, 8, &[]),
     ],
 );
-const AMT_270: SegmentRule = seg("AMT", S, 2, 2, &[el(1, 522, R, Id, 1, 3, &["R", "PB"]), el(2, 782, R, Dec, 1, 18, &[])]);
+const AMT_270: SegmentRule =
+    seg("AMT", S, 2, 2, &[el(1, 522, R, Id, 1, 3, &["R", "PB"]), el(2, 782, R, Dec, 1, 18, &[])]);
 const III_270: SegmentRule = seg("III", S, 1, 2, &[el(1, 1270, R, Id, 1, 3, &["ZZ"]), el(2, 1271, R, An, 1, 30, &[])]);
 const DTP_2110_270: SegmentRule = seg(
     "DTP",
     S,
     1,
     3,
-    &[el(1, 374, R, Id, 3, 3, &["291"]), el(2, 1250, R, Id, 2, 3, &["D8", "RD8"]), el(3, 1251, R, DateByFormat, 1, 35, &[])],
+    &[
+        el(1, 374, R, Id, 3, 3, &["291"]),
+        el(2, 1250, R, Id, 2, 3, &["D8", "RD8"]),
+        el(3, 1251, R, DateByFormat, 1, 35, &[]),
+    ],
 );
 const EB: SegmentRule = seg(
     "EB",
@@ -307,15 +388,45 @@ const EB: SegmentRule = seg(
     1,
     14,
     &[
-        el(1, 1390, R, Id, 1, 2, &["1", "2", "3", "4", "5", "6", "7", "8", "A", "B", "C", "CB", "D", "E", "F", "G", "H", "I", "J", "K", "L", "M", "MC", "N", "O", "P", "Q", "R", "S", "T", "U", "V", "W", "X", "Y"]),
+        el(
+            1,
+            1390,
+            R,
+            Id,
+            1,
+            2,
+            &[
+                "1", "2", "3", "4", "5", "6", "7", "8", "A", "B", "C", "CB", "D", "E", "F", "G", "H", "I", "J", "K",
+                "L", "M", "MC", "N", "O", "P", "Q", "R", "S", "T", "U", "V", "W", "X", "Y",
+            ],
+        ),
         el(2, 1207, S, Id, 3, 3, &["CHD", "DEP", "ECH", "EMP", "ESP", "FAM", "IND", "SPC", "SPO"]),
         rep(3, 1365, S, Id, 1, 2, SERVICE_TYPE_CODES),
         el(4, 1336, S, Id, 1, 3, &[]),
         el(5, 1204, S, An, 1, 50, &[]),
-        el(6, 615, S, Id, 1, 2, &["6", "7", "13", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32", "33", "34", "35", "36"]),
+        el(
+            6,
+            615,
+            S,
+            Id,
+            1,
+            2,
+            &[
+                "6", "7", "13", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32", "33", "34",
+                "35", "36",
+            ],
+        ),
         el(7, 782, S, Dec, 1, 18, &[]),
         el(8, 954, S, Dec, 1, 10, &[]),
-        el(9, 673, S, Id, 2, 2, &["99", "CA", "CE", "D3", "DB", "DY", "HS", "LA", "LE", "M2", "MN", "P6", "QA", "S7", "S8", "VS", "YY"]),
+        el(
+            9,
+            673,
+            S,
+            Id,
+            2,
+            2,
+            &["99", "CA", "CE", "D3", "DB", "DY", "HS", "LA", "LE", "M2", "MN", "P6", "QA", "S7", "S8", "VS", "YY"],
+        ),
         el(10, 380, S, Dec, 1, 15, &[]),
         el(11, 1073, S, Id, 1, 1, &["N", "U", "Y"]),
         el(12, 1073, S, Id, 1, 1, &["N", "U", "W", "Y"]),
@@ -327,7 +438,8 @@ const HSD: SegmentRule = seg("HSD", S, 9, 8, &[el(1, 673, S, Id, 2, 2, &[]), el(
 const MSG: SegmentRule = seg("MSG", S, 10, 1, &[el(1, 933, R, An, 1, 264, &[])]);
 const LS: SegmentRule = seg("LS", S, 1, 1, &[el(1, 447, R, An, 1, 4, &["2120"])]);
 const LE: SegmentRule = seg("LE", S, 1, 1, &[el(1, 447, R, An, 1, 4, &["2120"])]);
-const III_271: SegmentRule = seg("III", S, 10, 2, &[el(1, 1270, R, Id, 1, 3, &["ZZ", "GR", "NI"]), el(2, 1271, R, An, 1, 30, &[])]);
+const III_271: SegmentRule =
+    seg("III", S, 10, 2, &[el(1, 1270, R, Id, 1, 3, &["ZZ", "GR", "NI"]), el(2, 1271, R, An, 1, 30, &[])]);
 
 /// The 270 guide.
 pub const GUIDE_270: TransactionGuide = TransactionGuide {
@@ -345,10 +457,7 @@ pub const GUIDE_270: TransactionGuide = TransactionGuide {
         LevelRule {
             level_code: "21",
             hl_loop: LoopRule { id: "2000B", segments: &[HL] },
-            name_loop: LoopRule {
-                id: "2100B",
-                segments: &[NM1_RECEIVER, REF_ANY, N3, N4, PRV],
-            },
+            name_loop: LoopRule { id: "2100B", segments: &[NM1_RECEIVER, REF_ANY, N3, N4, PRV] },
             detail_loop: None,
             bracket_loop: None,
             required: true,
@@ -396,10 +505,7 @@ pub const GUIDE_271: TransactionGuide = TransactionGuide {
         LevelRule {
             level_code: "21",
             hl_loop: LoopRule { id: "2000B", segments: &[HL] },
-            name_loop: LoopRule {
-                id: "2100B",
-                segments: &[NM1_RECEIVER, REF_ANY, N3, N4, AAA_2100B, PRV],
-            },
+            name_loop: LoopRule { id: "2100B", segments: &[NM1_RECEIVER, REF_ANY, N3, N4, AAA_2100B, PRV] },
             detail_loop: None,
             bracket_loop: None,
             required: false,
@@ -409,18 +515,7 @@ pub const GUIDE_271: TransactionGuide = TransactionGuide {
             hl_loop: LoopRule { id: "2000C", segments: &[HL, TRN_271] },
             name_loop: LoopRule {
                 id: "2100C",
-                segments: &[
-                    NM1_SUBSCRIBER,
-                    REF_ANY,
-                    N3,
-                    N4,
-                    AAA_2100C,
-                    PRV,
-                    DMG,
-                    INS_271_SUB,
-                    HI,
-                    DTP_271_NAME,
-                ],
+                segments: &[NM1_SUBSCRIBER, REF_ANY, N3, N4, AAA_2100C, PRV, DMG, INS_271_SUB, HI, DTP_271_NAME],
             },
             detail_loop: Some(LoopRule {
                 id: "2110C",
