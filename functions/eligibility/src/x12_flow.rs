@@ -35,6 +35,22 @@ pub struct X12Outcome {
     pub payer_id: Option<String>,
 }
 
+impl X12Outcome {
+    /// A TA1 rejecting the whole interchange.
+    fn ta1(body: Vec<u8>, note: &'static str, inbound_control: String, outbound_control: u64) -> Self {
+        X12Outcome {
+            body,
+            ta1_note: Some(note),
+            inbound_control: Some(inbound_control),
+            outbound_control: Some(outbound_control),
+            sets: 0,
+            rejected_sets: 0,
+            aaa_rejections: 0,
+            payer_id: None,
+        }
+    }
+}
+
 /// Why no X12 answer could be written at all.
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
@@ -60,16 +76,8 @@ pub async fn answer_interchange(app: &App, ctx: &CallerContext, input: &[u8]) ->
             let Some(fields) = rej.fields else { return Err(FlowError::NotX12(rej.error)) };
             let control = control_numbers::next_interchange(app.store.as_ref(), &ctx.caller.partner).await?;
             let env = OutboundEnvelope::answering(&fields, control, now);
-            return Ok(X12Outcome {
-                body: ta1_interchange(rej.delimiters, &fields, env, false, rej.note_code),
-                ta1_note: Some(rej.note_code),
-                inbound_control: Some(fields.control_number),
-                outbound_control: Some(control),
-                sets: 0,
-                rejected_sets: 0,
-                aaa_rejections: 0,
-                payer_id: None,
-            });
+            let body = ta1_interchange(rej.delimiters, &fields, env, false, rej.note_code);
+            return Ok(X12Outcome::ta1(body, rej.note_code, fields.control_number, control));
         }
     };
     let fields = interchange.fields();
@@ -80,16 +88,8 @@ pub async fn answer_interchange(app: &App, ctx: &CallerContext, input: &[u8]) ->
     // The interchange sender must be one the calling partner registered (TA1 006 otherwise).
     let senders = &ctx.partner.x12_sender_ids;
     if !senders.is_empty() && !senders.iter().any(|s| s.trim() == fields.sender.1) {
-        return Ok(X12Outcome {
-            body: ta1_interchange(delimiters, &fields, env, false, "006"),
-            ta1_note: Some("006"),
-            inbound_control: Some(fields.control_number),
-            outbound_control: Some(control),
-            sets: 0,
-            rejected_sets: 0,
-            aaa_rejections: 0,
-            payer_id: None,
-        });
+        let body = ta1_interchange(delimiters, &fields, env, false, "006");
+        return Ok(X12Outcome::ta1(body, "006", fields.control_number, control));
     }
 
     let data: Option<CurrentDataSet> = match app.repo.current().await {

@@ -140,86 +140,44 @@ const TRN_271: SegmentRule = seg(
     ],
 );
 
+/// An NM1 rule: entity codes, entity types, usage of the id pair (NM108/NM109) and its qualifiers, usage of NM110.
 macro_rules! nm1 {
-    ($elements:expr) => {
-        seg("NM1", R, 1, 12, $elements)
+    ($entities:expr, $types:expr, $id_usage:expr, $qualifiers:expr, $nm110:expr) => {
+        seg(
+            "NM1",
+            R,
+            1,
+            12,
+            &[
+                el(1, 98, R, Id, 2, 3, $entities),
+                el(2, 1065, R, Id, 1, 1, $types),
+                el(3, 1035, S, An, 1, 60, &[]),
+                el(4, 1036, S, An, 1, 35, &[]),
+                el(5, 1037, S, An, 1, 25, &[]),
+                el(6, 1038, N, An, 1, 10, &[]),
+                el(7, 1039, S, An, 1, 10, &[]),
+                el(8, 66, $id_usage, Id, 1, 2, $qualifiers),
+                el(9, 67, $id_usage, An, 2, 80, &[]),
+                el(10, 706, $nm110, Id, 2, 2, &[]),
+                el(11, 98, N, Id, 2, 3, &[]),
+                el(12, 1035, N, An, 1, 60, &[]),
+            ],
+        )
     };
 }
 
-const NM1_SOURCE: SegmentRule = nm1!(&[
-    el(1, 98, R, Id, 2, 3, SOURCE_ENTITIES),
-    el(2, 1065, R, Id, 1, 1, &["1", "2"]),
-    el(3, 1035, S, An, 1, 60, &[]),
-    el(4, 1036, S, An, 1, 35, &[]),
-    el(5, 1037, S, An, 1, 25, &[]),
-    el(6, 1038, N, An, 1, 10, &[]),
-    el(7, 1039, S, An, 1, 10, &[]),
-    el(8, 66, R, Id, 1, 2, SOURCE_QUALIFIERS),
-    el(9, 67, R, An, 2, 80, &[]),
-    el(10, 706, N, Id, 2, 2, &[]),
-    el(11, 98, N, Id, 2, 3, &[]),
-    el(12, 1035, N, An, 1, 60, &[]),
-]);
-
-const NM1_RECEIVER: SegmentRule = nm1!(&[
-    el(1, 98, R, Id, 2, 3, RECEIVER_ENTITIES),
-    el(2, 1065, R, Id, 1, 1, &["1", "2"]),
-    el(3, 1035, S, An, 1, 60, &[]),
-    el(4, 1036, S, An, 1, 35, &[]),
-    el(5, 1037, S, An, 1, 25, &[]),
-    el(6, 1038, N, An, 1, 10, &[]),
-    el(7, 1039, S, An, 1, 10, &[]),
-    el(8, 66, R, Id, 1, 2, RECEIVER_QUALIFIERS),
-    el(9, 67, R, An, 2, 80, &[]),
-    el(10, 706, N, Id, 2, 2, &[]),
-    el(11, 98, N, Id, 2, 3, &[]),
-    el(12, 1035, N, An, 1, 60, &[]),
-]);
-
-const NM1_SUBSCRIBER: SegmentRule = nm1!(&[
-    el(1, 98, R, Id, 2, 3, &["IL"]),
-    el(2, 1065, R, Id, 1, 1, &["1", "2"]),
-    el(3, 1035, S, An, 1, 60, &[]),
-    el(4, 1036, S, An, 1, 35, &[]),
-    el(5, 1037, S, An, 1, 25, &[]),
-    el(6, 1038, N, An, 1, 10, &[]),
-    el(7, 1039, S, An, 1, 10, &[]),
-    el(8, 66, S, Id, 1, 2, &["II", "MI"]),
-    el(9, 67, S, An, 2, 80, &[]),
-    el(10, 706, N, Id, 2, 2, &[]),
-    el(11, 98, N, Id, 2, 3, &[]),
-    el(12, 1035, N, An, 1, 60, &[]),
-]);
-
-const NM1_DEPENDENT: SegmentRule = nm1!(&[
-    el(1, 98, R, Id, 2, 3, &["03"]),
-    el(2, 1065, R, Id, 1, 1, &["1"]),
-    el(3, 1035, S, An, 1, 60, &[]),
-    el(4, 1036, S, An, 1, 35, &[]),
-    el(5, 1037, S, An, 1, 25, &[]),
-    el(6, 1038, N, An, 1, 10, &[]),
-    el(7, 1039, S, An, 1, 10, &[]),
-    el(8, 66, N, Id, 1, 2, &[]),
-    el(9, 67, N, An, 2, 80, &[]),
-    el(10, 706, N, Id, 2, 2, &[]),
-    el(11, 98, N, Id, 2, 3, &[]),
-    el(12, 1035, N, An, 1, 60, &[]),
-]);
-
-const NM1_BENEFIT: SegmentRule = nm1!(&[
-    el(1, 98, R, Id, 2, 3, BENEFIT_ENTITIES),
-    el(2, 1065, R, Id, 1, 1, &["1", "2"]),
-    el(3, 1035, S, An, 1, 60, &[]),
-    el(4, 1036, S, An, 1, 35, &[]),
-    el(5, 1037, S, An, 1, 25, &[]),
-    el(6, 1038, N, An, 1, 10, &[]),
-    el(7, 1039, S, An, 1, 10, &[]),
-    el(8, 66, S, Id, 1, 2, &["24", "34", "46", "FA", "FI", "MI", "NI", "PI", "PP", "SV", "XV", "XX"]),
-    el(9, 67, S, An, 2, 80, &[]),
-    el(10, 706, S, Id, 2, 2, &[]),
-    el(11, 98, N, Id, 2, 3, &[]),
-    el(12, 1035, N, An, 1, 60, &[]),
-]);
+const PERSON_OR_ORG: &[&str] = &["1", "2"];
+const NM1_SOURCE: SegmentRule = nm1!(SOURCE_ENTITIES, PERSON_OR_ORG, R, SOURCE_QUALIFIERS, N);
+const NM1_RECEIVER: SegmentRule = nm1!(RECEIVER_ENTITIES, PERSON_OR_ORG, R, RECEIVER_QUALIFIERS, N);
+const NM1_SUBSCRIBER: SegmentRule = nm1!(&["IL"], PERSON_OR_ORG, S, &["II", "MI"], N);
+const NM1_DEPENDENT: SegmentRule = nm1!(&["03"], &["1"], N, &[], N);
+const NM1_BENEFIT: SegmentRule = nm1!(
+    BENEFIT_ENTITIES,
+    PERSON_OR_ORG,
+    S,
+    &["24", "34", "46", "FA", "FI", "MI", "NI", "PI", "PP", "SV", "XV", "XX"],
+    S
+);
 
 const SOURCE_ENTITIES: &[&str] = &["2B", "36", "GP", "P5", "PR"];
 const SOURCE_QUALIFIERS: &[&str] = &["24", "46", "FI", "NI", "PI", "XV", "XX"];
