@@ -75,6 +75,9 @@ pub fn x12_segments(body: &[u8]) -> Vec<String> {
     text.split(term).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
 }
 
+/// Wraps the state store (to inject failures).
+pub type StoreWrapper = fn(Arc<dyn StateStore>) -> Arc<dyn StateStore>;
+
 /// The eligibility function over embedded adapters in a temporary directory.
 pub struct TestExchange {
     /// The app.
@@ -98,7 +101,13 @@ impl TestExchange {
     /// Same, with the blob store replaced (to inject failures).
     pub async fn with_blobs(date: Date, blobs: Option<Arc<dyn BlobStore>>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        Self::open(dir, date, blobs, true).await
+        Self::open(dir, date, blobs, true, None).await
+    }
+
+    /// Same, with the state store wrapped after the demo data is loaded (to inject failures).
+    pub async fn with_store(date: Date, wrap: StoreWrapper) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::open(dir, date, None, true, Some(wrap)).await
     }
 
     /// Opens an exchange over an existing data directory (to show state survives a restart).
@@ -108,10 +117,16 @@ impl TestExchange {
         drop(self.app);
         drop(self.router);
         drop(self.adapters);
-        Self::open(dir, date, None, false).await
+        Self::open(dir, date, None, false, None).await
     }
 
-    async fn open(dir: tempfile::TempDir, date: Date, blobs: Option<Arc<dyn BlobStore>>, load: bool) -> Self {
+    async fn open(
+        dir: tempfile::TempDir,
+        date: Date,
+        blobs: Option<Arc<dyn BlobStore>>,
+        load: bool,
+        wrap: Option<StoreWrapper>,
+    ) -> Self {
         let adapters = EmbeddedAdapters::open(dir.path()).expect("embedded adapters");
         let now = date.with_time(time!(10:00)).assume_utc();
         let blobs: Arc<dyn BlobStore> = blobs.unwrap_or_else(|| adapters.blobs.clone());
@@ -124,6 +139,20 @@ impl TestExchange {
             app.repo.load(&data).await.expect("load demo data");
         }
         let app = Arc::new(app);
+        let app = match wrap {
+            Some(wrap) => {
+                let keys: Arc<dyn KeyService> = adapters.keys.clone();
+                let blobs: Arc<dyn BlobStore> = adapters.blobs.clone();
+                let inner: Arc<dyn StateStore> = adapters.store.clone();
+                Arc::new(App::new(
+                    wrap(inner),
+                    DocumentVault::new(blobs, keys.clone()),
+                    keys,
+                    Arc::new(FixedClock(now)),
+                ))
+            }
+            None => app,
+        };
         let router = eligibility::router(app.clone());
         TestExchange { app, router, dir, adapters, now, partners: data.trading_partners }
     }

@@ -376,6 +376,27 @@ async fn json_eligibility() {
     assert_eq!(reply.json()["errors"][0]["code"], "58");
 }
 
+#[tokio::test]
+async fn payer_data_unavailable_is_aaa_42() {
+    let ex = TestExchange::with_store(TODAY, |inner| Arc::new(async_trait_free::NoPayerData(inner))).await;
+    let set = answer(&ex, &Inquiry270::default()).await;
+    let nm1 = set.iter().position(|s| s.starts_with("NM1*PR")).expect("2100A");
+    assert_eq!(set[nm1 + 1], "AAA*Y**42*R", "valid request, unable to respond now, resubmission allowed: {set:?}");
+}
+
+#[tokio::test]
+async fn an_unknown_transaction_set_is_rejected_in_the_999() {
+    let ex = TestExchange::on(TODAY).await;
+    let body = String::from_utf8(Inquiry270::default().build())
+        .unwrap_or_default()
+        .replace("ST*270*0001*005010X279A1", "ST*837*0001*005010X279A1");
+    let reply = ex.post_270(body.as_bytes()).await;
+    let (sets, acks) = check_emitted(&reply.body);
+    assert!(sets.is_empty());
+    assert!(acks[0].contains(&"IK5*R*1".to_owned()), "transaction set not supported: {:?}", acks[0]);
+    assert!(acks[0].contains(&"AK9*R*1*1*0".to_owned()));
+}
+
 mod async_trait_free {
     //! A blob store that accepts inbound documents and fails on outbound ones, to show nothing is half-written.
 
@@ -383,6 +404,41 @@ mod async_trait_free {
     use std::sync::Mutex;
 
     use exchange_core::ports::{BlobStore, PortError, PortResult};
+
+    use std::sync::Arc;
+
+    use exchange_core::ports::{Item, Key, Page, Query, StateStore, WriteOp};
+
+    /// A state store whose payer-data pointer cannot be read (everything else works).
+    pub struct NoPayerData(pub Arc<dyn StateStore>);
+
+    #[async_trait::async_trait]
+    impl StateStore for NoPayerData {
+        async fn get(&self, key: &Key) -> PortResult<Option<Item>> {
+            if key.pk == "PAYERDATA" {
+                return Err(PortError::Unavailable("injected failure".into()));
+            }
+            self.0.get(key).await
+        }
+        async fn put_new(&self, item: Item) -> PortResult<()> {
+            self.0.put_new(item).await
+        }
+        async fn update(&self, item: Item, expected_version: u64) -> PortResult<u64> {
+            self.0.update(item, expected_version).await
+        }
+        async fn query(&self, query: &Query) -> PortResult<Page> {
+            self.0.query(query).await
+        }
+        async fn query_gsi1(&self, query: &Query) -> PortResult<Page> {
+            self.0.query_gsi1(query).await
+        }
+        async fn transact(&self, ops: Vec<WriteOp>) -> PortResult<()> {
+            self.0.transact(ops).await
+        }
+        async fn increment(&self, key: &Key) -> PortResult<u64> {
+            self.0.increment(key).await
+        }
+    }
 
     #[derive(Default)]
     pub struct FailingBlobs {
