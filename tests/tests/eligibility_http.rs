@@ -376,6 +376,54 @@ async fn json_eligibility() {
     assert_eq!(reply.json()["errors"][0]["code"], "58");
 }
 
+/// Every demo member, as subscriber (and each dependent in 2000D), for a spread of service types: every answer passes
+/// the envelope checks and the 271 guide tables, and says active or inactive coverage.
+#[tokio::test]
+async fn every_demo_member_gets_a_guide_conformant_271() {
+    let ex = TestExchange::on(TODAY).await;
+    let data: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(exchange_tests::demo_data_path()).unwrap_or_default())
+            .unwrap_or_default();
+    let members = data["members"].as_array().cloned().unwrap_or_default();
+    assert!(members.len() >= 10);
+    let mut answered = 0;
+    for m in &members {
+        let id = m["memberId"].as_str().unwrap_or_default();
+        let dob = m["dateOfBirth"].as_str().unwrap_or_default();
+        for eq in ["30", "98", "47", "33", "BT", "42", "30^98^UC"] {
+            let inquiry = Inquiry270 {
+                subscriber: vec![format!("NM1*IL*1******MI*{id}"), format!("DMG*D8*{dob}"), format!("EQ*{eq}")],
+                ..Default::default()
+            };
+            let set = answer(&ex, &inquiry).await;
+            assert!(
+                set.iter().any(|s| s.starts_with("EB*1*") || s.starts_with("EB*6*") || s.starts_with("EB*I*")),
+                "{set:?}"
+            );
+            answered += 1;
+        }
+        for d in m["dependents"].as_array().cloned().unwrap_or_default() {
+            let inquiry = Inquiry270 {
+                subscriber: vec![format!("NM1*IL*1******MI*{id}")],
+                dependent: Some(vec![
+                    format!(
+                        "NM1*03*1*{}*{}",
+                        d["lastName"].as_str().unwrap_or(""),
+                        d["firstName"].as_str().unwrap_or("")
+                    ),
+                    format!("DMG*D8*{}", d["dateOfBirth"].as_str().unwrap_or("")),
+                    "EQ*30".to_owned(),
+                ]),
+                ..Default::default()
+            };
+            let set = answer(&ex, &inquiry).await;
+            assert!(set.iter().any(|s| s.starts_with("INS*N*")), "{set:?}");
+            answered += 1;
+        }
+    }
+    assert!(answered > 70);
+}
+
 #[tokio::test]
 async fn payer_data_unavailable_is_aaa_42() {
     let ex = TestExchange::with_store(TODAY, |inner| Arc::new(async_trait_free::NoPayerData(inner))).await;

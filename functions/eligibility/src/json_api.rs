@@ -27,6 +27,9 @@ use crate::matching::{self, Answer, BenefitLine, PersonAnswer, Rejection};
 use crate::record::{self, InquiryRecord};
 use crate::response_271::write_271;
 
+/// TRN03 of the trace a JSON request stands for (the JSON shape has no originator; the guide wants 10 characters).
+const JSON_TRACE_ORIGINATOR: &str = "9JSONCALLR";
+
 /// The request schema, compiled into the binary.
 pub const REQUEST_SCHEMA: &str = include_str!("../schemas/eligibility-request.schema.json");
 
@@ -161,7 +164,7 @@ fn to_inquiry(r: &Request) -> Inquiry {
     let mut subscriber = person_query(&r.subscriber, if r.dependents.is_empty() { encounter } else { None });
     subscriber.traces.push(crate::inquiry::Trace {
         reference: r.control_number.clone(),
-        originator: "9JSONCALLER".chars().take(10).collect(),
+        originator: JSON_TRACE_ORIGINATOR.to_owned(),
         supplemental: None,
     });
     Inquiry {
