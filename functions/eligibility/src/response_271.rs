@@ -18,14 +18,13 @@ pub fn write_271(iw: &mut InterchangeWriter, st02: &str, inquiry: &Inquiry, answ
     w.segment("BHT", &["0022", "11", &inquiry.reference, &ccyymmdd(now), &hhmm(now)]);
 
     // 2000A / 2100A: the information source (the payer).
-    let has_receiver = answer.source_rejection.is_none();
     w.segment("HL", &["1", "", "20", "1"]);
     let payer_name = w.clean(&answer.payer.0);
     let payer_id = w.clean(&answer.payer.1);
     w.segment("NM1", &["PR", "2", &payer_name, "", "", "", "", "PI", &payer_id]);
     if let Some(r) = answer.source_rejection {
         aaa(w, r);
-        return finish(iw, st02, has_receiver);
+        return iw.end_set(st02);
     }
 
     // 2000B / 2100B: the information receiver, echoed.
@@ -35,11 +34,11 @@ pub fn write_271(iw: &mut InterchangeWriter, st02: &str, inquiry: &Inquiry, answ
     w.segment("NM1", &[&r.entity, &r.entity_type, &last, &first, "", "", "", &r.id_qualifier, &id]);
     if let Some(rej) = answer.receiver_rejection {
         aaa(w, rej);
-        return finish(iw, st02, true);
+        return iw.end_set(st02);
     }
 
     // 2000C / 2100C: the subscriber.
-    let Some(sub) = &answer.subscriber else { return finish(iw, st02, true) };
+    let Some(sub) = &answer.subscriber else { return iw.end_set(st02) };
     let has_dependent = answer.dependent.is_some();
     w.segment("HL", &["3", "2", "22", if has_dependent { "1" } else { "0" }]);
     traces(w, &inquiry.subscriber, trace_id);
@@ -57,10 +56,6 @@ pub fn write_271(iw: &mut InterchangeWriter, st02: &str, inquiry: &Inquiry, answ
             benefits(w, &dep.benefits);
         }
     }
-    finish(iw, st02, true)
-}
-
-fn finish(iw: &mut InterchangeWriter, st02: &str, _complete: bool) {
     iw.end_set(st02);
 }
 

@@ -44,18 +44,19 @@ impl X12Writer {
     }
 
     /// Writes one segment from its id and elements; trailing empty elements are dropped as X12 requires.
+    /// Element and segment delimiters inside an element become spaces. Component and repetition separators are kept,
+    /// because elements built with [`X12Writer::repeat`] and [`X12Writer::composite`] contain them on purpose: pass
+    /// free text (names, messages) through [`X12Writer::clean`] first.
     pub fn segment<S: AsRef<str>>(&mut self, id: &str, elements: &[S]) {
         let last = elements.iter().rposition(|e| !e.as_ref().is_empty()).map_or(0, |i| i + 1);
         self.buf.extend_from_slice(id.as_bytes());
         for el in &elements[..last] {
             self.buf.push(self.delimiters.element);
-            self.push_text(el.as_ref(), true);
+            self.push_element(el.as_ref());
         }
         self.end_segment();
     }
 
-    /// Writes a segment whose elements are already joined with the repetition or component separators
-    /// (use [`X12Writer::repeat`] and [`X12Writer::composite`] to build them).
     fn end_segment(&mut self) {
         self.buf.push(self.delimiters.segment);
         if self.newline {
@@ -98,13 +99,10 @@ impl X12Writer {
             .collect()
     }
 
-    fn push_text(&mut self, text: &str, prebuilt_ok: bool) {
-        // Elements built by `repeat`/`composite` already contain separators on purpose; plain text does not
-        // contain element or segment delimiters after cleaning there, so only those two are filtered here.
+    fn push_element(&mut self, text: &str) {
         let d = self.delimiters;
         for &b in text.as_bytes() {
-            let bad =
-                b == d.element || b == d.segment || (!prebuilt_ok && (b == d.component || Some(b) == d.repetition));
+            let bad = b == d.element || b == d.segment;
             self.buf.push(if bad { b' ' } else { b });
         }
     }
