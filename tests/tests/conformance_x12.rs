@@ -143,6 +143,27 @@ fn segment_count_defects_are_found() {
     }
 }
 
+/// Every 278 sample (requests and responses) reads cleanly with the 005010X217 guide tables: the table-driven layer
+/// serves a second guide without code of its own.
+#[test]
+fn the_278_samples_pass_the_278_guide() {
+    use exchange_core::x12::guide::x217::{GUIDE_278, KIND_278};
+    let dir = x12_dir("278");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("278 folder").flatten().map(|e| e.path()).collect();
+    files.sort();
+    assert_eq!(files.len(), 8);
+    for path in files {
+        let input = std::fs::read(&path).expect("read");
+        let ic = parse_interchange(&input, &[KIND_278]).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+        for set in ic.sets() {
+            let mut ack = exchange_core::x12::SetAck::default();
+            let located = validate(&GUIDE_278, &set.body, &mut ack);
+            assert!(ack.segment_errors.is_empty(), "{}: {:?}", path.display(), ack.segment_errors);
+            assert!(located.iter().any(|l| l.loop_id == "2000E" && l.segment.is("UM")), "{}", path.display());
+        }
+    }
+}
+
 /// The 999 and TA1 samples tokenize and frame: BOM tolerated, TA1-only interchange read.
 #[test]
 fn acknowledgment_samples_are_read() {

@@ -5,6 +5,7 @@
 //! Each loop lists its segments with usage, maximum use and element rules (usage, type, length, code list).
 //! [`validate`] walks a set's segments once, assigns every segment to its loop, and collects 999 IK3/IK4 errors.
 
+pub mod x217;
 pub mod x279a1;
 
 use super::envelope::{ElementError, SegmentError, SetAck};
@@ -139,6 +140,8 @@ pub struct LevelRule {
     pub bracket_loop: Option<LoopRule>,
     /// Whether the level must occur at least once.
     pub required: bool,
+    /// How many name loops (each started by NM1) one level may hold: 1 in 270/271, several for 278's 2010E/2010F.
+    pub max_name_loops: u16,
 }
 
 /// A whole transaction set guide.
@@ -178,6 +181,8 @@ struct Walker<'g> {
     part: Part,
     /// Segment counts of the open instance of each part (indexed by `Part as usize`).
     counts: [Vec<(&'static str, u16)>; 4],
+    /// Name loops opened in this level.
+    name_loops: u16,
 }
 
 /// Validates a set's body (the segments between ST and SE) against `guide`, adding IK3/IK4 errors to `ack`.
@@ -234,7 +239,7 @@ pub fn validate<'a>(guide: &TransactionGuide, body: &[Segment<'a>], ack: &mut Se
             hl_ids.push(this_id);
             hl_id = this_id;
             levels_seen.push(rule.level_code);
-            let mut w = Walker { rule, part: Part::Hl, counts: Default::default() };
+            let mut w = Walker { rule, part: Part::Hl, counts: Default::default(), name_loops: 0 };
             check_segment(&rule.hl_loop, s, position, &mut w.counts[Part::Hl as usize], ack);
             out.push(Located { loop_id: rule.hl_loop.id, segment: *s, position, hl_id });
             walker = Some(w);
@@ -271,6 +276,12 @@ pub fn validate<'a>(guide: &TransactionGuide, body: &[Segment<'a>], ack: &mut Se
         }
         if entering_bracket {
             w.counts[Part::Bracket as usize].clear();
+        }
+        if next_part == Part::Name && id == "NM1" {
+            w.name_loops += 1;
+            if w.name_loops > rule.max_name_loops {
+                push(ack, segment_error(s, position, Some(lr.id), "4"));
+            }
         }
         // LS and LE belong to the detail loop; they only move the walker in and out of the bracket.
         let counted_part = if id == "LS" || id == "LE" { Part::Detail } else { next_part };
@@ -328,7 +339,9 @@ fn transition<'r>(rule: &'r LevelRule, part: Part, id: &str) -> (Part, Option<&'
             }
         }
         Part::Name => {
-            if Some(id) == detail_trigger {
+            if id == "NM1" && rule.max_name_loops > 1 {
+                (Part::Name, Some(&rule.name_loop))
+            } else if Some(id) == detail_trigger {
                 (Part::Detail, rule.detail_loop.as_ref())
             } else if in_loop(&rule.name_loop, id) && id != "NM1" {
                 (Part::Name, Some(&rule.name_loop))

@@ -411,6 +411,7 @@ pub const GUIDE_270: TransactionGuide = TransactionGuide {
             detail_loop: None,
             bracket_loop: None,
             required: true,
+            max_name_loops: 1,
         },
         LevelRule {
             level_code: "21",
@@ -419,6 +420,7 @@ pub const GUIDE_270: TransactionGuide = TransactionGuide {
             detail_loop: None,
             bracket_loop: None,
             required: true,
+            max_name_loops: 1,
         },
         LevelRule {
             level_code: "22",
@@ -430,6 +432,7 @@ pub const GUIDE_270: TransactionGuide = TransactionGuide {
             detail_loop: Some(LoopRule { id: "2110C", segments: &[EQ, AMT_270, III_270, REF_ANY, DTP_2110_270] }),
             bracket_loop: None,
             required: true,
+            max_name_loops: 1,
         },
         LevelRule {
             level_code: "23",
@@ -441,6 +444,7 @@ pub const GUIDE_270: TransactionGuide = TransactionGuide {
             detail_loop: Some(LoopRule { id: "2110D", segments: &[EQ, III_270, REF_ANY, DTP_2110_270] }),
             bracket_loop: None,
             required: false,
+            max_name_loops: 1,
         },
     ],
 };
@@ -459,6 +463,7 @@ pub const GUIDE_271: TransactionGuide = TransactionGuide {
             detail_loop: None,
             bracket_loop: None,
             required: true,
+            max_name_loops: 1,
         },
         LevelRule {
             level_code: "21",
@@ -467,6 +472,7 @@ pub const GUIDE_271: TransactionGuide = TransactionGuide {
             detail_loop: None,
             bracket_loop: None,
             required: false,
+            max_name_loops: 1,
         },
         LevelRule {
             level_code: "22",
@@ -481,6 +487,7 @@ pub const GUIDE_271: TransactionGuide = TransactionGuide {
             }),
             bracket_loop: Some(LoopRule { id: "2120C", segments: BENEFIT_NAME_LOOP.segments }),
             required: false,
+            max_name_loops: 1,
         },
         LevelRule {
             level_code: "23",
@@ -495,6 +502,7 @@ pub const GUIDE_271: TransactionGuide = TransactionGuide {
             }),
             bracket_loop: Some(LoopRule { id: "2120D", segments: BENEFIT_NAME_LOOP.segments }),
             required: false,
+            max_name_loops: 1,
         },
     ],
 };
