@@ -99,17 +99,17 @@ async fn serve() -> Result<(), String> {
     let router = eligibility::router(app.clone());
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("listening on http://{local}");
-    println!();
-    println!("token for demo-provider (valid 12 hours; another: exchange-local token PARTNER):");
-    println!("  export TOKEN={token}");
-    println!();
-    println!("send the sample 270:");
-    println!(
-        "  curl -s -X POST http://{local}/x12/270 -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/edi-x12' --data-binary @{}",
+    // The banner is for a person at a terminal: a closed stdout must not take the server down with it.
+    let banner = format!(
+        "listening on http://{local}\n\ntoken for demo-provider (valid 12 hours; another: exchange-local token PARTNER):\n  export TOKEN={token}\n\nsend the sample 270:\n  curl -s -X POST http://{local}/x12/270 -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/edi-x12' --data-binary @{}\n",
         sample.display()
     );
-    println!();
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes());
+        let _ = out.flush();
+    }
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -41,6 +41,8 @@ fn start(data_dir: &std::path::Path) -> Runner {
         }
     }
     assert!(!url.is_empty() && !token.is_empty(), "the banner names the URL and a token");
+    // Keep reading what the runner prints, as a terminal would.
+    std::thread::spawn(move || lines.for_each(drop));
     Runner { child, url, token }
 }
 
