@@ -5,6 +5,8 @@
 //! set faults are recorded on the group or set (answered in a 999) so that good sets of the same group are still
 //! processed.
 
+use std::collections::HashSet;
+
 use super::error::{X12Error, X12ErrorKind};
 use super::isa::{self, Delimiters, IsaFields};
 use super::tokenizer::{Segment, Tokenizer};
@@ -360,6 +362,8 @@ pub fn parse_interchange<'a>(input: &'a [u8], supported: &[SetKind]) -> Result<I
     let mut current_set: Option<TransactionSet<'a>> = None;
     let mut in_group = false;
     let mut iea: Option<Segment<'a>> = None;
+    // ST02s of the current group, for the duplicate check (IK5 23) in constant time per set.
+    let mut st02s: HashSet<&'a str> = HashSet::new();
 
     loop {
         let seg = match tok.next() {
@@ -396,6 +400,7 @@ pub fn parse_interchange<'a>(input: &'a [u8], supported: &[SetKind]) -> Result<I
                         push_once(&mut g.errors, "3");
                     }
                 }
+                st02s.clear();
                 let mut group = Group { gs: seg, sets: Vec::new(), ge: None, errors: Vec::new() };
                 check_group_header(&mut group, supported);
                 groups.push(group);
@@ -411,6 +416,8 @@ pub fn parse_interchange<'a>(input: &'a [u8], supported: &[SetKind]) -> Result<I
                     ));
                 }
                 if let Some(set) = current_set.take() {
+                    // A set without SE still claims its ST02 in this group.
+                    st02s.insert(set.control_number());
                     close_set_without_se(&mut groups, set);
                 }
                 current_set =
@@ -420,7 +427,7 @@ pub fn parse_interchange<'a>(input: &'a [u8], supported: &[SetKind]) -> Result<I
                 Some(mut set) => {
                     set.se = Some(seg);
                     if let Some(g) = groups.last_mut() {
-                        check_set_envelope(&mut set, g, supported);
+                        check_set_envelope(&mut set, g, supported, &mut st02s);
                         g.sets.push(set);
                     }
                 }
@@ -536,7 +543,12 @@ fn check_group_trailer(group: &mut Group<'_>) {
     }
 }
 
-fn check_set_envelope(set: &mut TransactionSet<'_>, group: &Group<'_>, supported: &[SetKind]) {
+fn check_set_envelope<'a>(
+    set: &mut TransactionSet<'a>,
+    group: &Group<'a>,
+    supported: &[SetKind],
+    st02s: &mut HashSet<&'a str>,
+) {
     let set_id = set.set_id();
     let control = set.control_number();
     match supported.iter().find(|k| k.set_id == set_id) {
@@ -554,7 +566,7 @@ fn check_set_envelope(set: &mut TransactionSet<'_>, group: &Group<'_>, supported
     if !(4..=9).contains(&control.len()) || !control.bytes().all(|b| b.is_ascii_alphanumeric()) {
         set.ack.add_code("7");
     }
-    if group.sets.iter().any(|s| s.control_number() == control) {
+    if !st02s.insert(control) {
         set.ack.add_code("23");
     }
     if let Some(se) = set.se {

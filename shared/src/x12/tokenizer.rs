@@ -11,6 +11,46 @@ use memchr::{memchr, memchr2};
 use super::error::{X12Error, X12ErrorKind};
 use super::isa::{self, Delimiters};
 
+/// Segments and elements past which [`find_byte`] hands over to `memchr`.
+const SHORT_SCAN: usize = 64;
+
+/// Bytes per word of the in-register scans.
+const WORD: usize = 8;
+
+/// Position of the first `needle` in `hay`.
+///
+/// X12 elements are a few bytes and segments a few dozen: there a call into `memchr` (an indirect call, then vector
+/// setup) costs more than the scan. The first [`SHORT_SCAN`] bytes are scanned eight at a time in a register (SWAR:
+/// XOR with the needle turns a match into a zero byte, and the lowest zero byte is found exactly with the
+/// `(x - 0x01..) & !x & 0x80..` test); the rest, if any, goes to `memchr`.
+#[inline]
+fn find_byte(needle: u8, hay: &[u8]) -> Option<usize> {
+    const LO: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HI: u64 = u64::from_ne_bytes([0x80; 8]);
+    let pattern = u64::from_ne_bytes([needle; 8]);
+    let head = &hay[..hay.len().min(SHORT_SCAN)];
+    let mut chunks = head.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ pattern;
+        let zero = x.wrapping_sub(LO) & !x & HI;
+        if zero != 0 {
+            return Some(base + (zero.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    if let Some(i) = chunks.remainder().iter().position(|b| *b == needle) {
+        return Some(base + i);
+    }
+    if hay.len() > SHORT_SCAN {
+        memchr(needle, &hay[SHORT_SCAN..]).map(|i| i + SHORT_SCAN)
+    } else {
+        None
+    }
+}
+
 /// One segment of an interchange, borrowed from the input.
 #[derive(Debug, Clone, Copy)]
 pub struct Segment<'a> {
@@ -19,6 +59,9 @@ pub struct Segment<'a> {
     /// The segment's text after the id, without the terminator: starts with the element separator
     /// (empty when the segment has no elements). For `BIN`/`BDS` the binary payload is in [`Segment::binary`].
     rest: &'a [u8],
+    /// `rest` followed by up to [`WORD`] more bytes of the input (the terminator and what follows; never returned),
+    /// so that [`Elements`] can load whole words near the segment's end without a byte-by-byte tail.
+    ahead: &'a [u8],
     /// Binary payload of a `BIN` (BIN02) or `BDS` (BDS03) segment.
     binary: Option<&'a [u8]>,
     /// The delimiters in force.
@@ -75,8 +118,7 @@ impl<'a> Segment<'a> {
 
     /// Iterates the segment's elements (1-based order), excluding a binary payload.
     pub fn elements(&self) -> Elements<'a> {
-        let body = if self.rest.is_empty() { None } else { Some(&self.rest[1..]) };
-        Elements { rest: body, sep: self.delimiters.element }
+        Elements::new(self.ahead, self.rest.len(), self.delimiters.element)
     }
 
     /// Number of elements present (trailing empty elements counted as written).
@@ -109,28 +151,91 @@ impl<'a> Segment<'a> {
 }
 
 /// Iterator over a segment's elements.
+///
+/// Elements are a few bytes long, so finding each separator with its own search is mostly call and setup cost, and
+/// each search waits for the previous one. Instead the body is read a word (eight bytes) at a time into a mask with
+/// one bit per separator byte, and each element pops the lowest bit.
 #[derive(Debug, Clone)]
 pub struct Elements<'a> {
-    rest: Option<&'a [u8]>,
+    /// The body after the leading separator, plus lookahead bytes past `len` that are loaded but never returned.
+    body: &'a [u8],
+    /// Length of the body proper.
+    len: usize,
+    /// Start of the next element.
+    start: usize,
+    /// Offset of the word `mask` describes.
+    window: usize,
+    /// High bit of byte `k` set when `body[window + k]` is a separator at or after `start` and before `len`.
+    mask: u64,
     sep: u8,
+    done: bool,
+}
+
+impl<'a> Elements<'a> {
+    /// Elements of a segment whose text after the id is `ahead[..rest_len]` (starting with the separator).
+    fn new(ahead: &'a [u8], rest_len: usize, sep: u8) -> Self {
+        let mut it = Elements { body: &[], len: 0, start: 0, window: 0, mask: 0, sep, done: true };
+        if rest_len == 0 || ahead.len() < rest_len {
+            return it;
+        }
+        it.body = &ahead[1..];
+        it.len = rest_len - 1;
+        it.done = false;
+        it.mask = it.separators_at(0);
+        it
+    }
+
+    /// The separator mask of the word at `at` (`at < len`), limited to the body proper.
+    #[inline]
+    fn separators_at(&self, at: usize) -> u64 {
+        let mut word = [self.sep ^ 0xFF; WORD];
+        match self.body.get(at..at + WORD) {
+            Some(bytes) => word.copy_from_slice(bytes),
+            None => {
+                let tail = self.body.get(at..).unwrap_or(&[]);
+                word[..tail.len()].copy_from_slice(tail);
+            }
+        }
+        let mask = zero_bytes(u64::from_le_bytes(word) ^ u64::from_ne_bytes([self.sep; WORD]));
+        let valid = self.len.saturating_sub(at);
+        if valid < WORD {
+            mask & ((1u64 << (8 * valid)) - 1)
+        } else {
+            mask
+        }
+    }
 }
 
 impl<'a> Iterator for Elements<'a> {
     type Item = &'a [u8];
 
+    #[inline]
     fn next(&mut self) -> Option<&'a [u8]> {
-        let rest = self.rest?;
-        match memchr(self.sep, rest) {
-            Some(i) => {
-                self.rest = Some(&rest[i + 1..]);
-                Some(&rest[..i])
-            }
-            None => {
-                self.rest = None;
-                Some(rest)
-            }
+        if self.done {
+            return None;
         }
+        while self.mask == 0 {
+            self.window += WORD;
+            if self.window >= self.len {
+                self.done = true;
+                return Some(self.body.get(self.start..self.len).unwrap_or(&[]));
+            }
+            self.mask = self.separators_at(self.window);
+        }
+        let end = self.window + (self.mask.trailing_zeros() / 8) as usize;
+        self.mask &= self.mask - 1;
+        let element = self.body.get(self.start..end).unwrap_or(&[]);
+        self.start = end + 1;
+        Some(element)
     }
+}
+
+/// Exactly the zero bytes of `x`: the high bit of each byte that is zero (no borrow between bytes, unlike the
+/// cheaper test in [`find_byte`], which is exact only for the lowest zero byte).
+#[inline]
+fn zero_bytes(x: u64) -> u64 {
+    const LOW7: u64 = u64::from_ne_bytes([0x7F; WORD]);
+    !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7)
 }
 
 /// Streaming tokenizer over one interchange's bytes.
@@ -183,12 +288,14 @@ impl<'a> Tokenizer<'a> {
         }
     }
 
+    #[cold]
     fn error(&mut self, kind: X12ErrorKind, offset: usize) -> X12Error {
         self.failed = true;
         X12Error::new(kind, self.index, offset)
     }
 
     /// Reads a BIN/BDS payload whose declared length sits at the current position; returns the segment.
+    #[inline(never)]
     fn binary_segment(&mut self, seg_start: usize, id_end: usize, bds: bool) -> Result<Segment<'a>, X12Error> {
         let d = self.delimiters;
         let input = self.input;
@@ -227,6 +334,7 @@ impl<'a> Tokenizer<'a> {
             let seg = Segment {
                 id: &input[seg_start..id_end],
                 rest: &input[id_end..len_end],
+                ahead: &input[id_end..len_end],
                 binary: Some(&[]),
                 delimiters: d,
                 index: self.index,
@@ -247,6 +355,7 @@ impl<'a> Tokenizer<'a> {
         let seg = Segment {
             id: &input[seg_start..id_end],
             rest: &input[id_end..len_end],
+            ahead: &input[id_end..len_end],
             binary: Some(&input[payload_start..payload_end]),
             delimiters: d,
             index: self.index,
@@ -261,6 +370,7 @@ impl<'a> Tokenizer<'a> {
 impl<'a> Iterator for Tokenizer<'a> {
     type Item = Result<Segment<'a>, X12Error>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
             return None;
@@ -289,13 +399,14 @@ impl<'a> Iterator for Tokenizer<'a> {
         if id == b"BIN" || id == b"BDS" {
             return Some(self.binary_segment(seg_start, id_end, id == b"BDS"));
         }
-        let end = match memchr(d.segment, &input[id_end..]) {
+        let end = match find_byte(d.segment, &input[id_end..]) {
             Some(i) => id_end + i,
             None => return Some(Err(self.error(X12ErrorKind::Truncated, input.len()))),
         };
         let seg = Segment {
             id,
             rest: &input[id_end..end],
+            ahead: &input[id_end..(end + WORD).min(input.len())],
             binary: None,
             delimiters: d,
             index: self.index,
@@ -375,6 +486,73 @@ mod tests {
         let input = format!("{ISA}BIN*3*hello~");
         let err = Tokenizer::new(input.as_bytes()).unwrap().nth(1).unwrap().unwrap_err();
         assert_eq!(err.kind, X12ErrorKind::BinaryLengthMismatch);
+    }
+
+    #[test]
+    fn find_byte_agrees_with_memchr() {
+        // Every length up to past the SWAR window, the needle at every position (and absent), with bytes around it
+        // that trip naive zero-byte tests (0x80, 0xFF, needle +/- 1).
+        for len in 0..150 {
+            let mut hay: Vec<u8> = (0..len).map(|i| [0x80u8, 0xFF, b'}', b'\x7f', b'A', 0][i % 6]).collect();
+            assert_eq!(find_byte(b'~', &hay), memchr(b'~', &hay), "len {len}, absent");
+            for at in 0..len {
+                let saved = hay[at];
+                hay[at] = b'~';
+                assert_eq!(find_byte(b'~', &hay), Some(at), "len {len}, at {at}");
+                if at + 1 < len {
+                    let next = hay[at + 1];
+                    hay[at + 1] = b'~';
+                    assert_eq!(find_byte(b'~', &hay), Some(at), "len {len}, two from {at}");
+                    hay[at + 1] = next;
+                }
+                hay[at] = saved;
+            }
+        }
+        assert_eq!(find_byte(0, &[1, 0, 0]), Some(1));
+        assert_eq!(find_byte(0xFF, &[0xFE, 0x7F, 0xFF]), Some(2));
+    }
+
+    #[test]
+    fn elements_agree_with_split_at_every_length_and_position() {
+        // Bodies of every length up to three words, with separators at assorted places, each both followed by more
+        // input and as the last segment of the input (no lookahead bytes).
+        for len in 0..26 {
+            for pattern in 0..12u32 {
+                let body: String = (0..len)
+                    .map(|i| if (i * 7 + pattern as usize) % (pattern as usize % 5 + 2) == 0 { '*' } else { 'A' })
+                    .collect();
+                for tail in ["~NM1*X~", "~"] {
+                    let input = format!("{ISA}REF*{body}{tail}");
+                    let segs: Vec<_> = Tokenizer::new(input.as_bytes()).unwrap().collect::<Result<_, _>>().unwrap();
+                    let got: Vec<&[u8]> = segs[1].elements().collect();
+                    let want: Vec<&[u8]> = body.as_bytes().split(|b| *b == b'*').collect();
+                    assert_eq!(got, want, "body {body:?} tail {tail:?}");
+                    assert_eq!(segs[1].element_count(), want.len());
+                }
+            }
+        }
+        let input = format!("{ISA}SE~");
+        let segs: Vec<_> = Tokenizer::new(input.as_bytes()).unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(segs[1].elements().count(), 0);
+    }
+
+    #[test]
+    fn zero_bytes_is_exact() {
+        for b in 0..=255u8 {
+            for lane in 0..8 {
+                let mut word = [0x5Au8; 8];
+                word[lane] = b;
+                let mut want = 0u64;
+                for (k, v) in word.iter().enumerate() {
+                    if *v == 0 {
+                        want |= 0x80 << (8 * k);
+                    }
+                }
+                assert_eq!(zero_bytes(u64::from_le_bytes(word)), want);
+            }
+        }
+        assert_eq!(zero_bytes(0), u64::from_ne_bytes([0x80; 8]));
+        assert_eq!(zero_bytes(0x0100), u64::from_ne_bytes([0x80; 8]) & !0x8000);
     }
 
     #[test]
