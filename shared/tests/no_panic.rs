@@ -313,13 +313,9 @@ fn mutated_interchanges_never_panic() {
     assert!(failures.is_empty(), "{} mutant(s) failed:\n{}", failures.len(), failures.join("\n"));
 }
 
-/// Known failures, kept visible (un-ignore once fixed): the TA1 or 999 answering a damaged ISA can itself be
-/// malformed. (1) Non-ASCII bytes in ISA06/ISA08 or as a delimiter: `isa::salvage_fields` decodes lossily (U+FFFD is
-/// three bytes), `writer::fixed` pads by characters not bytes, and the ISA is written with `char::from(byte)` (two
-/// UTF-8 bytes above 0x7F), so the answer's ISA is not 106 bytes. (2) ISA05/ISA07 qualifiers holding a delimiter
-/// (`*Z~*`) are copied into the answer's ISA uncleaned (`ack::InterchangeWriter::new`).
+/// The TA1 or 999 answering a damaged ISA is itself well-formed X12: non-ASCII bytes in ISA fields or delimiters,
+/// and delimiters inside ISA qualifiers, are not copied into the answer's ISA.
 #[test]
-#[ignore = "answers to some damaged ISAs are malformed: see the doc comment"]
 fn acknowledgments_to_mutants_read_back_as_x12() {
     let failures = run_mutants(true);
     assert!(failures.is_empty(), "{} mutant(s) failed:\n{}", failures.len(), failures.join("\n"));

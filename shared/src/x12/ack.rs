@@ -65,6 +65,17 @@ pub struct InterchangeWriter {
 impl InterchangeWriter {
     /// Starts an interchange in `delimiters` and writes its ISA.
     pub fn new(delimiters: Delimiters, env: OutboundEnvelope) -> Self {
+        // A damaged ISA can declare delimiters no answer should be written in (non-ASCII bytes): use the common ones.
+        let usable = |b: u8| b.is_ascii() && !b.is_ascii_alphanumeric() && b != b' ';
+        let delimiters = if [delimiters.element, delimiters.component, delimiters.segment]
+            .into_iter()
+            .chain(delimiters.repetition)
+            .all(usable)
+        {
+            delimiters
+        } else {
+            Delimiters::default()
+        };
         let mut w = X12Writer::new(delimiters).with_newlines(false);
         let e = char::from(delimiters.element);
         let rep = char::from(delimiters.repetition.unwrap_or(b'^'));
@@ -73,9 +84,9 @@ impl InterchangeWriter {
             "ISA{e}00{e}{}{e}00{e}{}{e}{}{e}{}{e}{}{e}{}{e}{:02}{:02}{:02}{e}{}{e}{rep}{e}00501{e}{}{e}0{e}{}{e}{}",
             fixed("", 10),
             fixed("", 10),
-            fixed(&env.sender.0, 2),
+            fixed(&w.clean(&env.sender.0), 2),
             fixed(&w.clean(&env.sender.1), 15),
-            fixed(&env.receiver.0, 2),
+            fixed(&w.clean(&env.receiver.0), 2),
             fixed(&w.clean(&env.receiver.1), 15),
             t.year() % 100,
             u8::from(t.month()),
@@ -102,7 +113,17 @@ impl InterchangeWriter {
     /// Writes a TA1 for the inbound interchange (allowed before the first GS).
     pub fn ta1(&mut self, inbound: &IsaFields, accepted: bool, note_code: &str) {
         let ack = if accepted { "A" } else { "R" };
-        self.w.segment("TA1", &[&inbound.control_number, &inbound.date, &inbound.time, ack, note_code]);
+        // TA102/TA103 echo the inbound ISA09/ISA10; when those are not digits (the reason for the TA1, perhaps),
+        // zeros keep the TA1 itself well-formed.
+        let digits = |s: &str, n: usize| {
+            if s.len() == n && s.bytes().all(|b| b.is_ascii_digit()) {
+                s.to_owned()
+            } else {
+                "0".repeat(n)
+            }
+        };
+        let (date, time) = (digits(&inbound.date, 6), digits(&inbound.time, 4));
+        self.w.segment("TA1", &[&digits(&inbound.control_number, 9), &date, &time, ack, note_code]);
     }
 
     /// Opens a functional group: GS with application codes swapped from the inbound group.

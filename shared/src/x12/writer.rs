@@ -84,13 +84,16 @@ impl X12Writer {
     }
 
     /// Replaces delimiter bytes in free text with spaces.
+    /// Characters outside printable ASCII also become spaces: X12's character sets are ASCII, and a partner's
+    /// parser counts bytes.
     pub fn clean(&self, text: &str) -> String {
         let d = self.delimiters;
         text.chars()
             .map(|c| {
-                let is_delim = c.is_ascii()
+                let printable = c == ' ' || c.is_ascii_graphic();
+                let is_delim = printable
                     && [Some(d.element), Some(d.component), Some(d.segment), d.repetition].contains(&Some(c as u8));
-                if is_delim {
+                if !printable || is_delim {
                     ' '
                 } else {
                     c
@@ -124,9 +127,10 @@ impl X12Writer {
     }
 }
 
-/// Pads or cuts `text` to exactly `width` characters (ISA fixed-width fields).
+/// Pads or cuts `text` to exactly `width` bytes (ISA fixed-width fields); non-ASCII characters become spaces so that
+/// characters and bytes agree.
 pub fn fixed(text: &str, width: usize) -> String {
-    let mut s: String = text.chars().take(width).collect();
+    let mut s: String = text.chars().map(|c| if c.is_ascii() { c } else { ' ' }).take(width).collect();
     while s.len() < width {
         s.push(' ');
     }
