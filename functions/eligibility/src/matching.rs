@@ -5,6 +5,8 @@ use exchange_core::domain::payer_data::{
     cents, format_cents, normalize_name, BenefitKind, Coverage, CurrentDataSet, Member, PayerDataRepo, Person, Plan,
     TimePeriod,
 };
+use std::sync::Arc;
+
 use exchange_core::domain::{MemberId, Npi, TradingPartner};
 use exchange_core::ports::PortError;
 use exchange_core::x12::guide::is_date;
@@ -346,7 +348,7 @@ async fn answer_people(
     Ok((sub_answer, Some(dep_answer)))
 }
 
-async fn load_plans(repo: &PayerDataRepo, version: u64, m: &Member) -> Result<Vec<Plan>, PortError> {
+async fn load_plans(repo: &PayerDataRepo, version: u64, m: &Member) -> Result<Vec<Arc<Plan>>, PortError> {
     let mut ids: Vec<&str> = m.coverage.iter().map(|c| c.plan_id.as_str()).collect();
     for d in &m.dependents {
         ids.extend(d.coverage.iter().flatten().map(|c| c.plan_id.as_str()));
@@ -368,7 +370,7 @@ const PLAN_SUMMARY_TYPES: &[&str] = &["1", "33", "35", "47", "86", "88", "98", "
 fn fill_benefits(
     out: &mut PersonAnswer,
     coverage: &[Coverage],
-    plans: &[Plan],
+    plans: &[Arc<Plan>],
     subscriber: &Member,
     q: &PersonQuery,
     (from, to): (Date, Date),

@@ -8,11 +8,17 @@ use exchange_core::x12::ack::{ta1_interchange, write_999, InterchangeWriter, Out
 use exchange_core::x12::envelope::{parse_interchange, SetAck};
 use exchange_core::x12::guide::{self, x279a1};
 use exchange_core::x12::{Delimiters, X12Error};
+use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::StreamExt;
 
 use crate::app::App;
 use crate::inquiry::{self, Inquiry};
 use crate::matching::{self, Answer};
 use crate::response_271::write_271;
+
+/// How many sets of one interchange are matched at once: enough to overlap store round trips, few enough not to
+/// flood the store (each set makes two or three reads).
+const ANSWER_CONCURRENCY: usize = 16;
 
 /// What answering an interchange produced.
 #[derive(Debug, Clone)]
@@ -121,16 +127,14 @@ pub async fn answer_interchange(app: &App, ctx: &CallerContext, input: &[u8]) ->
     let mut st_counter = 0u32;
     for group in &interchange.groups {
         let mut acks = Vec::with_capacity(group.sets.len());
-        let mut answers: Vec<(Inquiry, Answer)> = Vec::new();
+        let mut inquiries: Vec<Inquiry> = Vec::new();
         for set in &group.sets {
             outcome.sets += 1;
             let mut ack = set.ack.clone();
             if !group.is_rejected() && set.kind.is_some() && !ack.is_rejected() {
                 let located = guide::validate(&x279a1::GUIDE_270, &set.body, &mut ack);
                 if !ack.is_rejected() {
-                    let inq = inquiry::from_270(&located);
-                    let ans = matching::answer(&inq, data.as_ref(), &app.repo, &ctx.partner, today).await;
-                    answers.push((inq, ans));
+                    inquiries.push(inquiry::from_270(&located));
                 }
             }
             if ack.is_rejected() || group.is_rejected() {
@@ -138,6 +142,14 @@ pub async fn answer_interchange(app: &App, ctx: &CallerContext, input: &[u8]) ->
             }
             acks.push(ack);
         }
+        // Sets are answered concurrently (their lookups overlap), in order.
+        // (Boxed so that the handler's future stays `Send` for every lifetime axum asks about.)
+        let pending: Vec<BoxFuture<'_, Answer>> = inquiries
+            .iter()
+            .map(|inq| matching::answer(inq, data.as_ref(), &app.repo, &ctx.partner, today).boxed())
+            .collect();
+        let answered: Vec<Answer> = futures_util::stream::iter(pending).buffered(ANSWER_CONCURRENCY).collect().await;
+        let answers: Vec<(Inquiry, Answer)> = inquiries.into_iter().zip(answered).collect();
         if !answers.is_empty() {
             iw.begin_group("HB", group.gs.text(3), group.gs.text(2), x279a1::KIND_271.version);
             for (inq, ans) in &answers {

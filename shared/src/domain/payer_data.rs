@@ -5,7 +5,7 @@
 //! its content (member data is PHI). [`PayerDataRepo::load`] writes a validated data set under a new version and
 //! only then switches the current-version pointer, so readers never see a half-loaded data set.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -485,13 +485,15 @@ pub struct CurrentDataSet {
 pub struct PayerDataRepo {
     store: Arc<dyn StateStore>,
     cache: Arc<RwLock<Option<(Instant, CurrentDataSet)>>>,
+    /// Plans never change within a data set version, so they are read once per instance.
+    plans: Arc<RwLock<HashMap<(u64, String), Arc<Plan>>>>,
     ttl: Duration,
 }
 
 impl PayerDataRepo {
     /// A repository over `store`. The current version is cached for `ttl` (a reload is visible after it).
     pub fn new(store: Arc<dyn StateStore>, ttl: Duration) -> Self {
-        PayerDataRepo { store, cache: Arc::new(RwLock::new(None)), ttl }
+        PayerDataRepo { store, cache: Arc::new(RwLock::new(None)), plans: Arc::new(RwLock::new(HashMap::new())), ttl }
     }
 
     /// Writes a validated data set under a new version, then makes it current. Partners are written in the same
@@ -573,12 +575,19 @@ impl PayerDataRepo {
         page.items.into_iter().map(|i| from_json::<MemberRecord>(i.body).map(|r| r.subscriber)).collect()
     }
 
-    /// A plan.
-    pub async fn plan(&self, version: u64, plan_id: &str) -> Result<Option<Plan>, PortError> {
-        match self.store.get(&plan_key(version, plan_id)).await? {
-            Some(item) => Ok(Some(from_json(item.body)?)),
-            None => Ok(None),
+    /// A plan (cached per data set version).
+    pub async fn plan(&self, version: u64, plan_id: &str) -> Result<Option<Arc<Plan>>, PortError> {
+        let key = (version, plan_id.to_owned());
+        if let Some(plan) = self.plans.read().await.get(&key) {
+            return Ok(Some(plan.clone()));
         }
+        let Some(item) = self.store.get(&plan_key(version, plan_id)).await? else { return Ok(None) };
+        let plan: Arc<Plan> = Arc::new(from_json(item.body)?);
+        let mut plans = self.plans.write().await;
+        // Only the current version's plans are worth keeping.
+        plans.retain(|(v, _), _| *v >= version);
+        plans.insert(key, plan.clone());
+        Ok(Some(plan))
     }
 
     /// A trading partner.
