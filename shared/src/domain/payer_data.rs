@@ -480,13 +480,16 @@ pub struct CurrentDataSet {
     pub payer: Payer,
 }
 
+/// Plans by (data set version, plan id).
+type PlanCache = HashMap<(u64, String), Arc<Plan>>;
+
 /// Reads and writes payer data in the state store. Cheap to clone; caches the current version briefly.
 #[derive(Clone)]
 pub struct PayerDataRepo {
     store: Arc<dyn StateStore>,
     cache: Arc<RwLock<Option<(Instant, CurrentDataSet)>>>,
     /// Plans never change within a data set version, so they are read once per instance.
-    plans: Arc<RwLock<HashMap<(u64, String), Arc<Plan>>>>,
+    plans: Arc<RwLock<PlanCache>>,
     ttl: Duration,
 }
 
