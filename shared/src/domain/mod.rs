@@ -3,6 +3,7 @@
 pub mod ids;
 pub mod partner;
 pub mod payer_data;
+pub mod policy;
 pub mod prior_auth;
 
 pub use ids::{MemberId, Npi, PartnerId};

@@ -184,6 +184,9 @@ pub struct Plan {
     pub insurance_type: String,
     /// Benefits.
     pub benefits: Vec<Benefit>,
+    /// Prior-authorization policy per service code.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<super::policy::PolicyRule>,
 }
 
 /// A coverage period on a plan.
@@ -373,6 +376,14 @@ impl PayerData {
         let plan_ids: HashSet<&str> = self.plans.iter().map(|p| p.id.as_str()).collect();
         if plan_ids.len() != self.plans.len() {
             return Err(PayerDataError::Inconsistent("two plans share an id".into()));
+        }
+        for (i, plan) in self.plans.iter().enumerate() {
+            let mut codes = HashSet::new();
+            for (j, rule) in plan.policy.iter().enumerate() {
+                if !codes.insert((rule.code_system.as_str(), rule.code.as_str())) {
+                    return Err(PayerDataError::Inconsistent(format!("/plans/{i}/policy/{j}: code listed twice")));
+                }
+            }
         }
         let mut member_ids = HashSet::new();
         for (i, m) in self.members.iter().enumerate() {
