@@ -425,6 +425,25 @@ async fn every_demo_member_gets_a_guide_conformant_271() {
 }
 
 #[tokio::test]
+async fn json_retries_with_an_idempotency_key_get_the_original_answer() {
+    let ex = TestExchange::on(TODAY).await;
+    let token = ex.token("demo-provider").await;
+    let mut event = with_token(load_event("eligibility/post-eligibility.json"), &token);
+    event["headers"]["idempotency-key"] = json!("retry-1");
+    let first = ex.send_event(&event).await;
+    let second = ex.send_event(&event).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.body, second.body, "the raw 271 inside carries the same control numbers");
+    assert_eq!(second.header("idempotent-replayed"), "true");
+    assert_eq!(second.header("content-type"), "application/json");
+
+    event["body"] = json!(event["body"].as_str().unwrap_or("").replace("123456789\"", "987654321\""));
+    let reused = ex.send_event(&event).await;
+    assert_eq!(reused.status, 422, "{}", reused.text());
+    assert_eq!(reused.header("content-type"), "application/problem+json");
+}
+
+#[tokio::test]
 async fn payer_data_unavailable_is_aaa_42() {
     let ex = TestExchange::with_store(TODAY, |inner| Arc::new(async_trait_free::NoPayerData(inner))).await;
     let set = answer(&ex, &Inquiry270::default()).await;

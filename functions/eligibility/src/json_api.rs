@@ -196,8 +196,7 @@ pub async fn post_eligibility(
     if let Err(p) = crate::require_provider(&ctx) {
         return p.into_response();
     }
-    let mt = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !mt.to_ascii_lowercase().starts_with("application/json") {
+    if crate::media_type(&headers) != "application/json" {
         return Problem::unsupported_media_type("application/json").into_response();
     }
     let body = match crate::read_body(body) {
@@ -233,15 +232,7 @@ pub async fn post_eligibility(
     if let Some(key) = &idem_key {
         match record::replay(&app, key, &body).await {
             Ok(Some(Ok((_, bytes)))) => {
-                let mut resp = (StatusCode::OK, bytes).into_response();
-                resp.headers_mut().insert(
-                    axum::http::header::CONTENT_TYPE,
-                    "application/json"
-                        .parse()
-                        .unwrap_or_else(|_| axum::http::HeaderValue::from_static("application/json")),
-                );
-                resp.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
-                return resp;
+                return crate::answer_response(StatusCode::OK, "application/json", bytes, true);
             }
             Ok(Some(Err(()))) => {
                 return Problem::new(

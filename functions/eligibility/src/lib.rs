@@ -70,7 +70,8 @@ pub fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> 
     }
 }
 
-fn media_type(headers: &HeaderMap) -> String {
+/// The request's media type, lower case, without parameters.
+pub fn media_type(headers: &HeaderMap) -> String {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -78,13 +79,18 @@ fn media_type(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-fn x12_response(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response {
+/// An answer body with its media type; `replayed` marks the original answer returned to a retried request.
+pub fn answer_response(status: StatusCode, content_type: &'static str, body: Vec<u8>, replayed: bool) -> Response {
     let mut resp = (status, body).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(X12_MEDIA_TYPE));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if replayed {
         resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     resp
+}
+
+fn x12_response(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response {
+    answer_response(status, X12_MEDIA_TYPE, body, replayed)
 }
 
 /// `POST /x12/270`: a 270 interchange in, a 271 interchange out (with a 999 when a set is rejected, or a TA1
