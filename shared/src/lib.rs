@@ -6,17 +6,20 @@
 //! - [`ports`]: the traits the core needs from the world; [`adapters`] implement them (embedded, AWS, in-memory).
 //! - [`vault`]: envelope-encrypted document storage over a blob store and the key service.
 //! - [`auth`]: bearer tokens signed by the exchange's key, and the caller they name.
+//! - [`app`]: the ports a function holds; [`record`]: vaulted request/answer pairs and idempotent replay.
 //! - [`http`]: the HTTP glue every function shares (problem+json, caller middleware, body limits).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod adapters;
+pub mod app;
 pub mod auth;
 pub mod control_numbers;
 pub mod domain;
 pub mod http;
 pub mod ports;
+pub mod record;
 pub mod telemetry;
 pub mod vault;
 pub mod x12;

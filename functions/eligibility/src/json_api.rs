@@ -21,11 +21,11 @@ use exchange_core::x12::Delimiters;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::app::App;
 use crate::inquiry::{Inquiry, PersonQuery, Receiver};
 use crate::matching::{self, Answer, BenefitLine, PersonAnswer, Rejection};
 use crate::record::{self, InquiryRecord};
 use crate::response_271::write_271;
+use exchange_core::app::App;
 
 /// TRN03 of the trace a JSON request stands for (the JSON shape has no originator; the guide wants 10 characters).
 const JSON_TRACE_ORIGINATOR: &str = "9JSONCALLR";
@@ -196,10 +196,10 @@ pub async fn post_eligibility(
     if let Err(p) = crate::require_provider(&ctx) {
         return p.into_response();
     }
-    if crate::media_type(&headers) != "application/json" {
+    if exchange_core::http::media_type(&headers) != "application/json" {
         return Problem::unsupported_media_type("application/json").into_response();
     }
-    let body = match crate::read_body(body) {
+    let body = match exchange_core::http::read_body(body) {
         Ok(b) => b,
         Err(p) => return p.into_response(),
     };
@@ -232,7 +232,7 @@ pub async fn post_eligibility(
     if let Some(key) = &idem_key {
         match record::replay(&app, key, &body).await {
             Ok(Some(Ok((_, bytes)))) => {
-                return crate::answer_response(StatusCode::OK, "application/json", bytes, true);
+                return exchange_core::http::answer_response(StatusCode::OK, "application/json", bytes, true);
             }
             Ok(Some(Err(()))) => {
                 return Problem::new(

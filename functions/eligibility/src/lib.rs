@@ -8,7 +8,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod app;
 pub mod inquiry;
 pub mod json_api;
 pub mod matching;
@@ -22,13 +21,15 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
-use exchange_core::http::{require_caller, CallerContext, Problem, MAX_BODY_BYTES, X12_MEDIA_TYPE};
+use exchange_core::http::{
+    answer_response, media_type, read_body, require_caller, CallerContext, Problem, MAX_BODY_BYTES, X12_MEDIA_TYPE,
+};
 
-pub use app::App;
+pub use exchange_core::app::{App, TOKEN_ISSUER};
 
 use record::InquiryRecord;
 use x12_flow::FlowError;
@@ -58,35 +59,6 @@ pub fn require_provider(ctx: &CallerContext) -> Result<(), Problem> {
     } else {
         Err(Problem::forbidden("eligibility inquiries need a provider token with the eligibility scope"))
     }
-}
-
-/// Reads a body, mapping an over-limit body to 413 problem+json.
-pub fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
-    match body {
-        Ok(b) if b.len() > MAX_BODY_BYTES => Err(Problem::too_large(MAX_BODY_BYTES)),
-        Ok(b) => Ok(b),
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Problem::too_large(MAX_BODY_BYTES)),
-        Err(e) => Err(Problem::bad_request(e.body_text())),
-    }
-}
-
-/// The request's media type, lower case, without parameters.
-pub fn media_type(headers: &HeaderMap) -> String {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-        .unwrap_or_default()
-}
-
-/// An answer body with its media type; `replayed` marks the original answer returned to a retried request.
-pub fn answer_response(status: StatusCode, content_type: &'static str, body: Vec<u8>, replayed: bool) -> Response {
-    let mut resp = (status, body).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if replayed {
-        resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    resp
 }
 
 fn x12_response(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response {

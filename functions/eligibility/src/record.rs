@@ -1,34 +1,12 @@
 //! Keeping what happened: the raw inbound interchange and the answer in the vault (encrypted), an inquiry record
 //! and an idempotency record in the state store, written together so nothing is half-written.
 
+use exchange_core::app::App;
 use exchange_core::http::CallerContext;
-use exchange_core::ports::{EncryptionContext, Item, Key, PortError, WriteOp};
-use exchange_core::vault::StoredDocument;
+use exchange_core::ports::{Item, Key, PortError, WriteOp};
+use exchange_core::record::vault_exchange;
+pub use exchange_core::record::{idempotency_key, replay, sha256_hex, IdempotencyRecord, IDEMPOTENCY_TTL_SECS};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
-
-use crate::app::App;
-
-/// How long an idempotency record replays the original answer.
-pub const IDEMPOTENCY_TTL_SECS: i64 = 7 * 24 * 3600;
-
-/// An idempotency record: which request it was (by hash) and where its answer is.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IdempotencyRecord {
-    /// SHA-256 of the request body.
-    pub request_sha256: String,
-    /// Vault path of the answer.
-    pub response_path: String,
-    /// SHA-256 of the answer.
-    pub response_sha256: String,
-    /// Media type of the answer.
-    pub content_type: String,
-    /// HTTP status of the answer.
-    pub status: u16,
-    /// Payer named in the documents' encryption context.
-    pub payer: String,
-}
 
 /// What one inquiry request did (no PHI: ids, control numbers, counts, codes, timing).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,41 +40,6 @@ pub struct InquiryRecord {
     pub at: String,
 }
 
-/// SHA-256 in lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex_lower(&Sha256::digest(bytes))
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The idempotency key of a request.
-pub fn idempotency_key(ctx: &CallerContext, scope: &str, id: &str) -> Key {
-    Key::new(format!("PARTNER#{}", ctx.caller.partner.as_str()), format!("IDEMP#{scope}#{id}"))
-}
-
-/// Looks up an earlier answer to the same request. `Some(Err)` when the key was used for a different body.
-pub async fn replay(
-    app: &App,
-    key: &Key,
-    body: &[u8],
-) -> Result<Option<Result<(IdempotencyRecord, Vec<u8>), ()>>, PortError> {
-    let Some(item) = app.store.get(key).await? else { return Ok(None) };
-    let rec: IdempotencyRecord =
-        serde_json::from_value(item.body).map_err(|e| PortError::Invalid(format!("idempotency record: {e}")))?;
-    if rec.request_sha256 != sha256_hex(body) {
-        return Ok(Some(Err(())));
-    }
-    let ctx = EncryptionContext::for_document(&rec.response_path, &rec.payer);
-    let bytes = app.vault.get(&rec.response_path, &ctx, Some(&rec.response_sha256)).await?;
-    Ok(Some(Ok((rec, bytes))))
-}
-
-fn date_path(t: OffsetDateTime) -> String {
-    format!("{:04}/{:02}/{:02}", t.year(), u8::from(t.month()), t.day())
-}
-
 /// Vaults the request and the answer, then writes the inquiry record and the idempotency record in one
 /// transaction. On any failure the documents already written are removed and the error returned.
 #[allow(clippy::too_many_arguments)]
@@ -114,19 +57,8 @@ pub async fn keep(
 ) -> Result<(), PortError> {
     let now = app.clock.now();
     let partner = ctx.caller.partner.as_str();
-    let base = format!("{kind}/{partner}/{}/{}", date_path(now), ctx.request_id);
-    let request_path = format!("inbound/{base}");
-    let response_path = format!("outbound/{base}");
-    let stored_request: StoredDocument =
-        app.vault.put(&request_path, &EncryptionContext::for_document(&request_path, payer), request).await?;
-    let stored_response =
-        match app.vault.put(&response_path, &EncryptionContext::for_document(&response_path, payer), response).await {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = app.vault.delete(&request_path).await;
-                return Err(e);
-            }
-        };
+    let vaulted = vault_exchange(app, ctx, kind, request, response, payer).await?;
+    let (request_path, response_path) = (vaulted.request_path.clone(), vaulted.response_path.clone());
     record.request_path = request_path.clone();
     record.response_path = response_path.clone();
     record.at = now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
@@ -140,21 +72,13 @@ pub async fn keep(
     ));
     let mut ops = vec![WriteOp::PutNew(record_item)];
     if let Some(key) = idempotency {
-        let rec = IdempotencyRecord {
-            request_sha256: stored_request.sha256.clone(),
-            response_path: response_path.clone(),
-            response_sha256: stored_response.sha256.clone(),
-            content_type: content_type.to_owned(),
-            status,
-            payer: payer.to_owned(),
-        };
+        let rec = vaulted.idempotency_record(content_type, status, payer);
         let item = Item::new(key, serde_json::to_value(&rec).map_err(|e| PortError::Invalid(e.to_string()))?)
             .with_ttl(now.unix_timestamp() + IDEMPOTENCY_TTL_SECS);
         ops.push(WriteOp::PutNew(item));
     }
     if let Err(e) = app.store.transact(ops).await {
-        let _ = app.vault.delete(&request_path).await;
-        let _ = app.vault.delete(&response_path).await;
+        vaulted.discard(app).await;
         return Err(e);
     }
     Ok(())

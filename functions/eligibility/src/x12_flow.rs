@@ -11,10 +11,10 @@ use exchange_core::x12::{Delimiters, X12Error};
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::StreamExt;
 
-use crate::app::App;
 use crate::inquiry::{self, Inquiry};
 use crate::matching::{self, Answer};
 use crate::response_271::write_271;
+use exchange_core::app::App;
 
 /// How many sets of one interchange are matched at once: enough to overlap store round trips, few enough not to
 /// flood the store (each set makes two or three reads).

@@ -131,7 +131,7 @@ async fn token(partner: &str) -> Result<(), String> {
     let dir = data_dir();
     let p = partner_from_file(&dir, partner)?;
     let keys = LocalKeyService::load_or_create(&dir.join("keys")).map_err(|e| e.to_string())?;
-    let tokens = TokenService::new(Arc::new(keys), eligibility::app::TOKEN_ISSUER);
+    let tokens = TokenService::new(Arc::new(keys), eligibility::TOKEN_ISSUER);
     let lifetime = if std::env::var_os("EXCHANGE_SHORT_TOKENS").is_some() {
         TOKEN_LIFETIME_SECS
     } else {

@@ -1,8 +1,10 @@
 //! HTTP glue shared by every function: problem+json answers, the caller middleware, request ids, body limits.
 
+pub mod body;
 pub mod caller;
 pub mod problem;
 
+pub use body::{answer_response, media_type, read_body};
 pub use caller::{require_caller, Authenticator, CallerContext};
 pub use problem::Problem;
 

@@ -1,14 +1,15 @@
-//! The function's shared state: ports built once per cold start and shared by every request.
+//! A function's shared state: the ports, built once per cold start and shared by every request (the
+//! `basic-shared-resource` pattern). Every function crate wraps or uses this [`App`].
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use exchange_core::auth::TokenService;
-use exchange_core::domain::payer_data::PayerDataRepo;
-use exchange_core::http::Authenticator;
-use exchange_core::ports::{Clock, KeyService, PortError, StateStore, SystemClock};
-use exchange_core::vault::DocumentVault;
+use crate::auth::TokenService;
+use crate::domain::payer_data::PayerDataRepo;
+use crate::http::Authenticator;
+use crate::ports::{Clock, KeyService, PortError, StateStore, SystemClock};
+use crate::vault::DocumentVault;
 
 /// `iss`/`aud` of exchange tokens.
 pub const TOKEN_ISSUER: &str = "payer-provider-exchange";
@@ -55,15 +56,15 @@ impl App {
 
     /// The app over the embedded adapters in `data_dir` (local runner, tests, benchmarks).
     pub fn embedded(data_dir: &Path) -> Result<Self, PortError> {
-        let adapters = exchange_core::adapters::embedded::EmbeddedAdapters::open(data_dir)?;
+        let adapters = crate::adapters::embedded::EmbeddedAdapters::open(data_dir)?;
         let vault = adapters.vault();
         Ok(App::new(adapters.store, vault, adapters.keys, Arc::new(SystemClock)))
     }
 
     /// The app over DynamoDB, S3 and KMS, configured from the environment (Lambda).
-    #[cfg(feature = "lambda")]
+    #[cfg(feature = "aws")]
     pub async fn from_aws_env() -> Result<Self, PortError> {
-        let adapters = exchange_core::adapters::aws::AwsAdapters::from_env().await?;
+        let adapters = crate::adapters::aws::AwsAdapters::from_env().await?;
         let vault = adapters.vault();
         Ok(App::new(adapters.store, vault, adapters.keys, Arc::new(SystemClock)))
     }

@@ -1,0 +1,127 @@
+//! Keeping what happened, and answering retries with it: raw requests and answers are vaulted (encrypted, SHA-256
+//! checked), and an idempotency record names the answer a retried request gets back.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::app::App;
+use crate::http::CallerContext;
+use crate::ports::{EncryptionContext, Key, PortError};
+use crate::vault::StoredDocument;
+
+/// How long an idempotency record replays the original answer.
+pub const IDEMPOTENCY_TTL_SECS: i64 = 7 * 24 * 3600;
+
+/// An idempotency record: which request it was (by hash) and where its answer is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// SHA-256 of the request body.
+    pub request_sha256: String,
+    /// Vault path of the answer.
+    pub response_path: String,
+    /// SHA-256 of the answer.
+    pub response_sha256: String,
+    /// Media type of the answer.
+    pub content_type: String,
+    /// HTTP status of the answer.
+    pub status: u16,
+    /// Payer named in the documents' encryption context.
+    pub payer: String,
+}
+
+/// SHA-256 in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The idempotency key of a request in `scope` (`X12-270`, `PAS`, ...) identified by `id`.
+pub fn idempotency_key(ctx: &CallerContext, scope: &str, id: &str) -> Key {
+    Key::new(format!("PARTNER#{}", ctx.caller.partner.as_str()), format!("IDEMP#{scope}#{id}"))
+}
+
+/// Reads the answer an idempotency record names.
+pub async fn stored_answer(app: &App, rec: &IdempotencyRecord) -> Result<Vec<u8>, PortError> {
+    let ctx = EncryptionContext::for_document(&rec.response_path, &rec.payer);
+    app.vault.get(&rec.response_path, &ctx, Some(&rec.response_sha256)).await
+}
+
+/// Looks up an earlier answer to the same request. `Some(Err)` when the key was used for a different body.
+pub async fn replay(
+    app: &App,
+    key: &Key,
+    body: &[u8],
+) -> Result<Option<Result<(IdempotencyRecord, Vec<u8>), ()>>, PortError> {
+    let Some(item) = app.store.get(key).await? else { return Ok(None) };
+    let rec: IdempotencyRecord =
+        serde_json::from_value(item.body).map_err(|e| PortError::Invalid(format!("idempotency record: {e}")))?;
+    if rec.request_sha256 != sha256_hex(body) {
+        return Ok(Some(Err(())));
+    }
+    let bytes = stored_answer(app, &rec).await?;
+    Ok(Some(Ok((rec, bytes))))
+}
+
+fn date_path(t: OffsetDateTime) -> String {
+    format!("{:04}/{:02}/{:02}", t.year(), u8::from(t.month()), t.day())
+}
+
+/// A request and its answer, vaulted; the caller writes its records and then either keeps or discards them.
+#[derive(Debug, Clone)]
+pub struct VaultedExchange {
+    /// Vault path of the request.
+    pub request_path: String,
+    /// Vault path of the answer.
+    pub response_path: String,
+    /// The stored request.
+    pub request: StoredDocument,
+    /// The stored answer.
+    pub response: StoredDocument,
+}
+
+impl VaultedExchange {
+    /// The idempotency record that replays this answer.
+    pub fn idempotency_record(&self, content_type: &str, status: u16, payer: &str) -> IdempotencyRecord {
+        IdempotencyRecord {
+            request_sha256: self.request.sha256.clone(),
+            response_path: self.response_path.clone(),
+            response_sha256: self.response.sha256.clone(),
+            content_type: content_type.to_owned(),
+            status,
+            payer: payer.to_owned(),
+        }
+    }
+
+    /// Removes both documents (the records that would have named them were not written).
+    pub async fn discard(&self, app: &App) {
+        let _ = app.vault.delete(&self.request_path).await;
+        let _ = app.vault.delete(&self.response_path).await;
+    }
+}
+
+/// Vaults a request and its answer under `inbound/KIND/PARTNER/DATE/REQUEST_ID` and `outbound/...`, encrypted
+/// under a context naming each document and `payer`. When the second write fails the first is removed.
+pub async fn vault_exchange(
+    app: &App,
+    ctx: &CallerContext,
+    kind: &str,
+    request: &[u8],
+    response: &[u8],
+    payer: &str,
+) -> Result<VaultedExchange, PortError> {
+    let now = app.clock.now();
+    let base = format!("{kind}/{}/{}/{}", ctx.caller.partner.as_str(), date_path(now), ctx.request_id);
+    let request_path = format!("inbound/{base}");
+    let response_path = format!("outbound/{base}");
+    let stored_request =
+        app.vault.put(&request_path, &EncryptionContext::for_document(&request_path, payer), request).await?;
+    match app.vault.put(&response_path, &EncryptionContext::for_document(&response_path, payer), response).await {
+        Ok(stored_response) => {
+            Ok(VaultedExchange { request_path, response_path, request: stored_request, response: stored_response })
+        }
+        Err(e) => {
+            let _ = app.vault.delete(&request_path).await;
+            Err(e)
+        }
+    }
+}
