@@ -7,6 +7,7 @@
 //! - [`vault`]: envelope-encrypted document storage over a blob store and the key service.
 //! - [`auth`]: bearer tokens signed by the exchange's key, and the caller they name.
 //! - [`app`]: the ports a function holds; [`record`]: vaulted request/answer pairs and idempotent replay.
+//! - [`fhir`]: OperationOutcome mapping and JSON helpers for the FHIR routes.
 //! - [`http`]: the HTTP glue every function shares (problem+json, caller middleware, body limits).
 
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod app;
 pub mod auth;
 pub mod control_numbers;
 pub mod domain;
+pub mod fhir;
 pub mod http;
 pub mod ports;
 pub mod record;

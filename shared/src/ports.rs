@@ -262,3 +262,19 @@ impl Clock for FixedClock {
         self.0
     }
 }
+
+/// What a notification endpoint answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A 2xx status.
+    Delivered(u16),
+    /// Any other status (the endpoint is up but refused it).
+    Refused(u16),
+}
+
+/// The outbound notifier port: POSTs a notification to a subscriber's endpoint (HTTPS in AWS).
+#[async_trait]
+pub trait Notifier: Send + Sync + 'static {
+    /// POSTs `body` to `endpoint` with `headers`; `Unavailable` when the endpoint cannot be reached in time.
+    async fn post(&self, endpoint: &str, headers: &[(String, String)], body: Vec<u8>) -> PortResult<Delivery>;
+}

@@ -1,10 +1,13 @@
-//! The domain: validated identifiers, trading partners and the payer data eligibility answers come from.
+//! The domain: validated identifiers, trading partners, the payer data and policy, prior-authorization cases,
+//! notification subscriptions and the notification outbox.
 
 pub mod ids;
+pub mod notifications;
 pub mod partner;
 pub mod payer_data;
 pub mod policy;
 pub mod prior_auth;
+pub mod subscriptions;
 
 pub use ids::{MemberId, Npi, PartnerId};
 pub use partner::{Caller, PartnerRole, TradingPartner};

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::ports::{Item, Key, PortError, Query, StateStore, WriteOp};
+use crate::record::IdempotencyRecord;
 
 /// How fast the payer must decide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +104,15 @@ pub struct CaseItem {
     pub decision: Option<Decision>,
     /// Certified period, when certified or modified (CCYYMMDD, CCYYMMDD).
     pub certified_period: Option<(String, String)>,
+    /// The submitter's trace number for the item (PAS itemTraceNumber, X12 2000F TRN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+    /// When the first final decision was made (RFC 3339): the decision time CMS-0057-F reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<String>,
+    /// Whether the item was pended before its final decision ("approved after extended review").
+    #[serde(default)]
+    pub was_pended: bool,
 }
 
 /// One status change in a case's history.
@@ -144,6 +154,82 @@ pub enum CaseError {
     ItemCancelled(u32),
 }
 
+/// The subscriber the request is about (PHI: kept in the encrypted table, never logged).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscriber {
+    /// Member id.
+    pub member_id: String,
+    /// Last name.
+    pub last_name: String,
+    /// First name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    /// Date of birth (CCYYMMDD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_of_birth: Option<String>,
+    /// F, M or U.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gender: Option<String>,
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Subscriber(<redacted>)")
+    }
+}
+
+/// The requesting provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Requester {
+    /// Identifier qualifier (`XX` NPI, `24` EIN, `34` SSN, `46` ETIN, `PI`...).
+    pub id_qualifier: String,
+    /// Identifier.
+    pub id: String,
+    /// Organisation name, or the person's last name.
+    pub name: String,
+    /// First name when the requester is a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+}
+
+impl Requester {
+    /// The NPI, when the requester is identified by one.
+    pub fn npi(&self) -> Option<&str> {
+        (self.id_qualifier == "XX").then_some(self.id.as_str())
+    }
+}
+
+/// The submitter's trace of a request: X12 2000E TRN02/TRN03, or the PAS Claim.identifier (`urn:trnorg:TRN03`
+/// system, TRN02 value). The same trace from the same submitter names the same case in both channels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Trace {
+    /// TRN02: the reference number.
+    pub value: String,
+    /// TRN03: the originating company (or the identifier's system when it is not `urn:trnorg:`).
+    pub originator: String,
+}
+
+/// How the request was expressed in FHIR, so responses reference the submitter's own resource ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FhirRefs {
+    /// Claim id.
+    pub claim: String,
+    /// Patient id.
+    pub patient: String,
+    /// Requestor reference (`Organization/ID` or `PractitionerRole/ID`).
+    pub requestor: String,
+    /// Insurer Organization id.
+    pub insurer: String,
+    /// Claim type code (`professional`, `institutional`).
+    pub claim_type: String,
+    /// Bundle.identifier (system, value).
+    pub bundle_identifier: (String, String),
+}
+
 /// A prior-authorization case.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -158,14 +244,31 @@ pub struct PaCase {
     pub channel: String,
     /// The submission's identity (PAS Bundle.identifier, or the 278's sender + ISA13 + ST02): one case per key.
     pub submission_key: String,
-    /// Member id of the subscriber.
-    pub member_id: String,
-    /// NPI of the requesting provider.
-    pub requester_npi: String,
+    /// The subscriber.
+    pub subscriber: Subscriber,
+    /// The requesting provider.
+    pub requester: Requester,
+    /// The payer's name.
+    pub payer_name: String,
     /// Plan the member is covered by.
     pub plan_id: Option<String>,
+    /// The submitter's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Trace>,
+    /// UM01 / serviceItemRequestType (`HS` health services, `SC` specialty care, `AR` admission).
+    pub request_category: String,
+    /// UM02 / certificationType (`I` initial, `S` revision, `4` extension).
+    pub certification_type: String,
+    /// Diagnosis codes (ICD-10-CM).
+    pub diagnoses: Vec<String>,
+    /// FHIR resource ids of the request, when it arrived as PAS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fhir: Option<FhirRefs>,
     /// Urgency.
     pub urgency: Urgency,
+    /// Whether the deadline sweep flagged the case as close to (or past) its deadline.
+    #[serde(default)]
+    pub deadline_flagged: bool,
     /// Receipt time (RFC 3339).
     pub received: String,
     /// Decision deadline (RFC 3339).
@@ -178,7 +281,15 @@ pub struct PaCase {
     pub history: Vec<StatusChange>,
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
+/// How long a certification lasts when the request named no service dates.
+pub const CERTIFIED_DAYS: i64 = 90;
+
+fn ccyymmdd(d: time::Date) -> String {
+    format!("{:04}{:02}{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+/// RFC 3339 text of a time.
+pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
@@ -216,6 +327,16 @@ impl PaCase {
             action: decision.action_code().to_owned(),
             note,
         });
+        if decision.is_pending() {
+            item.was_pended = true;
+        } else if item.decided_at.is_none() && decision != Decision::Cancelled {
+            item.decided_at = Some(rfc3339(at));
+        }
+        if matches!(decision, Decision::Certified | Decision::Modified { .. }) && item.certified_period.is_none() {
+            let from = item.service_from.clone().unwrap_or_else(|| ccyymmdd(at.date()));
+            let to = item.service_to.clone().unwrap_or_else(|| ccyymmdd(at.date() + Duration::days(CERTIFIED_DAYS)));
+            item.certified_period = Some((from, to));
+        }
         item.decision = Some(decision);
         Ok(())
     }
@@ -241,27 +362,74 @@ impl PaCase {
     }
 }
 
-/// A new case for a request received at `received`.
+/// A new case, before it has an id and a receipt time.
 #[derive(Debug, Clone)]
 pub struct NewCase {
     /// Submitting partner.
     pub submitter: String,
-    /// Payer.
+    /// Payer id.
     pub payer: String,
+    /// Payer name.
+    pub payer_name: String,
     /// `x12` or `fhir`.
     pub channel: String,
     /// Submission identity.
     pub submission_key: String,
-    /// Member id.
-    pub member_id: String,
-    /// Requesting provider NPI.
-    pub requester_npi: String,
+    /// The subscriber.
+    pub subscriber: Subscriber,
+    /// The requesting provider.
+    pub requester: Requester,
     /// Plan.
     pub plan_id: Option<String>,
+    /// The submitter's trace.
+    pub trace: Option<Trace>,
+    /// UM01 / serviceItemRequestType.
+    pub request_category: String,
+    /// UM02 / certificationType.
+    pub certification_type: String,
+    /// Diagnosis codes.
+    pub diagnoses: Vec<String>,
+    /// FHIR ids, for PAS submissions.
+    pub fhir: Option<FhirRefs>,
     /// Urgency.
     pub urgency: Urgency,
     /// Items (undecided).
     pub items: Vec<CaseItem>,
+}
+
+impl NewCase {
+    /// The case as received at `received`, under `id`.
+    pub fn into_case(self, id: String, received: OffsetDateTime) -> PaCase {
+        PaCase {
+            id,
+            history: vec![StatusChange {
+                at: rfc3339(received),
+                by: self.submitter.clone(),
+                item: None,
+                action: "received".into(),
+                note: None,
+            }],
+            submitter: self.submitter,
+            payer: self.payer,
+            channel: self.channel,
+            submission_key: self.submission_key,
+            subscriber: self.subscriber,
+            requester: self.requester,
+            payer_name: self.payer_name,
+            plan_id: self.plan_id,
+            trace: self.trace,
+            request_category: self.request_category,
+            certification_type: self.certification_type,
+            diagnoses: self.diagnoses,
+            fhir: self.fhir,
+            urgency: self.urgency,
+            deadline_flagged: false,
+            received: rfc3339(received),
+            deadline: rfc3339(self.urgency.deadline(received)),
+            authorization_number: None,
+            items: self.items,
+        }
+    }
 }
 
 fn case_key(id: &str) -> Key {
@@ -272,8 +440,34 @@ fn submission_key(submitter: &str, key: &str) -> Key {
     Key::new(format!("PARTNER#{submitter}"), format!("SUBMISSION#{key}"))
 }
 
+fn trace_key(submitter: &str, trace: &Trace) -> Key {
+    Key::new(format!("PARTNER#{submitter}"), format!("TRACE#{}#{}", trace.originator, trace.value))
+}
+
+fn member_key(submitter: &str, member_id: &str, case_id: &str) -> Key {
+    Key::new(format!("PARTNER#{submitter}"), format!("MEMBERCASE#{member_id}#{case_id}"))
+}
+
+fn ledger_key(case: &PaCase) -> Key {
+    // One partition per payer and receipt month: the metrics read a period month by month.
+    Key::new(
+        format!("RECEIVED#{}#{}", case.payer, &case.received[..case.received.len().min(7)]),
+        format!("{}#{}", case.received, case.id),
+    )
+}
+
 fn pended_index(payer: &str) -> String {
     format!("PENDED#{payer}")
+}
+
+/// A submission seen before: the case it created or changed, and the answer it got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Submission {
+    /// The case.
+    pub case_id: String,
+    /// The original answer, replayed to a retry.
+    pub answer: Option<IdempotencyRecord>,
 }
 
 /// Where cases live in the state store.
@@ -288,13 +482,12 @@ impl std::fmt::Debug for CaseRepo {
     }
 }
 
-/// What [`CaseRepo::create`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Created {
-    /// A new case.
-    New(PaCase, u64),
-    /// The submission was seen before: its original case.
-    Existing(PaCase, u64),
+fn to_item<T: Serialize>(key: Key, body: &T) -> Result<Item, PortError> {
+    Ok(Item::new(key, serde_json::to_value(body).map_err(|e| PortError::Invalid(e.to_string()))?))
+}
+
+fn pointer(key: Key, case_id: &str) -> Item {
+    Item::new(key, serde_json::json!({ "caseId": case_id }))
 }
 
 impl CaseRepo {
@@ -304,60 +497,63 @@ impl CaseRepo {
     }
 
     fn item(case: &PaCase) -> Result<Item, PortError> {
-        let body = serde_json::to_value(case).map_err(|e| PortError::Invalid(e.to_string()))?;
-        let mut item = Item::new(case_key(&case.id), body);
+        let mut item = to_item(case_key(&case.id), case)?;
         if case.status() == CaseStatus::Pended {
             item = item.with_gsi1(Key::new(pended_index(&case.payer), format!("{}#{}", case.deadline, case.id)));
         }
         Ok(item)
     }
 
-    /// Creates the case for a submission, or returns the case the same submission created before. The case and its
-    /// submission record are written in one transaction.
-    pub async fn create(&self, new: NewCase, id: String, received: OffsetDateTime) -> Result<Created, PortError> {
-        let skey = submission_key(&new.submitter, &new.submission_key);
-        if let Some(existing) = self.by_submission(&skey).await? {
-            return Ok(Created::Existing(existing.0, existing.1));
-        }
-        let received_by = new.submitter.clone();
-        let case = PaCase {
-            id: id.clone(),
-            submitter: new.submitter,
-            payer: new.payer,
-            channel: new.channel,
-            submission_key: new.submission_key,
-            member_id: new.member_id,
-            requester_npi: new.requester_npi,
-            plan_id: new.plan_id,
-            urgency: new.urgency,
-            received: rfc3339(received),
-            deadline: rfc3339(new.urgency.deadline(received)),
-            authorization_number: None,
-            items: new.items,
-            history: vec![StatusChange {
-                at: rfc3339(received),
-                by: received_by,
-                item: None,
-                action: "received".into(),
-                note: None,
-            }],
-        };
-        let pointer = Item::new(skey.clone(), serde_json::json!({ "caseId": id }));
-        match self.store.transact(vec![WriteOp::PutNew(Self::item(&case)?), WriteOp::PutNew(pointer)]).await {
-            Ok(()) => Ok(Created::New(case, 1)),
-            Err(PortError::Conflict(_)) => match self.by_submission(&skey).await? {
-                // A concurrent retry of the same submission won.
-                Some((c, v)) => Ok(Created::Existing(c, v)),
-                None => Err(PortError::Conflict("case id already used".into())),
-            },
-            Err(e) => Err(e),
-        }
+    /// The submission `key` of `submitter`, when seen before.
+    pub async fn submission(&self, submitter: &str, key: &str) -> Result<Option<Submission>, PortError> {
+        let Some(item) = self.store.get(&submission_key(submitter, key)).await? else { return Ok(None) };
+        serde_json::from_value(item.body).map(Some).map_err(|e| PortError::Invalid(e.to_string()))
     }
 
-    async fn by_submission(&self, skey: &Key) -> Result<Option<(PaCase, u64)>, PortError> {
-        let Some(pointer) = self.store.get(skey).await? else { return Ok(None) };
-        let id = pointer.body["caseId"].as_str().unwrap_or_default().to_owned();
-        self.get(&id).await
+    /// Creates a case with its submission record (and the answer a retry gets), its trace and member index
+    /// entries, its ledger entry and any `extra` writes, in one transaction: all or nothing. `Conflict` when
+    /// the submission (or trace) is already known.
+    pub async fn create(
+        &self,
+        case: &PaCase,
+        answer: Option<IdempotencyRecord>,
+        extra: Vec<WriteOp>,
+    ) -> Result<(), PortError> {
+        let submission = Submission { case_id: case.id.clone(), answer };
+        let mut ops = vec![
+            WriteOp::PutNew(Self::item(case)?),
+            WriteOp::PutNew(to_item(submission_key(&case.submitter, &case.submission_key), &submission)?),
+            WriteOp::PutNew(pointer(member_key(&case.submitter, &case.subscriber.member_id, &case.id), &case.id)),
+            WriteOp::PutNew(pointer(ledger_key(case), &case.id)),
+        ];
+        if let Some(trace) = &case.trace {
+            ops.push(WriteOp::PutNew(pointer(trace_key(&case.submitter, trace), &case.id)));
+        }
+        ops.extend(extra);
+        self.store.transact(ops).await
+    }
+
+    /// Saves a changed case if nobody changed it since `version` was read, together with the submission that
+    /// changed it (when one did) and any `extra` writes, in one transaction.
+    pub async fn save_with(
+        &self,
+        case: &PaCase,
+        version: u64,
+        submission: Option<(&str, Option<IdempotencyRecord>)>,
+        extra: Vec<WriteOp>,
+    ) -> Result<(), PortError> {
+        let mut ops = vec![WriteOp::Update { item: Self::item(case)?, expected_version: version }];
+        if let Some((key, answer)) = submission {
+            let record = Submission { case_id: case.id.clone(), answer };
+            ops.push(WriteOp::PutNew(to_item(submission_key(&case.submitter, key), &record)?));
+        }
+        ops.extend(extra);
+        self.store.transact(ops).await
+    }
+
+    /// Saves a changed case if nobody changed it since `version` was read; returns the new version.
+    pub async fn save(&self, case: &PaCase, version: u64) -> Result<u64, PortError> {
+        self.store.update(Self::item(case)?, version).await
     }
 
     /// A case and its version.
@@ -367,18 +563,66 @@ impl CaseRepo {
         Ok(Some((case, item.version)))
     }
 
-    /// Saves a changed case if nobody changed it since `version` was read; returns the new version.
-    pub async fn save(&self, case: &PaCase, version: u64) -> Result<u64, PortError> {
-        self.store.update(Self::item(case)?, version).await
+    async fn via_pointer(&self, key: &Key) -> Result<Option<(PaCase, u64)>, PortError> {
+        let Some(p) = self.store.get(key).await? else { return Ok(None) };
+        match p.body["caseId"].as_str() {
+            Some(id) => self.get(id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The case `submitter` traces as `trace`.
+    pub async fn by_trace(&self, submitter: &str, trace: &Trace) -> Result<Option<(PaCase, u64)>, PortError> {
+        self.via_pointer(&trace_key(submitter, trace)).await
+    }
+
+    /// The cases `submitter` submitted for `member_id`, oldest first.
+    pub async fn by_member(&self, submitter: &str, member_id: &str, limit: usize) -> Result<Vec<PaCase>, PortError> {
+        let page = self
+            .store
+            .query(&Query::prefix(format!("PARTNER#{submitter}"), format!("MEMBERCASE#{member_id}#"), limit))
+            .await?;
+        let mut cases = Vec::with_capacity(page.items.len());
+        for p in page.items {
+            if let Some((c, _)) = self.via_pointer(&p.key).await? {
+                cases.push(c);
+            }
+        }
+        cases.sort_by(|a, b| a.received.cmp(&b.received));
+        Ok(cases)
     }
 
     /// Pended cases of a payer, soonest deadline first.
-    pub async fn pended(&self, payer: &str, limit: usize) -> Result<Vec<PaCase>, PortError> {
+    pub async fn pended(&self, payer: &str, limit: usize) -> Result<Vec<(PaCase, u64)>, PortError> {
         let page = self.store.query_gsi1(&Query::prefix(pended_index(payer), "", limit)).await?;
         page.items
             .into_iter()
-            .map(|i| serde_json::from_value(i.body).map_err(|e| PortError::Invalid(e.to_string())))
+            .map(|i| {
+                let v = i.version;
+                serde_json::from_value(i.body).map(|c| (c, v)).map_err(|e| PortError::Invalid(e.to_string()))
+            })
             .collect()
+    }
+
+    /// Cases of a payer received in the month `yyyy_mm` (`2026-11`).
+    pub async fn received_in_month(&self, payer: &str, yyyy_mm: &str) -> Result<Vec<PaCase>, PortError> {
+        let mut out = Vec::new();
+        let mut query = Query::prefix(format!("RECEIVED#{payer}#{yyyy_mm}"), "", 1000);
+        loop {
+            let page = self.store.query(&query).await?;
+            for p in &page.items {
+                if let Some(id) = p.body["caseId"].as_str() {
+                    if let Some((c, _)) = self.get(id).await? {
+                        out.push(c);
+                    }
+                }
+            }
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -398,6 +642,9 @@ mod tests {
             service_to: None,
             decision: None,
             certified_period: None,
+            trace: None,
+            decided_at: None,
+            was_pended: false,
         }
     }
 
@@ -405,11 +652,22 @@ mod tests {
         NewCase {
             submitter: "demo-provider".into(),
             payer: "DEMOPAYER".into(),
+            payer_name: "DEMO HEALTH PLAN".into(),
             channel: "fhir".into(),
             submission_key: key.into(),
-            member_id: "M1".into(),
-            requester_npi: "1234567893".into(),
+            subscriber: Subscriber { member_id: "M1".into(), last_name: "DOE".into(), ..Default::default() },
+            requester: Requester {
+                id_qualifier: "XX".into(),
+                id: "1234567893".into(),
+                name: "ACME".into(),
+                first_name: None,
+            },
             plan_id: Some("GOLD-123".into()),
+            trace: Some(Trace { value: format!("T-{key}"), originator: "9012345678".into() }),
+            request_category: "HS".into(),
+            certification_type: "I".into(),
+            diagnoses: vec!["G89.4".into()],
+            fhir: None,
             urgency,
             items: vec![item(1, "97110"), item(2, "97112")],
         }
@@ -426,37 +684,48 @@ mod tests {
     async fn one_case_per_submission_and_optimistic_updates() {
         let repo = CaseRepo::new(Arc::new(MemoryStateStore::default()));
         let at = datetime!(2026-11-25 10:00 UTC);
-        let Created::New(mut case, v) = repo.create(new_case("B1", Urgency::Standard), "PA1".into(), at).await.unwrap()
-        else {
-            panic!("first submission creates a case");
-        };
-        let again = repo.create(new_case("B1", Urgency::Standard), "PA2".into(), at).await.unwrap();
-        assert!(matches!(again, Created::Existing(ref c, _) if c.id == "PA1"), "a retry finds the original case");
+        let mut case = new_case("B1", Urgency::Standard).into_case("PA1".into(), at);
+        repo.create(&case, None, vec![]).await.unwrap();
+        let again = new_case("B1", Urgency::Standard).into_case("PA2".into(), at);
+        assert!(matches!(repo.create(&again, None, vec![]).await, Err(PortError::Conflict(_))));
+        assert!(repo.get("PA2").await.unwrap().is_none(), "the losing create wrote nothing");
+        assert_eq!(repo.submission("demo-provider", "B1").await.unwrap().unwrap().case_id, "PA1");
+        let trace = case.trace.clone().unwrap();
+        assert_eq!(repo.by_trace("demo-provider", &trace).await.unwrap().unwrap().0.id, "PA1");
+        assert!(repo.by_trace("other-provider", &trace).await.unwrap().is_none(), "traces are per submitter");
+        assert_eq!(repo.by_member("demo-provider", "M1", 10).await.unwrap().len(), 1);
         assert_eq!(repo.pended("DEMOPAYER", 10).await.unwrap().len(), 1);
 
+        let v = 1;
         case.decide(1, Decision::Certified, "demo-payer", at).unwrap();
         assert_eq!(case.decide(9, Decision::Certified, "demo-payer", at), Err(CaseError::NoSuchItem(9)));
         let v2 = repo.save(&case, v).await.unwrap();
         assert!(matches!(repo.save(&case, v).await, Err(PortError::Conflict(_))), "a stale version loses");
         assert_eq!(case.status(), CaseStatus::Pended, "item 2 still waits");
         assert_eq!(case.authorization_number.as_deref(), Some("PA1"));
+        assert_eq!(case.items[0].certified_period, Some(("20261201".into(), "20270223".into())));
+        assert_eq!(case.items[0].decided_at.as_deref(), Some("2026-11-25T10:00:00Z"));
 
+        case.decide(2, Decision::Pended { documentation: vec![] }, "demo-payer", at).unwrap();
         case.decide(2, Decision::NotCertified { reasons: vec!["0U".into()] }, "demo-payer", at).unwrap();
+        assert!(case.items[1].was_pended);
         repo.save(&case, v2).await.unwrap();
         assert_eq!(case.status(), CaseStatus::Decided);
         assert!(repo.pended("DEMOPAYER", 10).await.unwrap().is_empty(), "decided cases leave the work list");
-        assert_eq!(case.history.len(), 3);
+        assert_eq!(case.history.len(), 4);
+        assert_eq!(repo.received_in_month("DEMOPAYER", "2026-11").await.unwrap().len(), 1);
     }
 
     #[tokio::test]
     async fn work_list_is_ordered_by_deadline_and_cancelled_items_stay_cancelled() {
         let repo = CaseRepo::new(Arc::new(MemoryStateStore::default()));
         let at = datetime!(2026-11-25 10:00 UTC);
-        repo.create(new_case("S", Urgency::Standard), "PA-S".into(), at).await.unwrap();
-        repo.create(new_case("E", Urgency::Expedited), "PA-E".into(), at + Duration::hours(1)).await.unwrap();
+        repo.create(&new_case("S", Urgency::Standard).into_case("PA-S".into(), at), None, vec![]).await.unwrap();
+        let e = new_case("E", Urgency::Expedited).into_case("PA-E".into(), at + Duration::hours(1));
+        repo.create(&e, None, vec![]).await.unwrap();
         let list = repo.pended("DEMOPAYER", 10).await.unwrap();
-        assert_eq!(list.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec!["PA-E", "PA-S"]);
-        let mut case = list[0].clone();
+        assert_eq!(list.iter().map(|(c, _)| c.id.as_str()).collect::<Vec<_>>(), vec!["PA-E", "PA-S"]);
+        let mut case = list[0].0.clone();
         case.cancel("demo-provider", at);
         assert_eq!(case.status(), CaseStatus::Cancelled);
         assert_eq!(case.decide(1, Decision::Certified, "demo-payer", at), Err(CaseError::ItemCancelled(1)));
