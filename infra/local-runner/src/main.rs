@@ -96,7 +96,14 @@ async fn serve() -> Result<(), String> {
         .map_err(|e| format!("cannot sign a token: {e}"))?;
 
     let app = Arc::new(app);
-    let router = eligibility::router(app.clone());
+    // Locally, notifications go to plain-HTTP listeners too, and the worker runs in-process.
+    let notifier =
+        exchange_core::adapters::notifier::HttpNotifier::new(exchange_core::adapters::notifier::DELIVERY_TIMEOUT)
+            .map_err(|e| format!("cannot build the notifier: {e}"))?;
+    let settings = prior_auth::Settings { allow_http_endpoints: true, ..prior_auth::Settings::default() };
+    let pa = Arc::new(prior_auth::PriorAuth::new(app.clone(), Arc::new(notifier), settings));
+    tokio::spawn(prior_auth::worker::run_forever(pa.clone(), std::time::Duration::from_secs(1)));
+    let router = eligibility::router(app.clone()).merge(prior_auth::routes(pa));
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     // The banner is for a person at a terminal: a closed stdout must not take the server down with it.

@@ -57,7 +57,7 @@ pub enum Decision {
         /// Reason codes.
         reasons: Vec<String>,
     },
-    /// CT: cancelled by the requester.
+    /// C: cancelled by the requester.
     Cancelled,
 }
 
@@ -69,7 +69,7 @@ impl Decision {
             Decision::NotCertified { .. } => "A3",
             Decision::Pended { .. } => "A4",
             Decision::Modified { .. } => "A6",
-            Decision::Cancelled => "CT",
+            Decision::Cancelled => "C",
         }
     }
 
@@ -350,7 +350,7 @@ impl PaCase {
             at: rfc3339(at),
             by: by.to_owned(),
             item: None,
-            action: "CT".into(),
+            action: "C".into(),
             note: None,
         });
     }
@@ -440,8 +440,13 @@ fn submission_key(submitter: &str, key: &str) -> Key {
     Key::new(format!("PARTNER#{submitter}"), format!("SUBMISSION#{key}"))
 }
 
-fn trace_key(submitter: &str, trace: &Trace) -> Key {
-    Key::new(format!("PARTNER#{submitter}"), format!("TRACE#{}#{}", trace.originator, trace.value))
+fn trace_prefix(trace: &Trace) -> String {
+    format!("TRACE#{}#{}#", trace.originator, trace.value)
+}
+
+fn trace_key(case: &PaCase, trace: &Trace) -> Key {
+    // Not unique: submitters do reuse trace numbers (the PAS examples do), so the latest case wins a lookup.
+    Key::new(format!("PARTNER#{}", case.submitter), format!("{}{}#{}", trace_prefix(trace), case.received, case.id))
 }
 
 fn member_key(submitter: &str, member_id: &str, case_id: &str) -> Key {
@@ -510,15 +515,9 @@ impl CaseRepo {
         serde_json::from_value(item.body).map(Some).map_err(|e| PortError::Invalid(e.to_string()))
     }
 
-    /// Creates a case with its submission record (and the answer a retry gets), its trace and member index
-    /// entries, its ledger entry and any `extra` writes, in one transaction: all or nothing. `Conflict` when
-    /// the submission (or trace) is already known.
-    pub async fn create(
-        &self,
-        case: &PaCase,
-        answer: Option<IdempotencyRecord>,
-        extra: Vec<WriteOp>,
-    ) -> Result<(), PortError> {
+    /// The writes that create a case: the case, its submission record (with the answer a retry gets), its member
+    /// and ledger index entries and its trace entry. All must commit together.
+    pub fn create_ops(case: &PaCase, answer: Option<IdempotencyRecord>) -> Result<Vec<WriteOp>, PortError> {
         let submission = Submission { case_id: case.id.clone(), answer };
         let mut ops = vec![
             WriteOp::PutNew(Self::item(case)?),
@@ -527,10 +526,36 @@ impl CaseRepo {
             WriteOp::PutNew(pointer(ledger_key(case), &case.id)),
         ];
         if let Some(trace) = &case.trace {
-            ops.push(WriteOp::PutNew(pointer(trace_key(&case.submitter, trace), &case.id)));
+            ops.push(WriteOp::PutNew(pointer(trace_key(case, trace), &case.id)));
         }
+        Ok(ops)
+    }
+
+    /// Creates a case ([`Self::create_ops`]) and any `extra` writes in one transaction: all or nothing.
+    /// `Conflict` when the submission is already known.
+    pub async fn create(
+        &self,
+        case: &PaCase,
+        answer: Option<IdempotencyRecord>,
+        extra: Vec<WriteOp>,
+    ) -> Result<(), PortError> {
+        let mut ops = Self::create_ops(case, answer)?;
         ops.extend(extra);
         self.store.transact(ops).await
+    }
+
+    /// The writes that save a changed case read at `version`, with the submission that changed it.
+    pub fn save_ops(
+        case: &PaCase,
+        version: u64,
+        submission: Option<(&str, Option<IdempotencyRecord>)>,
+    ) -> Result<Vec<WriteOp>, PortError> {
+        let mut ops = vec![WriteOp::Update { item: Self::item(case)?, expected_version: version }];
+        if let Some((key, answer)) = submission {
+            let record = Submission { case_id: case.id.clone(), answer };
+            ops.push(WriteOp::PutNew(to_item(submission_key(&case.submitter, key), &record)?));
+        }
+        Ok(ops)
     }
 
     /// Saves a changed case if nobody changed it since `version` was read, together with the submission that
@@ -542,12 +567,13 @@ impl CaseRepo {
         submission: Option<(&str, Option<IdempotencyRecord>)>,
         extra: Vec<WriteOp>,
     ) -> Result<(), PortError> {
-        let mut ops = vec![WriteOp::Update { item: Self::item(case)?, expected_version: version }];
-        if let Some((key, answer)) = submission {
-            let record = Submission { case_id: case.id.clone(), answer };
-            ops.push(WriteOp::PutNew(to_item(submission_key(&case.submitter, key), &record)?));
-        }
+        let mut ops = Self::save_ops(case, version, submission)?;
         ops.extend(extra);
+        self.store.transact(ops).await
+    }
+
+    /// Applies writes built with [`Self::create_ops`] / [`Self::save_ops`] (and others) in one transaction.
+    pub async fn commit(&self, ops: Vec<WriteOp>) -> Result<(), PortError> {
         self.store.transact(ops).await
     }
 
@@ -571,9 +597,13 @@ impl CaseRepo {
         }
     }
 
-    /// The case `submitter` traces as `trace`.
+    /// The latest case `submitter` traced as `trace`.
     pub async fn by_trace(&self, submitter: &str, trace: &Trace) -> Result<Option<(PaCase, u64)>, PortError> {
-        self.via_pointer(&trace_key(submitter, trace)).await
+        let page = self.store.query(&Query::prefix(format!("PARTNER#{submitter}"), trace_prefix(trace), 100)).await?;
+        match page.items.last() {
+            Some(p) => self.via_pointer(&p.key).await,
+            None => Ok(None),
+        }
     }
 
     /// The cases `submitter` submitted for `member_id`, oldest first.

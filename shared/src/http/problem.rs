@@ -33,6 +33,13 @@ pub struct FieldError {
     pub message: String,
 }
 
+impl FieldError {
+    /// A field error at a JSON pointer.
+    pub fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError { pointer: pointer.into(), message: message.into() }
+    }
+}
+
 impl Problem {
     /// A problem with `status`, a type slug (`invalid-request`) and a title.
     pub fn new(status: StatusCode, slug: &str, title: &str) -> Self {

@@ -1,0 +1,206 @@
+//! Intake: what a prior-authorization request asks, however it arrived, checked against the payer data and decided
+//! by the payer policy where it can be. Both channels (X12 278 and PAS) build a [`Request`] and get back either a
+//! decided [`PaCase`] or the [`Rejection`]s that stop it (X12 AAA segments / PAS `ClaimResponse.error`).
+
+use exchange_core::app::App;
+use exchange_core::domain::payer_data::{CurrentDataSet, MemberRecord};
+use exchange_core::domain::policy::{auto_decision, evaluate};
+use exchange_core::domain::prior_auth::{CaseItem, FhirRefs, NewCase, PaCase, Requester, Subscriber, Trace, Urgency};
+use exchange_core::domain::{MemberId, TradingPartner};
+use exchange_core::ports::PortError;
+use time::OffsetDateTime;
+
+/// Who decides automatically, in a case's history.
+pub const POLICY: &str = "policy";
+
+/// A request, channel-neutral.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The payer id the request is addressed to (2010A NM109, or the insurer's identifier).
+    pub payer_ids: Vec<String>,
+    /// The subscriber.
+    pub subscriber: Subscriber,
+    /// The requesting provider.
+    pub requester: Requester,
+    /// The submitter's trace.
+    pub trace: Option<Trace>,
+    /// UM01 / serviceItemRequestType.
+    pub request_category: String,
+    /// UM02 / certificationType.
+    pub certification_type: String,
+    /// Diagnoses.
+    pub diagnoses: Vec<String>,
+    /// Urgency.
+    pub urgency: Urgency,
+    /// Items, undecided.
+    pub items: Vec<CaseItem>,
+    /// LOINC codes of documentation sent with the request.
+    pub supplied_documentation: Vec<String>,
+    /// FHIR ids, for PAS.
+    pub fhir: Option<FhirRefs>,
+}
+
+/// Where a rejection points: the X12 loop and element, and the FHIR path of the same data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Party {
+    /// 2010A: the payer (UMO).
+    Payer,
+    /// 2010B: the requester.
+    Requester,
+    /// 2010C: the subscriber.
+    Subscriber,
+}
+
+impl Party {
+    /// The X12 loop.
+    pub fn loop_id(self) -> &'static str {
+        match self {
+            Party::Payer => "2010A",
+            Party::Requester => "2010B",
+            Party::Subscriber => "2010C",
+        }
+    }
+}
+
+/// Why a request cannot be decided: an X12 AAA reject reason (element 901), at a party.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The party at fault.
+    pub party: Party,
+    /// AAA03 (X12 901): `79` invalid participant, `42` unable to respond now, `41` authorization/access
+    /// restrictions, `75` subscriber not found, `95` patient not eligible.
+    pub code: &'static str,
+    /// AAA01: whether the request is valid and may be resubmitted unchanged later (`Y`, only for `42`).
+    pub valid_request: bool,
+    /// AAA04 follow-up: `C` (correct and resubmit), `N` (resubmission not allowed), `R` (resubmission allowed),
+    /// `Y` (do not resubmit; we will reply).
+    pub follow_up: &'static str,
+    /// The element (X12 position such as `NM109`).
+    pub element: &'static str,
+}
+
+impl Rejection {
+    fn new(party: Party, code: &'static str, follow_up: &'static str, element: &'static str) -> Self {
+        Rejection { party, code, valid_request: code == "42", follow_up, element }
+    }
+}
+
+/// What intake produced.
+#[derive(Debug)]
+pub enum Intake {
+    /// A case with its automatic decisions made.
+    Decided(Box<PaCase>),
+    /// The request cannot be decided.
+    Rejected(Vec<Rejection>),
+}
+
+/// A new case id: also the authorization number and the administrative reference number (HCR02 / REF*NT).
+pub fn new_case_id(now: OffsetDateTime) -> String {
+    let random: [u8; 5] = rand::random();
+    format!("PA{:02}{:02}{:02}{}", now.year() % 100, u8::from(now.month()), now.day(), hex_upper(&random))
+}
+
+fn hex_upper(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+fn ccyymmdd(t: OffsetDateTime) -> String {
+    format!("{:04}{:02}{:02}", t.year(), u8::from(t.month()), t.day())
+}
+
+/// Looks up the payer, requester and member, then decides each item from the plan's policy.
+pub async fn take(
+    app: &App,
+    submitter: &TradingPartner,
+    channel: &str,
+    submission_key: &str,
+    request: Request,
+    now: OffsetDateTime,
+) -> Result<Intake, PortError> {
+    let Some(data): Option<CurrentDataSet> = app.repo.current().await? else {
+        return Ok(Intake::Rejected(vec![Rejection::new(Party::Payer, "42", "R", "NM109")]));
+    };
+    if !request.payer_ids.iter().any(|id| data.payer.answers_to(id)) {
+        return Ok(Intake::Rejected(vec![Rejection::new(Party::Payer, "79", "C", "NM109")]));
+    }
+    if !submitter.may_submit_for(&request.requester.id) {
+        return Ok(Intake::Rejected(vec![Rejection::new(Party::Requester, "41", "N", "NM109")]));
+    }
+    let Ok(member_id) = MemberId::parse(&request.subscriber.member_id) else {
+        return Ok(Intake::Rejected(vec![Rejection::new(Party::Subscriber, "72", "C", "NM109")]));
+    };
+    let Some(MemberRecord { subscriber, dependent }) = app.repo.member(data.version, &member_id).await? else {
+        return Ok(Intake::Rejected(vec![Rejection::new(Party::Subscriber, "75", "C", "NM109")]));
+    };
+    // The coverage on the first requested service date (or today).
+    let on = request.items.iter().filter_map(|i| i.service_from.clone()).min().unwrap_or_else(|| ccyymmdd(now));
+    let coverage = match dependent.and_then(|d| subscriber.dependents.get(d)).and_then(|d| d.coverage.as_ref()) {
+        Some(own) => own.as_slice(),
+        None => subscriber.coverage.as_slice(),
+    };
+    let Some(active) = coverage.iter().find(|c| c.covers(&on, &on)) else {
+        return Ok(Intake::Rejected(vec![Rejection::new(Party::Subscriber, "95", "N", "NM109")]));
+    };
+    let plan = app.repo.plan(data.version, &active.plan_id).await?;
+
+    let mut case = NewCase {
+        submitter: submitter.id.as_str().to_owned(),
+        payer: data.payer.id.clone(),
+        payer_name: data.payer.name.clone(),
+        channel: channel.to_owned(),
+        submission_key: submission_key.to_owned(),
+        subscriber: request.subscriber,
+        requester: request.requester,
+        plan_id: Some(active.plan_id.clone()),
+        trace: request.trace,
+        request_category: request.request_category,
+        certification_type: request.certification_type,
+        diagnoses: request.diagnoses,
+        fhir: request.fhir,
+        urgency: request.urgency,
+        items: request.items,
+    }
+    .into_case(new_case_id(now), now);
+    let decisions: Vec<(u32, exchange_core::domain::prior_auth::Decision)> = case
+        .items
+        .iter()
+        .map(|item| {
+            let outcome = match &plan {
+                Some(plan) => evaluate(plan, &item.code_system, &item.code),
+                None => exchange_core::domain::policy::PolicyOutcome::Unknown,
+            };
+            (item.sequence, auto_decision(&outcome, &request.supplied_documentation))
+        })
+        .collect();
+    for (sequence, decision) in decisions {
+        // Sequences come from the request and were checked unique; a failure here is a bug, not input.
+        if case.decide(sequence, decision, POLICY, now).is_err() {
+            return Err(PortError::Invalid(format!("item {sequence} vanished during intake")));
+        }
+    }
+    Ok(Intake::Decided(Box::new(case)))
+}
+
+/// Applies the policy to items added by an update (revision) of an existing case.
+pub async fn decide_added_items(
+    app: &App,
+    case: &mut PaCase,
+    sequences: &[u32],
+    supplied_documentation: &[String],
+    now: OffsetDateTime,
+) -> Result<(), PortError> {
+    let plan = match (&case.plan_id, app.repo.current().await?) {
+        (Some(id), Some(data)) => app.repo.plan(data.version, id).await?,
+        _ => None,
+    };
+    for &sequence in sequences {
+        let Some(item) = case.items.iter().find(|i| i.sequence == sequence) else { continue };
+        let outcome = match &plan {
+            Some(plan) => evaluate(plan, &item.code_system, &item.code),
+            None => exchange_core::domain::policy::PolicyOutcome::Unknown,
+        };
+        let decision = auto_decision(&outcome, supplied_documentation);
+        let _ = case.decide(sequence, decision, POLICY, now);
+    }
+    Ok(())
+}

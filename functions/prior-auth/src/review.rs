@@ -1,0 +1,284 @@
+//! The payer's reviewer API (JSON; documented in `openapi/prior-auth.yaml`): the pended work list by deadline,
+//! one case, decisions per item with reason codes, requests for more documentation, and the notification dead
+//! letters. Every change is saved with its notification jobs in one transaction; delivery happens later, in the
+//! worker, so a slow subscriber never slows the reviewer down.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use exchange_core::domain::prior_auth::{Decision, PaCase};
+use exchange_core::domain::PartnerRole;
+use exchange_core::http::problem::FieldError;
+use exchange_core::http::{CallerContext, Problem};
+use exchange_core::ports::PortError;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::PriorAuth;
+
+fn require_reviewer(ctx: &CallerContext) -> Result<(), Problem> {
+    if ctx.caller.role == PartnerRole::Payer && ctx.caller.has_scope("reviewer") {
+        Ok(())
+    } else {
+        Err(Problem::forbidden("the reviewer API needs a payer token with the reviewer scope"))
+    }
+}
+
+fn unavailable(ctx: &CallerContext, e: &PortError) -> Problem {
+    tracing::error!(request_id = %ctx.request_id, error = %e, "reviewer API dependency failed");
+    Problem::unavailable()
+}
+
+/// The case as the reviewer sees it (with the time left in seconds; negative when overdue).
+pub fn case_view(case: &PaCase, now: time::OffsetDateTime) -> Value {
+    let mut v = serde_json::to_value(case).unwrap_or(Value::Null);
+    v["status"] = json!(case.status());
+    v["timeLeftSeconds"] = json!(case.time_left(now).map(|d| d.whole_seconds()));
+    v
+}
+
+/// Query of the work list.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// At most this many cases (default 50, at most 200).
+    pub limit: Option<usize>,
+}
+
+async fn payer_id(pa: &PriorAuth, ctx: &CallerContext) -> Result<String, Problem> {
+    match pa.core.repo.current().await {
+        Ok(Some(d)) => Ok(d.payer.id),
+        Ok(None) => Err(Problem::unavailable()),
+        Err(e) => Err(unavailable(ctx, &e)),
+    }
+}
+
+/// `GET /review/cases`: pended cases, soonest deadline first.
+pub async fn list(State(pa): State<Arc<PriorAuth>>, ctx: CallerContext, Query(q): Query<ListQuery>) -> Response {
+    let result: Result<Response, Problem> = async {
+        require_reviewer(&ctx)?;
+        let payer = payer_id(&pa, &ctx).await?;
+        let limit = q.limit.unwrap_or(50).clamp(1, 200);
+        let cases = pa.cases.pended(&payer, limit).await.map_err(|e| unavailable(&ctx, &e))?;
+        let now = pa.core.clock.now();
+        let views: Vec<Value> = cases.iter().map(|(c, _)| case_view(c, now)).collect();
+        Ok(Json(json!({ "cases": views })).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn load(pa: &PriorAuth, ctx: &CallerContext, id: &str) -> Result<(PaCase, u64), Problem> {
+    let payer = payer_id(pa, ctx).await?;
+    match pa.cases.get(id).await {
+        Ok(Some((c, v))) if c.payer == payer => Ok((c, v)),
+        Ok(_) => Err(Problem::new(StatusCode::NOT_FOUND, "not-found", "No such case")),
+        Err(e) => Err(unavailable(ctx, &e)),
+    }
+}
+
+/// `GET /review/cases/{id}`.
+pub async fn read(State(pa): State<Arc<PriorAuth>>, ctx: CallerContext, Path(id): Path<String>) -> Response {
+    let result: Result<Response, Problem> = async {
+        require_reviewer(&ctx)?;
+        let (case, _) = load(&pa, &ctx, &id).await?;
+        Ok(Json(case_view(&case, pa.core.clock.now())).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// One item decision.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ItemDecision {
+    /// Item sequence.
+    pub item: u32,
+    /// `A1` certified, `A3` not certified, `A4` pended, `A6` modified.
+    pub action: String,
+    /// HCR03 reason codes (required for A3 and A6).
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// The authorized quantity (A6).
+    #[serde(default)]
+    pub quantity: Option<String>,
+    /// LOINC codes of documentation asked for (A4).
+    #[serde(default)]
+    pub documentation: Vec<String>,
+}
+
+/// `POST /review/cases/{id}/decisions` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionsBody {
+    /// Decisions, one per item.
+    pub decisions: Vec<ItemDecision>,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Problem> {
+    let body = exchange_core::http::read_body(body)?;
+    serde_json::from_slice(&body).map_err(|e| Problem::bad_request(format!("the body does not match the schema: {e}")))
+}
+
+fn reason_ok(r: &str) -> bool {
+    (1..=3).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn loinc_ok(code: &str) -> bool {
+    // LOINC: digits, a hyphen, one check digit.
+    code.split_once('-').is_some_and(|(n, c)| {
+        !n.is_empty()
+            && n.len() <= 7
+            && n.bytes().all(|b| b.is_ascii_digit())
+            && c.len() == 1
+            && c.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+fn to_decision(d: &ItemDecision, i: usize, errors: &mut Vec<FieldError>) -> Option<Decision> {
+    let pointer = |field: &str| format!("/decisions/{i}/{field}");
+    if let Some(bad) = d.reasons.iter().find(|r| !reason_ok(r)) {
+        errors.push(FieldError::new(pointer("reasons"), format!("'{bad}' is not an X12 reason code")));
+    }
+    if let Some(bad) = d.documentation.iter().find(|c| !loinc_ok(c)) {
+        errors.push(FieldError::new(pointer("documentation"), format!("'{bad}' is not a LOINC code")));
+    }
+    match d.action.as_str() {
+        "A1" => Some(Decision::Certified),
+        "A3" if d.reasons.is_empty() => {
+            errors.push(FieldError::new(pointer("reasons"), "a denial (A3) needs at least one reason code"));
+            None
+        }
+        "A3" => Some(Decision::NotCertified { reasons: d.reasons.clone() }),
+        "A4" => Some(Decision::Pended { documentation: d.documentation.clone() }),
+        "A6" if d.quantity.is_none() => {
+            errors.push(FieldError::new(pointer("quantity"), "a modification (A6) needs the authorized quantity"));
+            None
+        }
+        "A6" => Some(Decision::Modified { quantity: d.quantity.clone(), reasons: d.reasons.clone() }),
+        other => {
+            errors.push(FieldError::new(pointer("action"), format!("'{other}' is not one of A1, A3, A4, A6")));
+            None
+        }
+    }
+}
+
+/// Applies decisions to a case, saves it with its notification jobs, and wakes the worker.
+async fn apply(
+    pa: &PriorAuth,
+    ctx: &CallerContext,
+    id: &str,
+    decisions: Vec<(u32, Decision)>,
+) -> Result<Response, Problem> {
+    let (mut case, version) = load(pa, ctx, id).await?;
+    let now = pa.core.clock.now();
+    let by = ctx.caller.partner.as_str().to_owned();
+    let mut errors = Vec::new();
+    for (i, (seq, decision)) in decisions.into_iter().enumerate() {
+        if let Err(e) = case.decide(seq, decision, &by, now) {
+            errors.push(FieldError::new(format!("/decisions/{i}/item"), e.to_string()));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-decision",
+            "The decisions cannot be applied",
+        )
+        .with_errors(errors));
+    }
+    let jobs = crate::notify::jobs_for(pa, &case, now).await.map_err(|e| unavailable(ctx, &e))?;
+    let queued = jobs.len();
+    match pa.cases.save_with(&case, version, None, jobs).await {
+        Ok(()) => {}
+        Err(PortError::Conflict(_)) => {
+            return Err(Problem::new(StatusCode::CONFLICT, "conflict", "The case changed meanwhile")
+                .with_detail("reload the case and decide again"))
+        }
+        Err(e) => return Err(unavailable(ctx, &e)),
+    }
+    if queued > 0 {
+        pa.wake.notify_one();
+    }
+    tracing::info!(request_id = %ctx.request_id, case = %case.id, notifications = queued, "decision recorded");
+    Ok(Json(case_view(&case, now)).into_response())
+}
+
+/// `POST /review/cases/{id}/decisions`.
+pub async fn decide(
+    State(pa): State<Arc<PriorAuth>>,
+    ctx: CallerContext,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result: Result<Response, Problem> = async {
+        require_reviewer(&ctx)?;
+        let body: DecisionsBody = parse_json(body)?;
+        if body.decisions.is_empty() {
+            return Err(Problem::bad_request("decisions must not be empty"));
+        }
+        let mut errors = Vec::new();
+        let parsed: Vec<(u32, Decision)> = body
+            .decisions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| to_decision(d, i, &mut errors).map(|dec| (d.item, dec)))
+            .collect();
+        if !errors.is_empty() {
+            return Err(Problem::bad_request("some decisions are invalid").with_errors(errors));
+        }
+        apply(&pa, &ctx, &id, parsed).await
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /review/cases/{id}/documentation-requests` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentationBody {
+    /// Items the documentation is for.
+    pub items: Vec<u32>,
+    /// LOINC codes.
+    pub documentation: Vec<String>,
+}
+
+/// `POST /review/cases/{id}/documentation-requests`: pends the items (A4) asking for the documents.
+pub async fn request_documentation(
+    State(pa): State<Arc<PriorAuth>>,
+    ctx: CallerContext,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result: Result<Response, Problem> = async {
+        require_reviewer(&ctx)?;
+        let body: DocumentationBody = parse_json(body)?;
+        if body.items.is_empty() || body.documentation.is_empty() {
+            return Err(Problem::bad_request("items and documentation must not be empty"));
+        }
+        if let Some(bad) = body.documentation.iter().find(|c| !loinc_ok(c)) {
+            return Err(Problem::bad_request("some documentation codes are invalid")
+                .with_errors(vec![FieldError::new("/documentation", format!("'{bad}' is not a LOINC code"))]));
+        }
+        let decisions =
+            body.items.iter().map(|s| (*s, Decision::Pended { documentation: body.documentation.clone() })).collect();
+        apply(&pa, &ctx, &id, decisions).await
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /review/dead-letters`: notifications that could not be delivered.
+pub async fn dead_letters(State(pa): State<Arc<PriorAuth>>, ctx: CallerContext) -> Response {
+    let result: Result<Response, Problem> = async {
+        require_reviewer(&ctx)?;
+        let dead = pa.outbox.dead_letters(100).await.map_err(|e| unavailable(&ctx, &e))?;
+        Ok(Json(json!({ "deadLetters": dead })).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}

@@ -1,0 +1,161 @@
+//! The 278 response: the request's parties echoed (2010A/B/C), then the patient event (2000E) and its services
+//! (2000F) each with HCR (HCR01 action, HCR02 authorization number, HCR03 reason), REF*NT (our administrative
+//! reference, which later 278s and PAS updates can quote), DTP*AAH for the certified period and PWK when
+//! documentation is requested. A request that cannot be decided gets AAA at the loop at fault and stops there.
+
+use exchange_core::domain::prior_auth::{CaseItem, Decision, PaCase};
+use exchange_core::x12::ack::{ccyymmdd, hhmm, InterchangeWriter};
+use time::OffsetDateTime;
+
+use super::request::Request278;
+use crate::intake::{Party, Rejection};
+
+/// The 005010X217 version string.
+pub const X217: &str = "005010X217";
+
+fn hcr(w: &mut exchange_core::x12::X12Writer, decision: Option<&Decision>, authorization: Option<&str>) {
+    let decision = decision.cloned().unwrap_or(Decision::Pended { documentation: vec![] });
+    let code = decision.action_code();
+    let auth = match &decision {
+        Decision::Certified | Decision::Modified { .. } => authorization.unwrap_or(""),
+        _ => "",
+    };
+    let reason = match &decision {
+        Decision::NotCertified { reasons } | Decision::Modified { reasons, .. } => {
+            reasons.first().map(String::as_str).unwrap_or("")
+        }
+        _ => "",
+    };
+    w.segment("HCR", &[code, auth, reason]);
+}
+
+fn certified_dtp(w: &mut exchange_core::x12::X12Writer, item: &CaseItem) {
+    if let Some((from, to)) = &item.certified_period {
+        if from == to {
+            w.segment("DTP", &["AAH", "D8", from]);
+        } else {
+            w.segment("DTP", &["AAH", "RD8", &format!("{from}-{to}")]);
+        }
+    }
+}
+
+fn pwk(w: &mut exchange_core::x12::X12Writer, item: &CaseItem) {
+    if let Some(Decision::Pended { documentation }) = &item.decision {
+        if !documentation.is_empty() {
+            // OZ: support data for the request, EL: send electronically (a 275 or a CDex attachment).
+            w.segment("PWK", &["OZ", "EL"]);
+        }
+    }
+}
+
+fn parties(w: &mut exchange_core::x12::X12Writer, req: &Request278, stop_at: Option<&Rejection>) -> bool {
+    let aaa = |w: &mut exchange_core::x12::X12Writer, party: Party| {
+        if let Some(r) = stop_at.filter(|r| r.party == party) {
+            w.segment("AAA", &[if r.valid_request { "Y" } else { "N" }, "", r.code, r.follow_up]);
+            true
+        } else {
+            false
+        }
+    };
+    let (umo_type, umo_name, umo_qual, umo_id) = &req.umo;
+    w.segment("HL", &["1", "", "20", "1"]);
+    let name = w.clean(umo_name);
+    w.segment("NM1", &["X3", umo_type, &name, "", "", "", "", umo_qual, umo_id]);
+    if aaa(w, Party::Payer) {
+        return true;
+    }
+    w.segment("HL", &["2", "1", "21", "1"]);
+    let r = &req.requester;
+    let (last, first) = (w.clean(&r.name), w.clean(r.first_name.as_deref().unwrap_or("")));
+    w.segment("NM1", &["1P", &req.requester_type, &last, &first, "", "", "", &r.id_qualifier, &r.id]);
+    if aaa(w, Party::Requester) {
+        return true;
+    }
+    w.segment("HL", &["3", "2", "22", "1"]);
+    let s = &req.subscriber;
+    let (last, first) = (w.clean(&s.last_name), w.clean(s.first_name.as_deref().unwrap_or("")));
+    w.segment("NM1", &["IL", "1", &last, &first, "", "", "", "MI", &s.member_id]);
+    aaa(w, Party::Subscriber)
+}
+
+/// Writes one 278 response set for `req` answered by `case` (or stopped by `rejection`).
+pub fn write_278(
+    iw: &mut InterchangeWriter,
+    st02: &str,
+    req: &Request278,
+    case: Option<&PaCase>,
+    rejection: Option<&Rejection>,
+    now: OffsetDateTime,
+) {
+    iw.begin_set("278", st02, X217);
+    let w = iw.writer();
+    w.segment("BHT", &["0007", "11", &w.clean(&req.reference), &ccyymmdd(now), &hhmm(now)]);
+    let stopped = parties(w, req, rejection);
+    if let (false, Some(case)) = (stopped, case) {
+        let services = req.items.len() > 1 || case.items.iter().any(|i| i.trace.is_some()) || has_service_lines(req);
+        w.segment("HL", &["4", "3", "EV", if services { "1" } else { "0" }]);
+        if let Some(t) = &case.trace {
+            w.segment("TRN", &["2", &t.value, &t.originator]);
+        }
+        let um = &req.um;
+        w.segment("UM", &[um[0].as_str(), um[1].as_str(), um[2].as_str(), um[3].as_str()]);
+        // The event-level decision: the items' decision when they agree, otherwise pended (A4) with per-service
+        // decisions below; without service lines the single item is the event.
+        let event_decision = if services { summary(case) } else { case.items.first().and_then(|i| i.decision.clone()) };
+        hcr(w, event_decision.as_ref(), case.authorization_number.as_deref());
+        w.segment("REF", &["NT", &case.id]);
+        if !services {
+            if let Some(item) = case.items.first() {
+                certified_dtp(w, item);
+                pwk(w, item);
+            }
+        }
+        if services {
+            for (i, item) in case.items.iter().enumerate() {
+                let hl = (5 + i).to_string();
+                w.segment("HL", &[hl.as_str(), "4", "SS", "0"]);
+                if let Some(t) = &item.trace {
+                    w.segment("TRN", &["2", t, &case.trace.as_ref().map(|t| t.originator.clone()).unwrap_or_default()]);
+                }
+                w.segment("UM", &[um[0].as_str(), um[1].as_str()]);
+                hcr(w, item.decision.as_ref(), case.authorization_number.as_deref());
+                certified_dtp(w, item);
+                service_line(w, item);
+                pwk(w, item);
+            }
+        }
+    }
+    iw.end_set(st02);
+}
+
+fn has_service_lines(req: &Request278) -> bool {
+    req.items.iter().any(|i| i.code_system != "X12-1365")
+}
+
+fn service_line(w: &mut exchange_core::x12::X12Writer, item: &CaseItem) {
+    let qualifier = match item.code_system.as_str() {
+        "HCPCS" | "CPT" => "HC",
+        "NUBC" => "NU",
+        _ => return,
+    };
+    let code = w.composite(&[qualifier, item.code.as_str()]);
+    let quantity = item.quantity.clone().unwrap_or_default();
+    if quantity.is_empty() {
+        w.segment("SV1", &[code.as_str()]);
+    } else {
+        w.segment("SV1", &[code.as_str(), "", "UN", quantity.as_str()]);
+    }
+}
+
+/// One decision for the whole event: the items' common action, else pended.
+fn summary(case: &PaCase) -> Option<Decision> {
+    let first = case.items.first()?.decision.clone()?;
+    if case.items.iter().all(|i| i.decision.as_ref().map(Decision::action_code) == Some(first.action_code())) {
+        Some(first)
+    } else if case.items.iter().any(|i| matches!(i.decision, Some(Decision::Certified | Decision::Modified { .. }))) {
+        // Some certified, some not: A6 (modified) at the event, details per service.
+        Some(Decision::Modified { quantity: None, reasons: vec![] })
+    } else {
+        Some(Decision::Pended { documentation: vec![] })
+    }
+}

@@ -1,0 +1,293 @@
+//! `POST /x12/278`: a 278 request interchange in; a 278 response per accepted set, a 999 for rejected sets, or a
+//! TA1 for a rejected interchange out. X12 answers are HTTP 200 (the acknowledgment is the answer); 4xx are for
+//! bodies that are not X12 at all. Everything the interchange creates or changes (cases, their submission
+//! records, the interchange's idempotency record) is written in one transaction.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use exchange_core::control_numbers;
+use exchange_core::domain::prior_auth::{CaseRepo, Decision, PaCase};
+use exchange_core::domain::PartnerRole;
+use exchange_core::http::{answer_response, media_type, read_body, CallerContext, Problem, X12_MEDIA_TYPE};
+use exchange_core::ports::{Item, PortError, WriteOp};
+use exchange_core::record::{idempotency_key, replay, vault_exchange, IDEMPOTENCY_TTL_SECS};
+use exchange_core::x12::ack::{ta1_interchange, write_999, InterchangeWriter, OutboundEnvelope};
+use exchange_core::x12::envelope::{parse_interchange, SetAck};
+use exchange_core::x12::guide::{self, x217};
+
+use super::request::{from_278, Request278};
+use super::response::{write_278, X217};
+use crate::intake::{self, Intake, Party, Rejection};
+use crate::PriorAuth;
+
+/// Transaction sets per real-time interchange: everything an interchange writes commits in one transaction, and
+/// DynamoDB transactions hold at most 100 writes (a new case takes five).
+pub const MAX_SETS: usize = 16;
+
+fn x12_response(body: Vec<u8>, replayed: bool) -> Response {
+    answer_response(StatusCode::OK, X12_MEDIA_TYPE, body, replayed)
+}
+
+fn unavailable(ctx: &CallerContext, e: &PortError, what: &str) -> Response {
+    tracing::error!(request_id = %ctx.request_id, error = %e, "{what}");
+    Problem::unavailable().into_response()
+}
+
+/// What one accepted set led to.
+enum SetResult {
+    /// A new case.
+    Created(Box<PaCase>),
+    /// An existing case, changed (cancel, revision, extension) or only reported (status inquiry).
+    Existing { case: Box<PaCase>, version: u64, changed: bool },
+    /// Stopped by a rejection.
+    Rejected(Rejection),
+}
+
+async fn process_set(
+    pa: &PriorAuth,
+    ctx: &CallerContext,
+    req: &Request278,
+    submission_key: &str,
+    now: time::OffsetDateTime,
+) -> Result<SetResult, PortError> {
+    let submitter = ctx.caller.partner.as_str();
+    // A request quoting an earlier one (REF*NT administrative reference or REF*BB authorization number).
+    for reference in &req.references {
+        let Some((mut case, version)) = pa.cases.get(reference).await? else { continue };
+        if case.submitter != submitter {
+            continue; // Another partner's case is not revealed.
+        }
+        let by = submitter.to_owned();
+        let changed = match req.certification_type() {
+            "3" => {
+                case.cancel(&by, now);
+                true
+            }
+            "S" | "4" => {
+                let mut sequences = Vec::new();
+                for item in &req.items {
+                    let mut fresh = item.clone();
+                    fresh.decision = None;
+                    match case.items.iter_mut().find(|i| i.sequence == item.sequence) {
+                        Some(existing) => *existing = fresh,
+                        None => case.items.push(fresh),
+                    }
+                    sequences.push(item.sequence);
+                }
+                intake::decide_added_items(&pa.core, &mut case, &sequences, &[], now).await?;
+                true
+            }
+            _ => false,
+        };
+        return Ok(SetResult::Existing { case: Box::new(case), version, changed });
+    }
+    if matches!(req.certification_type(), "3" | "S" | "4") {
+        // Nothing to cancel or revise: the reference is missing or unknown.
+        return Ok(SetResult::Rejected(Rejection {
+            party: Party::Subscriber,
+            code: "15",
+            valid_request: false,
+            follow_up: "C",
+            element: "REF02",
+        }));
+    }
+    match intake::take(&pa.core, &ctx.partner, "x12", submission_key, req.to_request(), now).await? {
+        Intake::Decided(case) => Ok(SetResult::Created(case)),
+        Intake::Rejected(mut r) => Ok(SetResult::Rejected(r.remove(0))),
+    }
+}
+
+/// `POST /x12/278`.
+pub async fn post_278(
+    State(pa): State<Arc<PriorAuth>>,
+    ctx: CallerContext,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if ctx.caller.role != PartnerRole::Provider || !ctx.caller.has_scope("prior-auth") {
+        return Problem::forbidden("prior authorization needs a provider token with the prior-auth scope")
+            .into_response();
+    }
+    let mt = media_type(&headers);
+    if !matches!(mt.as_str(), "application/edi-x12" | "text/plain" | "application/x12" | "") {
+        return Problem::unsupported_media_type("application/edi-x12 or text/plain").into_response();
+    }
+    let body = match read_body(body) {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
+    let identity =
+        exchange_core::x12::isa::salvage_fields(&body).map(|f| format!("{}#{}", f.sender.1, f.control_number));
+    let idem_key = identity.as_ref().map(|id| idempotency_key(&ctx, "X12-278", id));
+    if let Some(key) = &idem_key {
+        match replay(&pa.core, key, &body).await {
+            Ok(Some(Ok((_, bytes)))) => return x12_response(bytes, true),
+            Ok(Some(Err(()))) => return ta1_only(&pa, &ctx, &body, "025").await,
+            Ok(None) => {}
+            Err(e) => return unavailable(&ctx, &e, "idempotency lookup failed"),
+        }
+    }
+    match answer(&pa, &ctx, &body, idem_key).await {
+        Ok(resp) => resp,
+        Err(e) => unavailable(&ctx, &e, "278 unavailable"),
+    }
+}
+
+async fn ta1_only(pa: &PriorAuth, ctx: &CallerContext, body: &[u8], note: &str) -> Response {
+    let Some(fields) = exchange_core::x12::isa::salvage_fields(body) else {
+        return Problem::bad_request("not an X12 interchange").into_response();
+    };
+    let delimiters = exchange_core::x12::Tokenizer::new(body).map(|t| t.delimiters()).unwrap_or_default();
+    match control_numbers::next_interchange(pa.core.store.as_ref(), &ctx.caller.partner).await {
+        Ok(control) => {
+            let env = OutboundEnvelope::answering(&fields, control, pa.core.clock.now());
+            tracing::info!(request_id = %ctx.request_id, ta1 = note, "278 interchange rejected");
+            x12_response(ta1_interchange(delimiters, &fields, env, false, note), false)
+        }
+        Err(e) => unavailable(ctx, &e, "control number unavailable"),
+    }
+}
+
+async fn answer(
+    pa: &PriorAuth,
+    ctx: &CallerContext,
+    input: &[u8],
+    idem_key: Option<exchange_core::ports::Key>,
+) -> Result<Response, PortError> {
+    let now = pa.core.clock.now();
+    let interchange = match parse_interchange(input, &[x217::KIND_278]) {
+        Ok(ic) => ic,
+        Err(rej) => {
+            let Some(fields) = rej.fields else {
+                tracing::info!(request_id = %ctx.request_id, error = %rej.error, "not an X12 interchange");
+                return Ok(Problem::bad_request(format!("not an X12 interchange: {}", rej.error)).into_response());
+            };
+            let control = control_numbers::next_interchange(pa.core.store.as_ref(), &ctx.caller.partner).await?;
+            let env = OutboundEnvelope::answering(&fields, control, now);
+            tracing::info!(request_id = %ctx.request_id, ta1 = rej.note_code, "278 interchange rejected");
+            return Ok(x12_response(ta1_interchange(rej.delimiters, &fields, env, false, rej.note_code), false));
+        }
+    };
+    let fields = interchange.fields();
+    let senders = &ctx.partner.x12_sender_ids;
+    if !senders.is_empty() && !senders.iter().any(|s| s.trim() == fields.sender.1) {
+        return Ok(ta1_only(pa, ctx, input, "006").await);
+    }
+    let set_count: usize = interchange.groups.iter().map(|g| g.sets.len()).sum();
+    if set_count > MAX_SETS {
+        return Ok(Problem::bad_request(format!(
+            "a real-time 278 interchange carries at most {MAX_SETS} transaction sets; send batches separately"
+        ))
+        .into_response());
+    }
+    let control = control_numbers::next_interchange(pa.core.store.as_ref(), &ctx.caller.partner).await?;
+    let env = OutboundEnvelope::answering(&fields, control, now);
+    let mut iw = InterchangeWriter::new(interchange.delimiters, env);
+    if interchange.ack_requested() {
+        iw.ta1(&fields, true, "000");
+    }
+
+    let mut ops: Vec<WriteOp> = Vec::new();
+    let mut payer = String::from("unknown");
+    let mut acks_per_group: Vec<Vec<SetAck>> = Vec::new();
+    let mut st_counter = 0u32;
+    let mut answered = 0usize;
+    for group in &interchange.groups {
+        let mut acks = Vec::with_capacity(group.sets.len());
+        let mut accepted: Vec<(Request278, SetResult)> = Vec::new();
+        for set in &group.sets {
+            let mut ack = set.ack.clone();
+            if !group.is_rejected() && set.kind.is_some() && !ack.is_rejected() {
+                let located = guide::validate(&x217::GUIDE_278, &set.body, &mut ack);
+                if !ack.is_rejected() {
+                    let req = from_278(&located);
+                    let key = format!("X12#{}#{}#{}", fields.sender.1, fields.control_number, set.st.text(2));
+                    let result = process_set(pa, ctx, &req, &key, now).await?;
+                    accepted.push((req, result));
+                }
+            }
+            acks.push(ack);
+        }
+        if !accepted.is_empty() {
+            iw.begin_group("HI", group.gs.text(3), group.gs.text(2), X217);
+            for (req, result) in &accepted {
+                st_counter += 1;
+                let st02 = format!("{st_counter:04}");
+                answered += 1;
+                match result {
+                    SetResult::Created(case) => {
+                        payer = case.payer.clone();
+                        ops.extend(CaseRepo::create_ops(case, None)?);
+                        write_278(&mut iw, &st02, req, Some(case), None, now);
+                    }
+                    SetResult::Existing { case, version, changed } => {
+                        payer = case.payer.clone();
+                        if *changed {
+                            ops.extend(CaseRepo::save_ops(case, *version, None)?);
+                        }
+                        write_278(&mut iw, &st02, req, Some(case), None, now);
+                    }
+                    SetResult::Rejected(r) => write_278(&mut iw, &st02, req, None, Some(r), now),
+                }
+            }
+            iw.end_group();
+        }
+        acks_per_group.push(acks);
+    }
+    let needs_999: Vec<usize> = interchange
+        .groups
+        .iter()
+        .zip(&acks_per_group)
+        .enumerate()
+        .filter(|(_, (g, acks))| g.is_rejected() || acks.iter().any(SetAck::is_rejected))
+        .map(|(i, _)| i)
+        .collect();
+    if let Some(first) = needs_999.first() {
+        let g = &interchange.groups[*first];
+        iw.begin_group("FA", g.gs.text(3), g.gs.text(2), exchange_core::x12::ack::X231A1);
+        for i in &needs_999 {
+            st_counter += 1;
+            let acks: Vec<&SetAck> = acks_per_group[*i].iter().collect();
+            write_999(&mut iw, &format!("{st_counter:04}"), &interchange.groups[*i], &acks);
+        }
+        iw.end_group();
+    }
+    let out = iw.finish();
+
+    let vaulted = vault_exchange(&pa.core, ctx, "x12/278", input, &out, &payer).await?;
+    if let Some(key) = idem_key {
+        let rec = vaulted.idempotency_record(X12_MEDIA_TYPE, 200, &payer);
+        let body = serde_json::to_value(&rec).map_err(|e| PortError::Invalid(e.to_string()))?;
+        ops.push(WriteOp::PutNew(Item::new(key, body).with_ttl(now.unix_timestamp() + IDEMPOTENCY_TTL_SECS)));
+    }
+    if let Err(e) = pa.cases.commit(ops).await {
+        vaulted.discard(&pa.core).await;
+        if matches!(e, PortError::Conflict(_)) {
+            // A concurrent retry of the same interchange (or a concurrent change of a referenced case) won.
+            return Ok(Problem::new(StatusCode::CONFLICT, "conflict", "The interchange is being processed")
+                .with_detail("retry to receive its answer")
+                .into_response());
+        }
+        return Err(e);
+    }
+    tracing::info!(
+        request_id = %ctx.request_id,
+        partner = %ctx.caller.partner,
+        isa13 = %fields.control_number,
+        sets = set_count,
+        answered,
+        rejected_sets = set_count - answered,
+        "278 answered"
+    );
+    Ok(x12_response(out, false))
+}
+
+/// Whether a case's items all carry a final decision (used by tests and the worker).
+pub fn all_final(case: &PaCase) -> bool {
+    case.items.iter().all(|i| i.decision.as_ref().is_some_and(Decision::is_final))
+}
