@@ -77,8 +77,7 @@ pub enum PolicyOutcome {
 
 /// Evaluates the plan's policy for one code.
 pub fn evaluate(plan: &Plan, code_system: &str, code: &str) -> PolicyOutcome {
-    let Some(rule) = plan.policy.iter().find(|r| r.code_system.eq_ignore_ascii_case(code_system) && r.code == code)
-    else {
+    let Some(rule) = plan.policy.iter().find(|r| same_system(&r.code_system, code_system) && r.code == code) else {
         return PolicyOutcome::Unknown;
     };
     if !rule.covered {
@@ -91,6 +90,13 @@ pub fn evaluate(plan: &Plan, code_system: &str, code: &str) -> PolicyOutcome {
             questionnaire: rule.questionnaire.clone(),
         },
     }
+}
+
+/// Whether two code systems name the same codes: CPT is HCPCS Level I, and X12 278s carry CPT codes under the
+/// HCPCS qualifier (`HC`), as do some PAS submissions.
+fn same_system(a: &str, b: &str) -> bool {
+    let level_one = |s: &str| s.eq_ignore_ascii_case("CPT") || s.eq_ignore_ascii_case("HCPCS");
+    a.eq_ignore_ascii_case(b) || (level_one(a) && level_one(b))
 }
 
 /// The automatic decision for a submitted item: certified when no authorization is needed, not certified when not
@@ -137,6 +143,8 @@ mod tests {
         assert!(matches!(auto_decision(&denied, &[]), Decision::NotCertified { reasons } if !reasons[0].is_empty()));
 
         assert_eq!(evaluate(&plan, "CPT", "99999"), PolicyOutcome::Unknown);
+        assert_eq!(evaluate(&plan, "HCPCS", "97110"), PolicyOutcome::NoAuthNeeded, "CPT is HCPCS Level I");
+        assert_eq!(evaluate(&plan, "X12-1365", "97110"), PolicyOutcome::Unknown);
         assert!(auto_decision(&PolicyOutcome::Unknown, &[]).is_pending());
     }
 

@@ -599,11 +599,19 @@ impl CaseRepo {
 
     /// The latest case `submitter` traced as `trace`.
     pub async fn by_trace(&self, submitter: &str, trace: &Trace) -> Result<Option<(PaCase, u64)>, PortError> {
+        Ok(self.all_by_trace(submitter, trace).await?.pop())
+    }
+
+    /// Every case `submitter` traced as `trace`, oldest first.
+    pub async fn all_by_trace(&self, submitter: &str, trace: &Trace) -> Result<Vec<(PaCase, u64)>, PortError> {
         let page = self.store.query(&Query::prefix(format!("PARTNER#{submitter}"), trace_prefix(trace), 100)).await?;
-        match page.items.last() {
-            Some(p) => self.via_pointer(&p.key).await,
-            None => Ok(None),
+        let mut out = Vec::with_capacity(page.items.len());
+        for p in &page.items {
+            if let Some(found) = self.via_pointer(&p.key).await? {
+                out.push(found);
+            }
         }
+        Ok(out)
     }
 
     /// The cases `submitter` submitted for `member_id`, oldest first.

@@ -50,7 +50,7 @@ pub enum ItemChange {
     /// Cancelled (`infoCancelled`, or certificationType 3).
     Cancel(u32),
     /// New or changed detail (`infoChanged`, or a sequence the case does not have).
-    Replace(CaseItem),
+    Replace(Box<CaseItem>),
 }
 
 /// A parsed PAS request.
@@ -64,6 +64,9 @@ pub struct PasRequest {
     pub request: Request,
     /// For updates: the trace of the Claim being updated.
     pub updates: Option<Trace>,
+    /// For updates: the id of the earlier Claim, when the Bundle carries it (tells apart requests that share a
+    /// trace).
+    pub updates_claim_id: Option<String>,
     /// For updates: what happens to each item.
     pub item_changes: Vec<ItemChange>,
     /// Every item was cancelled (certificationType 3 on the whole request).
@@ -363,7 +366,7 @@ pub fn parse_submit(bundle: &Value) -> Result<PasRequest, FhirError> {
             cancelled += 1;
             ItemChange::Cancel(parsed.sequence)
         } else if changed {
-            ItemChange::Replace(parsed.clone())
+            ItemChange::Replace(Box::new(parsed.clone()))
         } else {
             ItemChange::Same(parsed.sequence)
         });
@@ -371,6 +374,8 @@ pub fn parse_submit(bundle: &Value) -> Result<PasRequest, FhirError> {
     }
 
     let related = claim["related"].as_array().and_then(|r| r.iter().find(|x| x["claim"].is_object()));
+    let updates_claim_id =
+        related.and_then(|r| index.resolve(&r["claim"])).and_then(|c| c["id"].as_str()).map(str::to_owned);
     let (kind, updates) = match related {
         Some(r) => {
             let prior = index.resolve(&r["claim"]);
@@ -450,7 +455,7 @@ pub fn parse_submit(bundle: &Value) -> Result<PasRequest, FhirError> {
         fhir: Some(fhir),
     };
     let cancels_all = cancelled == changes.len();
-    Ok(PasRequest { bundle_identifier, kind, request, updates, item_changes: changes, cancels_all })
+    Ok(PasRequest { bundle_identifier, kind, request, updates, updates_claim_id, item_changes: changes, cancels_all })
 }
 
 /// What an `$inquire` asks: the member, the provider and, when given, the Claim's trace.

@@ -202,9 +202,17 @@ async fn submit_update(
             Some("Claim.related"),
         ));
     };
-    let Some((mut case, version)) =
-        pa.cases.by_trace(submitter, trace).await.map_err(|e| unavailable(ctx, &e, "case lookup"))?
-    else {
+    let mut candidates =
+        pa.cases.all_by_trace(submitter, trace).await.map_err(|e| unavailable(ctx, &e, "case lookup"))?;
+    // Submitters reuse trace numbers: the earlier Claim's id picks the case when it tells them apart.
+    let by_claim_id = candidates.iter().rposition(|(c, _)| {
+        req.updates_claim_id.is_some() && c.fhir.as_ref().map(|f| &f.claim) == req.updates_claim_id.as_ref()
+    });
+    let chosen = match by_claim_id {
+        Some(i) => Some(candidates.swap_remove(i)),
+        None => candidates.pop(),
+    };
+    let Some((mut case, version)) = chosen else {
         return Err(FhirError::unprocessable(
             "not-found",
             "no earlier request of this submitter has the identifier Claim.related.claim names",
@@ -229,7 +237,7 @@ async fn submit_update(
                     }
                 }
                 ItemChange::Replace(item) => {
-                    let mut fresh = item.clone();
+                    let mut fresh = (**item).clone();
                     fresh.decision = None;
                     match case.items.iter_mut().find(|i| i.sequence == item.sequence) {
                         Some(existing) => *existing = fresh,

@@ -92,10 +92,13 @@ pub fn write_278(
     w.segment("BHT", &["0007", "11", &w.clean(&req.reference), &ccyymmdd(now), &hhmm(now)]);
     let stopped = parties(w, req, rejection);
     if let (false, Some(case)) = (stopped, case) {
-        let services = req.items.len() > 1 || case.items.iter().any(|i| i.trace.is_some()) || has_service_lines(req);
+        // Service lines (2000F) when the case has several items or any coded service; otherwise the event is the item.
+        let services = case.items.len() > 1 || case.items.iter().any(|i| i.code_system != "X12-1365");
         w.segment("HL", &["4", "3", "EV", if services { "1" } else { "0" }]);
-        if let Some(t) = &case.trace {
-            w.segment("TRN", &["2", &t.value, &t.originator]);
+        // TRN03 is a 10-character company id; a PAS identifier system (a URL) has none to echo.
+        let originator = case.trace.as_ref().map(|t| t.originator.as_str()).filter(|o| is_company_id(o));
+        if let (Some(t), Some(o)) = (&case.trace, originator) {
+            w.segment("TRN", &["2", &t.value, o]);
         }
         let um = &req.um;
         w.segment("UM", &[um[0].as_str(), um[1].as_str(), um[2].as_str(), um[3].as_str()]);
@@ -114,8 +117,8 @@ pub fn write_278(
             for (i, item) in case.items.iter().enumerate() {
                 let hl = (5 + i).to_string();
                 w.segment("HL", &[hl.as_str(), "4", "SS", "0"]);
-                if let Some(t) = &item.trace {
-                    w.segment("TRN", &["2", t, &case.trace.as_ref().map(|t| t.originator.clone()).unwrap_or_default()]);
+                if let (Some(t), Some(o)) = (&item.trace, originator) {
+                    w.segment("TRN", &["2", t, o]);
                 }
                 w.segment("UM", &[um[0].as_str(), um[1].as_str()]);
                 hcr(w, item.decision.as_ref(), case.authorization_number.as_deref());
@@ -128,8 +131,8 @@ pub fn write_278(
     iw.end_set(st02);
 }
 
-fn has_service_lines(req: &Request278) -> bool {
-    req.items.iter().any(|i| i.code_system != "X12-1365")
+fn is_company_id(s: &str) -> bool {
+    s.len() == 10 && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 fn service_line(w: &mut exchange_core::x12::X12Writer, item: &CaseItem) {
