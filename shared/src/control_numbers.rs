@@ -19,6 +19,23 @@ pub async fn next_interchange(store: &dyn StateStore, partner: &PartnerId) -> Re
     Ok(n)
 }
 
+/// A TA1-only interchange rejecting `body` with `note` (e.g. `025` duplicate control number, `006` unregistered
+/// sender), numbered from `partner`'s counter and written in the body's delimiters. `None` when no ISA can be read
+/// (then there is nobody to address a TA1 to).
+pub async fn ta1_rejection(
+    store: &dyn StateStore,
+    partner: &PartnerId,
+    body: &[u8],
+    note: &str,
+    now: time::OffsetDateTime,
+) -> Result<Option<Vec<u8>>, PortError> {
+    let Some(fields) = crate::x12::isa::salvage_fields(body) else { return Ok(None) };
+    let delimiters = crate::x12::Tokenizer::new(body).map(|t| t.delimiters()).unwrap_or_default();
+    let control = next_interchange(store, partner).await?;
+    let env = crate::x12::ack::OutboundEnvelope::answering(&fields, control, now);
+    Ok(Some(crate::x12::ack::ta1_interchange(delimiters, &fields, env, false, note)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,9 +54,10 @@ impl Reply {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    /// The body as JSON.
+    /// The body as JSON (panics, naming the status and the body, when it is not JSON).
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("HTTP {} body is not JSON ({e}): {}", self.status, self.text()))
     }
 
     /// A header's value.
@@ -135,26 +136,20 @@ impl TestExchange {
         let keys: Arc<dyn KeyService> = adapters.keys.clone();
         // The store's expiry checks use the same fixed clock as the app.
         let store: Arc<dyn StateStore> = Arc::new((*adapters.store).clone().with_clock(Arc::new(FixedClock(now))));
+        let keys_for_wrap = keys.clone();
         let app = App::new(store, DocumentVault::new(blobs, keys.clone()), keys, Arc::new(FixedClock(now)));
         let data = PayerData::parse(&std::fs::read(demo_data_path()).expect("demo data")).expect("demo data valid");
         if load {
             app.repo.load(&data).await.expect("load demo data");
         }
-        let app = Arc::new(app);
+        // A wrapper (failure injection) goes around the same clock-bound store, after the data is loaded.
         let app = match wrap {
             Some(wrap) => {
-                let keys: Arc<dyn KeyService> = adapters.keys.clone();
-                let blobs: Arc<dyn BlobStore> = adapters.blobs.clone();
-                let inner: Arc<dyn StateStore> = adapters.store.clone();
-                Arc::new(App::new(
-                    wrap(inner),
-                    DocumentVault::new(blobs, keys.clone()),
-                    keys,
-                    Arc::new(FixedClock(now)),
-                ))
+                App::new(wrap(app.store.clone()), (*app.vault).clone(), keys_for_wrap, Arc::new(FixedClock(now)))
             }
             None => app,
         };
+        let app = Arc::new(app);
         let router = eligibility::router(app.clone());
         TestExchange { app, router, dir, adapters, now, partners: data.trading_partners }
     }

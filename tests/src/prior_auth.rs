@@ -89,6 +89,17 @@ impl PaExchange {
         self.pa.core.tokens.issue(p, self.clock.now(), 3600).await.expect("token")
     }
 
+    /// Sends an API Gateway v2 event (from `events/`).
+    pub async fn send_event(&self, event: &Value) -> Reply {
+        let req = lambda_http::request::from_str(&event.to_string()).expect("API Gateway event");
+        let resp = self.router.clone().oneshot(req).await.expect("router is infallible");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        use http_body_util::BodyExt;
+        let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
+        Reply { status, headers, body }
+    }
+
     /// Sends a request (as an API Gateway v2 event).
     pub async fn send(
         &self,
@@ -111,13 +122,7 @@ impl PaExchange {
                 .collect();
             event["queryStringParameters"] = Value::Object(params);
         }
-        let req = lambda_http::request::from_str(&event.to_string()).expect("API Gateway event");
-        let resp = self.router.clone().oneshot(req).await.expect("router is infallible");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        use http_body_util::BodyExt;
-        let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
-        Reply { status, headers, body }
+        self.send_event(&event).await
     }
 
     /// `POST /fhir/Claim/$submit` as `partner`.
@@ -130,6 +135,47 @@ impl PaExchange {
     pub async fn post_278(&self, partner: &str, body: &[u8]) -> Reply {
         let token = self.token(partner).await;
         self.send("POST", "/x12/278", "application/edi-x12", &token, body).await
+    }
+
+    /// `POST /fhir/Subscription` as `partner`, filtered on `org`, delivering to `endpoint`.
+    pub async fn subscribe(&self, partner: &str, org: &str, endpoint: &str) -> Reply {
+        let token = self.token(partner).await;
+        let body = subscription(org, endpoint).to_string();
+        self.send("POST", "/fhir/Subscription", "application/fhir+json", &token, body.as_bytes()).await
+    }
+
+    /// `POST /fhir/Claim/$inquire` as `partner`.
+    pub async fn inquire(&self, partner: &str, bundle: &Value) -> Reply {
+        let token = self.token(partner).await;
+        self.send("POST", "/fhir/Claim/$inquire", "application/fhir+json", &token, bundle.to_string().as_bytes()).await
+    }
+
+    /// `POST /review/cases/{id}/decisions` as `sample-payer`.
+    pub async fn decide(&self, case_id: &str, decisions: Value) -> Reply {
+        self.review(
+            "POST",
+            &format!("/review/cases/{case_id}/decisions"),
+            Some(serde_json::json!({ "decisions": decisions })),
+        )
+        .await
+    }
+
+    /// Cases received this month (every case has a ledger entry, whatever its status).
+    pub async fn cases(&self) -> Vec<exchange_core::domain::prior_auth::PaCase> {
+        let now = self.clock.now();
+        let payer = self.pa.core.repo.current().await.expect("store").expect("payer data").payer.id;
+        let month = format!("{:04}-{:02}", now.year(), u8::from(now.month()));
+        self.pa.cases.received_in_month(&payer, &month).await.expect("ledger")
+    }
+
+    /// Documents in the vault.
+    pub fn vaulted_documents(&self) -> usize {
+        fn count(dir: &Path) -> usize {
+            std::fs::read_dir(dir)
+                .map(|entries| entries.flatten().map(|e| if e.path().is_dir() { count(&e.path()) } else { 1 }).sum())
+                .unwrap_or(0)
+        }
+        count(&self.dir.path().join("documents"))
     }
 
     /// A reviewer request as `sample-payer` (JSON).
@@ -171,21 +217,80 @@ pub async fn closed_endpoint() -> String {
     format!("http://{addr}/notify")
 }
 
-/// Runs the FHIR oracle over `files`; `Err` with its report when any file fails. `Ok(false)` when the oracle is
-/// not present (the conformance material is absent).
-pub fn fhir_oracle(files: &[PathBuf]) -> Result<bool, String> {
-    let Some(dir) = crate::conformance_dir() else { return Ok(false) };
-    let oracle = dir.join("../oracles/fhir-validate");
+/// Runs the FHIR oracle (`../shared/oracles/fhir-validate --strict-profiles`) over `files`: every profile a
+/// resource claims must be loaded and pass. `Err` with its report otherwise. The oracle's npm packages come from
+/// `tools/fhir-oracle` (installed by `scripts/test`); the oracle itself must be present.
+pub fn fhir_oracle(files: &[PathBuf]) -> Result<(), String> {
+    let oracle = repo_root().join("../shared/oracles/fhir-validate");
+    let home = repo_root().join("tools/fhir-oracle");
     if !oracle.exists() {
-        return Ok(false);
+        return Err(format!("{} is missing: the FHIR answers cannot be checked", oracle.display()));
     }
-    let out = std::process::Command::new(&oracle).args(files).output().map_err(|e| format!("oracle: {e}"))?;
+    if !home.join("node_modules").is_dir() {
+        return Err("the FHIR oracle's npm packages are not installed: run scripts/test".into());
+    }
+    let out = std::process::Command::new(&oracle)
+        .env("FHIR_ORACLE_HOME", &home)
+        .arg("--strict-profiles")
+        .args(files)
+        .output()
+        .map_err(|e| format!("oracle: {e}"))?;
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if out.status.success() {
-        Ok(true)
+        Ok(())
     } else {
         Err(report)
     }
+}
+
+/// Asserts that the oracle accepts `bundles` (written to a temporary folder under their names).
+pub fn assert_fhir_valid(bundles: &[(&str, &Value)]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files: Vec<PathBuf> = bundles
+        .iter()
+        .map(|(name, v)| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, serde_json::to_vec_pretty(v).expect("json")).expect("write");
+            p
+        })
+        .collect();
+    if let Err(report) = fhir_oracle(&files) {
+        panic!("the FHIR oracle rejects our answers:\n{report}");
+    }
+}
+
+/// The id of the ClaimResponse (the case) in a PAS response Bundle.
+pub fn case_id(response_bundle: &Value) -> String {
+    response_bundle["entry"][0]["resource"]["id"].as_str().expect("ClaimResponse id").to_owned()
+}
+
+/// An X12 interchange with ISA13 and IEA02 set to `control` (nine digits).
+pub fn with_isa13(x12: &str, control: u32) -> String {
+    let old = x12.split('*').nth(13).expect("ISA13").to_owned();
+    x12.replacen(&format!("*{old}*"), &format!("*{control:09}*"), 1)
+        .replace(&format!("IEA*1*{old}"), &format!("IEA*1*{control:09}"))
+}
+
+/// A one-set 278 with `segment` inserted after the 2000E UM, SE01 recounted.
+pub fn with_segment_after_um(x12: &str, um_prefix: &str, segment: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for seg in x12.split('~') {
+        let seg = seg.trim_start();
+        if seg.is_empty() {
+            continue;
+        }
+        if seg.starts_with(um_prefix) {
+            out.push(seg.to_owned());
+            out.push(segment.to_owned());
+            continue;
+        }
+        out.push(seg.to_owned());
+    }
+    let st = out.iter().position(|s| s.starts_with("ST*")).expect("ST");
+    let se = out.iter().position(|s| s.starts_with("SE*")).expect("SE");
+    let control = out[se].split('*').nth(2).unwrap_or("0001").to_owned();
+    out[se] = format!("SE*{}*{control}", se - st + 1);
+    out.iter().map(|s| format!("{s}~")).collect::<Vec<_>>().join("\n")
 }
 
 /// A Subscription for `org` delivering to `endpoint`.

@@ -166,17 +166,14 @@ async fn post_270(
 
 /// The same ISA13 reused for a different interchange: TA1 025 (duplicate interchange control number).
 async fn duplicate_control_number(app: &App, ctx: &CallerContext, body: &[u8]) -> Response {
-    let Some(fields) = exchange_core::x12::isa::salvage_fields(body) else {
-        return Problem::bad_request("not an X12 interchange").into_response();
-    };
-    let delimiters = exchange_core::x12::Tokenizer::new(body).map(|t| t.delimiters()).unwrap_or_default();
-    match exchange_core::control_numbers::next_interchange(app.store.as_ref(), &ctx.caller.partner).await {
-        Ok(control) => {
-            let env = exchange_core::x12::ack::OutboundEnvelope::answering(&fields, control, app.clock.now());
-            let bytes = exchange_core::x12::ack::ta1_interchange(delimiters, &fields, env, false, "025");
+    let store = app.store.as_ref();
+    match exchange_core::control_numbers::ta1_rejection(store, &ctx.caller.partner, body, "025", app.clock.now()).await
+    {
+        Ok(Some(bytes)) => {
             tracing::info!(request_id = %ctx.request_id, ta1 = "025", "duplicate interchange control number");
             x12_response(StatusCode::OK, bytes, false)
         }
+        Ok(None) => Problem::bad_request("not an X12 interchange").into_response(),
         Err(e) => {
             tracing::error!(request_id = %ctx.request_id, error = %e, "control number unavailable");
             Problem::unavailable().into_response()

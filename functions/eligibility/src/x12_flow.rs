@@ -4,7 +4,7 @@ use exchange_core::control_numbers;
 use exchange_core::domain::payer_data::CurrentDataSet;
 use exchange_core::http::CallerContext;
 use exchange_core::ports::PortError;
-use exchange_core::x12::ack::{ta1_interchange, write_999, InterchangeWriter, OutboundEnvelope};
+use exchange_core::x12::ack::{ta1_interchange, InterchangeWriter, OutboundEnvelope};
 use exchange_core::x12::envelope::{parse_interchange, SetAck};
 use exchange_core::x12::guide::{self, x279a1};
 use exchange_core::x12::{Delimiters, X12Error};
@@ -166,25 +166,7 @@ pub async fn answer_interchange(app: &App, ctx: &CallerContext, input: &[u8]) ->
         acks_per_group.push(acks);
     }
 
-    // One 999 per inbound group that had any rejection, in one FA group.
-    let needs_999: Vec<usize> = interchange
-        .groups
-        .iter()
-        .zip(&acks_per_group)
-        .enumerate()
-        .filter(|(_, (g, acks))| g.is_rejected() || acks.iter().any(SetAck::is_rejected))
-        .map(|(i, _)| i)
-        .collect();
-    if let Some(first) = needs_999.first() {
-        let g = &interchange.groups[*first];
-        iw.begin_group("FA", g.gs.text(3), g.gs.text(2), exchange_core::x12::ack::X231A1);
-        for i in &needs_999 {
-            st_counter += 1;
-            let acks: Vec<&SetAck> = acks_per_group[*i].iter().collect();
-            write_999(&mut iw, &format!("{st_counter:04}"), &interchange.groups[*i], &acks);
-        }
-        iw.end_group();
-    }
+    exchange_core::x12::ack::write_999_group(&mut iw, &interchange.groups, &acks_per_group, &mut st_counter);
     outcome.body = iw.finish();
     Ok(outcome)
 }

@@ -1,7 +1,7 @@
 //! CMS-0057-F public prior-authorization metrics for a period, as JSON or CSV (`GET /metrics/prior-auth?from=
 //! 2026-01-01&to=2026-12-31&format=csv`). Counted per item (service), over requests received in the period:
 //! items that needed prior authorization; for standard requests the percent approved, denied and approved after
-//! extended review (pended first); for expedited requests the percent approved and denied; average and median
+//! extended review (more information asked for after receipt); for expedited requests the percent approved and denied; average and median
 //! hours from receipt to decision for each. Items still pending or cancelled count as needing authorization but
 //! not in the percentages.
 
@@ -33,7 +33,7 @@ pub struct Figures {
     pub percent_approved: f64,
     /// Percent denied.
     pub percent_denied: f64,
-    /// Percent approved after extended review (pended before approval).
+    /// Percent approved after an extended review (more information was asked for after receipt).
     pub percent_approved_after_extended_review: f64,
     /// Average hours from receipt to decision.
     pub average_decision_hours: f64,
@@ -102,7 +102,7 @@ pub fn compute(payer: &str, from: Date, to: Date, cases: &[PaCase]) -> Metrics {
             match &item.decision {
                 Some(Decision::Certified | Decision::Modified { .. }) => {
                     counts[u][0] += 1;
-                    if item.was_pended {
+                    if item.extended_review {
                         counts[u][2] += 1;
                     }
                 }

@@ -110,9 +110,11 @@ pub struct CaseItem {
     /// When the first final decision was made (RFC 3339): the decision time CMS-0057-F reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_at: Option<String>,
-    /// Whether the item was pended before its final decision ("approved after extended review").
+    /// Whether the review was extended: the item, already pended, was pended again asking for more information
+    /// (CMS-0057-F reports approvals after an extended review separately). The first pend on receipt does not
+    /// count: every item that needs a person is pended then.
     #[serde(default)]
-    pub was_pended: bool,
+    pub extended_review: bool,
 }
 
 /// One status change in a case's history.
@@ -328,7 +330,7 @@ impl PaCase {
             note,
         });
         if decision.is_pending() {
-            item.was_pended = true;
+            item.extended_review |= item.decision.as_ref().is_some_and(Decision::is_pending);
         } else if item.decided_at.is_none() && decision != Decision::Cancelled {
             item.decided_at = Some(rfc3339(at));
         }
@@ -682,7 +684,7 @@ mod tests {
             certified_period: None,
             trace: None,
             decided_at: None,
-            was_pended: false,
+            extended_review: false,
         }
     }
 
@@ -744,13 +746,15 @@ mod tests {
         assert_eq!(case.items[0].certified_period, Some(("20261201".into(), "20270223".into())));
         assert_eq!(case.items[0].decided_at.as_deref(), Some("2026-11-25T10:00:00Z"));
 
-        case.decide(2, Decision::Pended { documentation: vec![] }, "demo-payer", at).unwrap();
+        case.decide(2, Decision::Pended { documentation: vec![] }, "policy", at).unwrap();
+        assert!(!case.items[1].extended_review, "the pend on receipt is the ordinary review");
+        case.decide(2, Decision::Pended { documentation: vec!["11506-3".into()] }, "demo-payer", at).unwrap();
         case.decide(2, Decision::NotCertified { reasons: vec!["0U".into()] }, "demo-payer", at).unwrap();
-        assert!(case.items[1].was_pended);
+        assert!(case.items[1].extended_review, "more information was asked for");
         repo.save(&case, v2).await.unwrap();
         assert_eq!(case.status(), CaseStatus::Decided);
         assert!(repo.pended("DEMOPAYER", 10).await.unwrap().is_empty(), "decided cases leave the work list");
-        assert_eq!(case.history.len(), 4);
+        assert_eq!(case.history.len(), 5);
         assert_eq!(repo.received_in_month("DEMOPAYER", "2026-11").await.unwrap().len(), 1);
     }
 

@@ -188,6 +188,33 @@ pub fn ta1_interchange(
     iw.finish()
 }
 
+/// Writes the 999s of an answered interchange: one per inbound group with any rejected set (or rejected itself),
+/// together in one `FA` group addressed like the first of them. `acks_per_group[i]` holds the acks of
+/// `groups[i]`'s sets; `st_counter` numbers the sets of the outbound interchange and is advanced.
+pub fn write_999_group(
+    iw: &mut InterchangeWriter,
+    groups: &[Group<'_>],
+    acks_per_group: &[Vec<SetAck>],
+    st_counter: &mut u32,
+) {
+    let needs_999: Vec<usize> = groups
+        .iter()
+        .zip(acks_per_group)
+        .enumerate()
+        .filter(|(_, (g, acks))| g.is_rejected() || acks.iter().any(SetAck::is_rejected))
+        .map(|(i, _)| i)
+        .collect();
+    let Some(first) = needs_999.first() else { return };
+    let g = &groups[*first];
+    iw.begin_group("FA", g.gs.text(3), g.gs.text(2), X231A1);
+    for i in &needs_999 {
+        *st_counter += 1;
+        let acks: Vec<&SetAck> = acks_per_group[*i].iter().collect();
+        write_999(iw, &format!("{st_counter:04}"), &groups[*i], &acks);
+    }
+    iw.end_group();
+}
+
 /// Writes one 999 transaction set acknowledging `group`, with one `SetAck` per set of the group (same order).
 /// Returns the AK901 code written (A, E, P or R).
 pub fn write_999(iw: &mut InterchangeWriter, st_control: &str, group: &Group<'_>, acks: &[&SetAck]) -> &'static str {

@@ -270,7 +270,7 @@ fn item_of(item: &Value, index: usize) -> Result<CaseItem, FhirError> {
         certified_period: None,
         trace,
         decided_at: None,
-        was_pended: false,
+        extended_review: false,
     })
 }
 

@@ -149,7 +149,7 @@ pub fn from_278(located: &[Located<'_>]) -> Request278 {
                     certified_period: None,
                     trace: None,
                     decided_at: None,
-                    was_pended: false,
+                    extended_review: false,
                 });
                 next_sequence += 1;
             }
@@ -189,7 +189,7 @@ pub fn from_278(located: &[Located<'_>]) -> Request278 {
             certified_period: None,
             trace: None,
             decided_at: None,
-            was_pended: false,
+            extended_review: false,
         });
     }
     for item in &mut r.items {

@@ -11,12 +11,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use exchange_core::control_numbers;
-use exchange_core::domain::prior_auth::{CaseRepo, Decision, PaCase};
+use exchange_core::domain::prior_auth::{CaseRepo, PaCase};
 use exchange_core::domain::PartnerRole;
 use exchange_core::http::{answer_response, media_type, read_body, CallerContext, Problem, X12_MEDIA_TYPE};
 use exchange_core::ports::{Item, PortError, WriteOp};
 use exchange_core::record::{idempotency_key, replay, vault_exchange, IDEMPOTENCY_TTL_SECS};
-use exchange_core::x12::ack::{ta1_interchange, write_999, InterchangeWriter, OutboundEnvelope};
+use exchange_core::x12::ack::{ta1_interchange, InterchangeWriter, OutboundEnvelope};
 use exchange_core::x12::envelope::{parse_interchange, SetAck};
 use exchange_core::x12::guide::{self, x217};
 
@@ -139,16 +139,13 @@ pub async fn post_278(
 }
 
 async fn ta1_only(pa: &PriorAuth, ctx: &CallerContext, body: &[u8], note: &str) -> Response {
-    let Some(fields) = exchange_core::x12::isa::salvage_fields(body) else {
-        return Problem::bad_request("not an X12 interchange").into_response();
-    };
-    let delimiters = exchange_core::x12::Tokenizer::new(body).map(|t| t.delimiters()).unwrap_or_default();
-    match control_numbers::next_interchange(pa.core.store.as_ref(), &ctx.caller.partner).await {
-        Ok(control) => {
-            let env = OutboundEnvelope::answering(&fields, control, pa.core.clock.now());
+    let store = pa.core.store.as_ref();
+    match control_numbers::ta1_rejection(store, &ctx.caller.partner, body, note, pa.core.clock.now()).await {
+        Ok(Some(bytes)) => {
             tracing::info!(request_id = %ctx.request_id, ta1 = note, "278 interchange rejected");
-            x12_response(ta1_interchange(delimiters, &fields, env, false, note), false)
+            x12_response(bytes, false)
         }
+        Ok(None) => Problem::bad_request("not an X12 interchange").into_response(),
         Err(e) => unavailable(ctx, &e, "control number unavailable"),
     }
 }
@@ -239,24 +236,7 @@ async fn answer(
         }
         acks_per_group.push(acks);
     }
-    let needs_999: Vec<usize> = interchange
-        .groups
-        .iter()
-        .zip(&acks_per_group)
-        .enumerate()
-        .filter(|(_, (g, acks))| g.is_rejected() || acks.iter().any(SetAck::is_rejected))
-        .map(|(i, _)| i)
-        .collect();
-    if let Some(first) = needs_999.first() {
-        let g = &interchange.groups[*first];
-        iw.begin_group("FA", g.gs.text(3), g.gs.text(2), exchange_core::x12::ack::X231A1);
-        for i in &needs_999 {
-            st_counter += 1;
-            let acks: Vec<&SetAck> = acks_per_group[*i].iter().collect();
-            write_999(&mut iw, &format!("{st_counter:04}"), &interchange.groups[*i], &acks);
-        }
-        iw.end_group();
-    }
+    exchange_core::x12::ack::write_999_group(&mut iw, &interchange.groups, &acks_per_group, &mut st_counter);
     let out = iw.finish();
 
     let vaulted = vault_exchange(&pa.core, ctx, "x12/278", input, &out, &payer).await?;
@@ -285,9 +265,4 @@ async fn answer(
         "278 answered"
     );
     Ok(x12_response(out, false))
-}
-
-/// Whether a case's items all carry a final decision (used by tests and the worker).
-pub fn all_final(case: &PaCase) -> bool {
-    case.items.iter().all(|i| i.decision.as_ref().is_some_and(Decision::is_final))
 }
