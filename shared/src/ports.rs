@@ -39,6 +39,17 @@ impl PortError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, PortError::Unavailable(_) | PortError::Conflict(_))
     }
+
+    /// A stored record that does not decode. Names the record kind and the position only: serde's own message
+    /// can quote the offending value, and stored records hold PHI.
+    pub fn undecodable(what: &str, e: &serde_json::Error) -> Self {
+        PortError::Invalid(format!(
+            "stored {what} does not decode ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    }
 }
 
 /// Result of a port operation.

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use crate::app::App;
 use crate::http::CallerContext;
-use crate::ports::{EncryptionContext, Key, PortError};
+use crate::ports::{EncryptionContext, Item, Key, PortError, WriteOp};
 use crate::vault::StoredDocument;
 
 /// How long an idempotency record replays the original answer.
@@ -54,7 +54,7 @@ pub async fn replay(
 ) -> Result<Option<Result<(IdempotencyRecord, Vec<u8>), ()>>, PortError> {
     let Some(item) = app.store.get(key).await? else { return Ok(None) };
     let rec: IdempotencyRecord =
-        serde_json::from_value(item.body).map_err(|e| PortError::Invalid(format!("idempotency record: {e}")))?;
+        serde_json::from_value(item.body).map_err(|e| PortError::undecodable("idempotency record", &e))?;
     if rec.request_sha256 != sha256_hex(body) {
         return Ok(Some(Err(())));
     }
@@ -90,6 +90,21 @@ impl VaultedExchange {
             status,
             payer: payer.to_owned(),
         }
+    }
+
+    /// The write that creates the idempotency record under `key` (expiring after [`IDEMPOTENCY_TTL_SECS`]), for
+    /// the transaction that records the exchange.
+    pub fn idempotency_op(
+        &self,
+        key: Key,
+        content_type: &str,
+        status: u16,
+        payer: &str,
+        now: OffsetDateTime,
+    ) -> Result<WriteOp, PortError> {
+        let rec = self.idempotency_record(content_type, status, payer);
+        let body = serde_json::to_value(&rec).map_err(|e| PortError::Invalid(e.to_string()))?;
+        Ok(WriteOp::PutNew(Item::new(key, body).with_ttl(now.unix_timestamp() + IDEMPOTENCY_TTL_SECS)))
     }
 
     /// Removes both documents (the records that would have named them were not written).

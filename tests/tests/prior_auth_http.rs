@@ -99,14 +99,16 @@ async fn every_pas_request_example_is_accepted_and_the_answers_pass_the_oracle()
     assert_eq!(actions(&ucr), ["A4", "C", "A3"]);
     let updated = updated.json();
 
-    // $inquire: the IG's homecare and medical-services examples share member, provider and Claim identifier, so
-    // both match; the referral (another identifier) does not.
+    // $inquire by member, provider and Claim identifier. The IG's examples all carry TRN 111099 from originator
+    // 9012345678 (as `urn:trnorg:9012345678`, or as the identifier's assigner, where PAS maps TRN03) for the same
+    // member and provider, so the referral, homecare and medical-services requests all match; the surgical one
+    // (another trace) does not.
     let reply = ex.inquire("sample-provider", &pas_example("Bundle-PASClaimInquiryBundleExample.json")).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let params = reply.json();
     assert_eq!(params["resourceType"], "Parameters");
     let returned = params["parameter"].as_array().unwrap();
-    assert_eq!(returned.len(), 2, "narrowed by the Claim identifier: {params}");
+    assert_eq!(returned.len(), 3, "narrowed by the Claim identifier: {params}");
     assert!(returned.iter().all(|r| r["name"] == "return"));
     let inquired = returned.iter().find(|r| r["resource"]["entry"][0]["resource"]["id"] == cr["id"]).unwrap();
     assert_eq!(actions(&inquired["resource"]["entry"][0]["resource"]), ["A4", "C", "A3"], "the current state");
@@ -182,6 +184,17 @@ async fn bad_pas_input_gets_the_standard_answers_and_nothing_is_written() {
     assert_eq!(cr["error"][0]["code"]["coding"][0]["code"], "41");
     assert_eq!(cr["error"][0]["extension"][0]["extension"][0]["valueString"], "2010B-NM109");
 
+    // The member id names someone else (another last name): 73 at 2010C NM103.
+    let mut b = good.clone();
+    for e in b["entry"].as_array_mut().unwrap() {
+        if e["resource"]["resourceType"] == "Patient" {
+            e["resource"]["name"][0]["family"] = json!("JONES");
+        }
+    }
+    let cr = claim_response(&ex.submit("sample-provider", &b).await);
+    assert_eq!(cr["error"][0]["code"]["coding"][0]["code"], "73");
+    assert_eq!(cr["error"][0]["extension"][0]["extension"][0]["valueString"], "2010C-NM103");
+
     // None of that created a case or kept a document.
     assert!(ex.cases().await.is_empty());
     assert_eq!(ex.vaulted_documents(), 0);
@@ -200,6 +213,18 @@ async fn a_resubmitted_bundle_gets_its_original_answer_and_no_second_case() {
     assert_eq!(first.body, second.body, "byte for byte the original answer");
     assert_eq!(ex.cases().await.len(), 1, "one case");
     assert_eq!(ex.vaulted_documents(), documents, "nothing new kept");
+    // The same identifier on a different request: refused, nothing replayed or created.
+    let mut different = b.clone();
+    different["entry"][0]["resource"]["item"][0]["sequence"] = json!(7);
+    let reply = ex.submit("sample-provider", &different).await;
+    assert_eq!(reply.status, 409, "{}", reply.text());
+    assert_eq!(reply.json()["issue"][0]["code"], "conflict");
+    assert_eq!(ex.cases().await.len(), 1);
+    // The same request formatted differently is the same request.
+    let pretty = serde_json::to_vec_pretty(&b).unwrap();
+    let token = ex.token("sample-provider").await;
+    let reply = ex.send("POST", "/fhir/Claim/$submit", "application/fhir+json", &token, &pretty).await;
+    assert_eq!(reply.header("idempotent-replayed"), "true");
     // The same identifier from another partner is another submission (and that partner may not use this provider).
     let cr = claim_response(&ex.submit("other-provider", &b).await);
     assert_eq!(cr["error"][0]["code"]["coding"][0]["code"], "41");
@@ -214,6 +239,11 @@ fn sample_text(name: &str) -> String {
 }
 
 const REFERRAL: &str = "stupidedi_X217-referral-request-for-review.edi";
+
+/// The referral sample about the PAS examples' member (1122334455), so it may quote their cases.
+fn referral_for_pas_member(control: u32) -> String {
+    with_isa13(&sample_text(REFERRAL), control).replace("MI*12345678901", "MI*1122334455")
+}
 
 /// Every set of `body` is a 278 that passes the envelope and our X217 tables; returns how many there are.
 fn assert_valid_278(body: &[u8]) -> usize {
@@ -321,18 +351,24 @@ async fn x12_and_fhir_twins_share_the_case() {
     // A PAS submission answered as a 278 when a 278 quotes its administrative reference (REF*NT).
     let pas = ex.submit("sample-provider", &pas_example("Bundle-HomecareAuthorizationBundleExample.json")).await.json();
     let pas_case = case_id(&pas);
-    let quoting =
-        with_segment_after_um(&with_isa13(&sample_text(REFERRAL), 10217), "UM*", &format!("REF*NT*{pas_case}"));
+    let quoting = with_segment_after_um(&referral_for_pas_member(10217), "UM*", &format!("REF*NT*{pas_case}"));
     let reply = ex.post_278("sample-provider", quoting.as_bytes()).await;
     assert_eq!(assert_valid_278(&reply.body), 1);
     let segs = x12_segments(&reply.body);
     assert_eq!(reference(&segs), pas_case);
     let hcrs: Vec<&String> = segs.iter().filter(|s| s.starts_with("HCR*")).collect();
     assert_eq!(hcrs.len(), 3, "the event and both service lines: {segs:?}");
-    assert!(hcrs[0].starts_with("HCR*A6"), "mixed decisions summarised at the event: {segs:?}");
+    assert!(hcrs[0].starts_with("HCR*A4"), "the event is pended while a service is: {segs:?}");
     assert!(hcrs[1].starts_with("HCR*A4") && hcrs[2].starts_with(&format!("HCR*A1*{pas_case}")), "{segs:?}");
     assert!(segs.iter().any(|s| s == "SV1*HC:G0154") && segs.iter().any(|s| s == "PWK*OZ*EL"), "{segs:?}");
     assert_eq!(ex.cases().await.len(), 2, "a status inquiry creates nothing");
+    // Quoting that case for another member reveals and changes nothing: refused at the event.
+    let other_member =
+        with_segment_after_um(&with_isa13(&sample_text(REFERRAL), 10218), "UM*", &format!("REF*NT*{pas_case}"))
+            .replace("UM*SC*I*", "UM*SC*3*");
+    let segs = x12_segments(&ex.post_278("sample-provider", other_member.as_bytes()).await.body);
+    assert!(segs.iter().any(|s| s == "AAA*N**15*C") && !segs.iter().any(|s| s.starts_with("HCR*")), "{segs:?}");
+    assert!(segs.contains(&"HL*4*3*EV*0".to_owned()), "{segs:?}");
 }
 
 #[tokio::test]
@@ -476,7 +512,7 @@ async fn cancel_and_revise_by_278_and_cancel_by_pas_update() {
     let case = case_id(&pas);
     // A 278 revision (UM02=S) quoting the case replaces item 1 with the referral's consultation: decided again.
     let revise = with_segment_after_um(
-        &with_isa13(&sample_text(REFERRAL), 10301).replace("UM*SC*I*", "UM*SC*S*"),
+        &referral_for_pas_member(10301).replace("UM*SC*I*", "UM*SC*S*"),
         "UM*",
         &format!("REF*NT*{case}"),
     );
@@ -489,7 +525,7 @@ async fn cancel_and_revise_by_278_and_cancel_by_pas_update() {
     );
     // A 278 with UM02=3 quoting the case cancels it.
     let cancel = with_segment_after_um(
-        &with_isa13(&sample_text(REFERRAL), 10302).replace("UM*SC*I*", "UM*SC*3*"),
+        &referral_for_pas_member(10302).replace("UM*SC*I*", "UM*SC*3*"),
         "UM*",
         &format!("REF*NT*{case}"),
     );

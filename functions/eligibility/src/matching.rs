@@ -2,7 +2,7 @@
 //! and the benefit lines the answer carries. Every rejection is an AAA with the code the guide allows at its loop.
 
 use exchange_core::domain::payer_data::{
-    cents, format_cents, normalize_name, BenefitKind, Coverage, CurrentDataSet, Member, PayerDataRepo, Person, Plan,
+    cents, format_cents, names_match, BenefitKind, Coverage, CurrentDataSet, Member, PayerDataRepo, Person, Plan,
     TimePeriod,
 };
 use std::sync::Arc;
@@ -214,10 +214,6 @@ fn service_dates(q: &PersonQuery, today: Date) -> Result<(Date, Date), Rejection
         return Err(Rejection::invalid("63"));
     }
     Ok((from, to))
-}
-
-fn names_match(query: Option<&str>, actual: &str) -> bool {
-    query.is_none_or(|q| normalize_name(q) == normalize_name(actual))
 }
 
 async fn answer_people(

@@ -72,10 +72,7 @@ pub async fn keep(
     ));
     let mut ops = vec![WriteOp::PutNew(record_item)];
     if let Some(key) = idempotency {
-        let rec = vaulted.idempotency_record(content_type, status, payer);
-        let item = Item::new(key, serde_json::to_value(&rec).map_err(|e| PortError::Invalid(e.to_string()))?)
-            .with_ttl(now.unix_timestamp() + IDEMPOTENCY_TTL_SECS);
-        ops.push(WriteOp::PutNew(item));
+        ops.push(vaulted.idempotency_op(key, content_type, status, payer, now)?);
     }
     if let Err(e) = app.store.transact(ops).await {
         vaulted.discard(app).await;

@@ -1,13 +1,16 @@
 //! Intake: what a prior-authorization request asks, however it arrived, checked against the payer data and decided
 //! by the payer policy where it can be. Both channels (X12 278 and PAS) build a [`Request`] and get back either a
-//! decided [`PaCase`] or the [`Rejection`]s that stop it (X12 AAA segments / PAS `ClaimResponse.error`).
+//! decided [`PaCase`] or the [`Rejection`] that stops it (an X12 AAA segment / a PAS `ClaimResponse.error`).
 
 use exchange_core::app::App;
-use exchange_core::domain::payer_data::{CurrentDataSet, MemberRecord};
-use exchange_core::domain::policy::{auto_decision, evaluate};
-use exchange_core::domain::prior_auth::{CaseItem, FhirRefs, NewCase, PaCase, Requester, Subscriber, Trace, Urgency};
+use exchange_core::domain::payer_data::{names_match, CurrentDataSet, MemberRecord, Plan};
+use exchange_core::domain::policy::{auto_decision, evaluate, PolicyOutcome};
+use exchange_core::domain::prior_auth::{
+    CaseItem, Decision, FhirRefs, NewCase, PaCase, Requester, Subscriber, Trace, Urgency,
+};
 use exchange_core::domain::{MemberId, TradingPartner};
 use exchange_core::ports::PortError;
+use exchange_core::x12::ack::ccyymmdd;
 use time::OffsetDateTime;
 
 /// Who decides automatically, in a case's history.
@@ -16,8 +19,10 @@ pub const POLICY: &str = "policy";
 /// A request, channel-neutral.
 #[derive(Debug, Clone)]
 pub struct Request {
-    /// The payer id the request is addressed to (2010A NM109, or the insurer's identifier).
+    /// The payer ids the request is addressed to (2010A NM109, or the insurer's identifiers).
     pub payer_ids: Vec<String>,
+    /// The payer's name as sent.
+    pub payer_name: String,
     /// The subscriber.
     pub subscriber: Subscriber,
     /// The requesting provider.
@@ -49,6 +54,8 @@ pub enum Party {
     Requester,
     /// 2010C: the subscriber.
     Subscriber,
+    /// 2000E: the patient event (e.g. the earlier request it quotes).
+    Event,
 }
 
 impl Party {
@@ -58,6 +65,7 @@ impl Party {
             Party::Payer => "2010A",
             Party::Requester => "2010B",
             Party::Subscriber => "2010C",
+            Party::Event => "2000E",
         }
     }
 }
@@ -68,20 +76,24 @@ pub struct Rejection {
     /// The party at fault.
     pub party: Party,
     /// AAA03 (X12 901): `79` invalid participant, `42` unable to respond now, `41` authorization/access
-    /// restrictions, `75` subscriber not found, `95` patient not eligible.
+    /// restrictions, `72` invalid member id, `73` name, `71` birth date, `75` subscriber not found, `95` patient not
+    /// eligible, `15` required application data missing.
     pub code: &'static str,
-    /// AAA01: whether the request is valid and may be resubmitted unchanged later (`Y`, only for `42`).
-    pub valid_request: bool,
-    /// AAA04 follow-up: `C` (correct and resubmit), `N` (resubmission not allowed), `R` (resubmission allowed),
-    /// `Y` (do not resubmit; we will reply).
+    /// AAA04 follow-up: `C` (correct and resubmit), `N` (resubmission not allowed), `R` (resubmission allowed).
     pub follow_up: &'static str,
     /// The element (X12 position such as `NM109`).
     pub element: &'static str,
 }
 
 impl Rejection {
-    fn new(party: Party, code: &'static str, follow_up: &'static str, element: &'static str) -> Self {
-        Rejection { party, code, valid_request: code == "42", follow_up, element }
+    /// A rejection at `party`.
+    pub fn new(party: Party, code: &'static str, follow_up: &'static str, element: &'static str) -> Self {
+        Rejection { party, code, follow_up, element }
+    }
+
+    /// AAA01: whether the request itself is valid (only "unable to respond now" says so).
+    pub fn valid_request(&self) -> bool {
+        self.code == "42"
     }
 }
 
@@ -91,21 +103,28 @@ pub enum Intake {
     /// A case with its automatic decisions made.
     Decided(Box<PaCase>),
     /// The request cannot be decided.
-    Rejected(Vec<Rejection>),
+    Rejected(Rejection),
 }
 
 /// A new case id: also the authorization number and the administrative reference number (HCR02 / REF*NT).
 pub fn new_case_id(now: OffsetDateTime) -> String {
     let random: [u8; 5] = rand::random();
-    format!("PA{:02}{:02}{:02}{}", now.year() % 100, u8::from(now.month()), now.day(), hex_upper(&random))
+    format!("PA{}{}", &ccyymmdd(now)[2..], hex::encode_upper(random))
 }
 
-fn hex_upper(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
+/// The policy's automatic decision for one item under `plan` (a person decides when there is no plan).
+pub fn policy_decision(plan: Option<&Plan>, item: &CaseItem, supplied_documentation: &[String]) -> Decision {
+    let outcome = match plan {
+        Some(plan) => evaluate(plan, &item.code_system, &item.code),
+        None => PolicyOutcome::Unknown,
+    };
+    auto_decision(&outcome, supplied_documentation)
 }
 
-fn ccyymmdd(t: OffsetDateTime) -> String {
-    format!("{:04}{:02}{:02}", t.year(), u8::from(t.month()), t.day())
+/// Whether `request` is about the same member and from the same requester as `case` (an update or cancellation
+/// must not reach another member's case through a mistyped reference).
+pub fn same_parties(case: &PaCase, subscriber: &Subscriber, requester: &Requester) -> bool {
+    case.subscriber.member_id.eq_ignore_ascii_case(&subscriber.member_id) && case.requester.id == requester.id
 }
 
 /// Looks up the payer, requester and member, then decides each item from the plan's policy.
@@ -118,20 +137,31 @@ pub async fn take(
     now: OffsetDateTime,
 ) -> Result<Intake, PortError> {
     let Some(data): Option<CurrentDataSet> = app.repo.current().await? else {
-        return Ok(Intake::Rejected(vec![Rejection::new(Party::Payer, "42", "R", "NM109")]));
+        return Ok(Intake::Rejected(Rejection::new(Party::Payer, "42", "R", "NM109")));
     };
     if !request.payer_ids.iter().any(|id| data.payer.answers_to(id)) {
-        return Ok(Intake::Rejected(vec![Rejection::new(Party::Payer, "79", "C", "NM109")]));
+        return Ok(Intake::Rejected(Rejection::new(Party::Payer, "79", "C", "NM109")));
     }
     if !submitter.may_submit_for(&request.requester.id) {
-        return Ok(Intake::Rejected(vec![Rejection::new(Party::Requester, "41", "N", "NM109")]));
+        return Ok(Intake::Rejected(Rejection::new(Party::Requester, "41", "N", "NM109")));
     }
     let Ok(member_id) = MemberId::parse(&request.subscriber.member_id) else {
-        return Ok(Intake::Rejected(vec![Rejection::new(Party::Subscriber, "72", "C", "NM109")]));
+        return Ok(Intake::Rejected(Rejection::new(Party::Subscriber, "72", "C", "NM109")));
     };
     let Some(MemberRecord { subscriber, dependent }) = app.repo.member(data.version, &member_id).await? else {
-        return Ok(Intake::Rejected(vec![Rejection::new(Party::Subscriber, "75", "C", "NM109")]));
+        return Ok(Intake::Rejected(Rejection::new(Party::Subscriber, "75", "C", "NM109")));
     };
+    // The person on file must be the one named (as eligibility checks it): last name, and birth date when sent.
+    let person = match dependent.and_then(|d| subscriber.dependents.get(d)) {
+        Some(d) => &d.person,
+        None => &subscriber.person,
+    };
+    if !names_match(Some(&request.subscriber.last_name), &person.last_name) {
+        return Ok(Intake::Rejected(Rejection::new(Party::Subscriber, "73", "C", "NM103")));
+    }
+    if request.subscriber.date_of_birth.as_ref().is_some_and(|dob| *dob != person.date_of_birth) {
+        return Ok(Intake::Rejected(Rejection::new(Party::Subscriber, "71", "C", "DMG02")));
+    }
     // The coverage on the first requested service date (or today).
     let on = request.items.iter().filter_map(|i| i.service_from.clone()).min().unwrap_or_else(|| ccyymmdd(now));
     let coverage = match dependent.and_then(|d| subscriber.dependents.get(d)).and_then(|d| d.coverage.as_ref()) {
@@ -139,7 +169,7 @@ pub async fn take(
         None => subscriber.coverage.as_slice(),
     };
     let Some(active) = coverage.iter().find(|c| c.covers(&on, &on)) else {
-        return Ok(Intake::Rejected(vec![Rejection::new(Party::Subscriber, "95", "N", "NM109")]));
+        return Ok(Intake::Rejected(Rejection::new(Party::Subscriber, "95", "N", "NM109")));
     };
     let plan = app.repo.plan(data.version, &active.plan_id).await?;
 
@@ -161,27 +191,21 @@ pub async fn take(
         items: request.items,
     }
     .into_case(new_case_id(now), now);
-    let decisions: Vec<(u32, exchange_core::domain::prior_auth::Decision)> = case
-        .items
-        .iter()
-        .map(|item| {
-            let outcome = match &plan {
-                Some(plan) => evaluate(plan, &item.code_system, &item.code),
-                None => exchange_core::domain::policy::PolicyOutcome::Unknown,
-            };
-            (item.sequence, auto_decision(&outcome, &request.supplied_documentation))
-        })
-        .collect();
-    for (sequence, decision) in decisions {
-        // Sequences come from the request and were checked unique; a failure here is a bug, not input.
-        if case.decide(sequence, decision, POLICY, now).is_err() {
-            return Err(PortError::Invalid(format!("item {sequence} vanished during intake")));
-        }
-    }
+    let sequences: Vec<u32> = case.items.iter().map(|i| i.sequence).collect();
+    decide_items(&mut case, plan.as_deref(), &sequences, &request.supplied_documentation, now);
     Ok(Intake::Decided(Box::new(case)))
 }
 
-/// Applies the policy to items added by an update (revision) of an existing case.
+fn decide_items(case: &mut PaCase, plan: Option<&Plan>, sequences: &[u32], docs: &[String], now: OffsetDateTime) {
+    for &sequence in sequences {
+        let Some(item) = case.items.iter().find(|i| i.sequence == sequence) else { continue };
+        let decision = policy_decision(plan, item, docs);
+        // The sequence was just found, so deciding it cannot fail.
+        let _ = case.decide(sequence, decision, POLICY, now);
+    }
+}
+
+/// Applies the policy to items an update (revision) added or changed.
 pub async fn decide_added_items(
     app: &App,
     case: &mut PaCase,
@@ -193,14 +217,6 @@ pub async fn decide_added_items(
         (Some(id), Some(data)) => app.repo.plan(data.version, id).await?,
         _ => None,
     };
-    for &sequence in sequences {
-        let Some(item) = case.items.iter().find(|i| i.sequence == sequence) else { continue };
-        let outcome = match &plan {
-            Some(plan) => evaluate(plan, &item.code_system, &item.code),
-            None => exchange_core::domain::policy::PolicyOutcome::Unknown,
-        };
-        let decision = auto_decision(&outcome, supplied_documentation);
-        let _ = case.decide(sequence, decision, POLICY, now);
-    }
+    decide_items(case, plan.as_deref(), sequences, supplied_documentation, now);
     Ok(())
 }

@@ -2,14 +2,15 @@
 
 use std::sync::Arc;
 
-use exchange_core::adapters::notifier::{HttpNotifier, DELIVERY_TIMEOUT};
+use exchange_core::adapters::notifier::{LazyHttpNotifier, DELIVERY_TIMEOUT};
 use prior_auth::{router, PriorAuth, Settings};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     exchange_core::telemetry::init();
     let core = Arc::new(exchange_core::app::App::from_aws_env().await?);
-    let notifier = Arc::new(HttpNotifier::new(DELIVERY_TIMEOUT)?);
+    // Deliveries are the worker's: the notifier is only built if this function ever posts one.
+    let notifier = Arc::new(LazyHttpNotifier::new(DELIVERY_TIMEOUT));
     let pa = Arc::new(PriorAuth::new(core, notifier, Settings::default()));
     lambda_http::run(router(pa)).await
 }

@@ -190,36 +190,29 @@ pub async fn get_metrics(
     State(pa): State<Arc<PriorAuth>>,
     ctx: CallerContext,
     Query(q): Query<MetricsQuery>,
-) -> Response {
-    let result: Result<Response, Problem> = async {
-        if !matches!(ctx.caller.role, PartnerRole::Payer | PartnerRole::Admin) {
-            return Err(Problem::forbidden("metrics are for payer and admin tokens"));
-        }
-        let (from, to) = (date(&q.from, "from")?, date(&q.to, "to")?);
-        if to < from || (to - from).whole_days() > 366 {
-            return Err(Problem::bad_request("the period must run forwards and span at most 366 days"));
-        }
-        let csv = match q.format.as_deref() {
-            None | Some("json") => false,
-            Some("csv") => true,
-            Some(_) => return Err(Problem::bad_request("format must be json or csv")),
-        };
-        let unavailable = |e: exchange_core::ports::PortError| {
-            tracing::error!(request_id = %ctx.request_id, error = %e, "metrics unavailable");
-            Problem::unavailable()
-        };
-        let payer = pa.core.repo.current().await.map_err(unavailable)?.ok_or_else(Problem::unavailable)?.payer.id;
-        let mut cases = Vec::new();
-        for month in months(from, to) {
-            cases.extend(pa.cases.received_in_month(&payer, &month).await.map_err(unavailable)?);
-        }
-        let m = compute(&payer, from, to, &cases);
-        Ok(if csv {
-            answer_response(StatusCode::OK, "text/csv; charset=utf-8", to_csv(&m).into_bytes(), false)
-        } else {
-            Json(m).into_response()
-        })
+) -> Result<Response, Problem> {
+    if !matches!(ctx.caller.role, PartnerRole::Payer | PartnerRole::Admin) {
+        return Err(Problem::forbidden("metrics are for payer and admin tokens"));
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    let (from, to) = (date(&q.from, "from")?, date(&q.to, "to")?);
+    if to < from || (to - from).whole_days() > 366 {
+        return Err(Problem::bad_request("the period must run forwards and span at most 366 days"));
+    }
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(Problem::bad_request("format must be json or csv")),
+    };
+    let unavailable = |e: exchange_core::ports::PortError| Problem::from_port(&ctx.request_id, &e);
+    let payer = pa.core.repo.current().await.map_err(unavailable)?.ok_or_else(Problem::unavailable)?.payer.id;
+    let mut cases = Vec::new();
+    for month in months(from, to) {
+        cases.extend(pa.cases.received_in_month(&payer, &month).await.map_err(unavailable)?);
+    }
+    let m = compute(&payer, from, to, &cases);
+    Ok(if csv {
+        answer_response(StatusCode::OK, "text/csv; charset=utf-8", to_csv(&m).into_bytes(), false)
+    } else {
+        Json(m).into_response()
+    })
 }

@@ -14,8 +14,8 @@ use crate::PriorAuth;
 /// The PAS subscription topic.
 pub const TOPIC: &str = "http://hl7.org/fhir/us/davinci-pas/SubscriptionTopic/PASSubscriptionTopic";
 
-/// Whether `sub` hears about `case`: the submitter's own active subscriptions whose organisation identifier is the
-/// requester's, or any of them when the requester is not identified by an id the subscriber filtered on.
+/// Whether `sub` hears about `case`: the submitter's own subscriptions (not switched off) whose organisation
+/// identifier is the case's requester.
 fn wants(sub: &SubscriptionRecord, case: &PaCase) -> bool {
     sub.owner == case.submitter && sub.status != "off" && sub.org_identifier == case.requester.id
 }
@@ -82,11 +82,18 @@ pub enum JobOutcome {
     DeadLettered,
     /// The case or subscription is gone: dropped.
     Dropped,
+    /// Another worker pass is delivering it.
+    Skipped,
 }
 
 /// Delivers one job. Never panics; store failures are returned (the job stays due and is tried again).
 pub async fn deliver(pa: &PriorAuth, job: &NotificationJob, version: u64) -> Result<JobOutcome, PortError> {
     let now = pa.core.clock.now();
+    // Claimed for twice the delivery timeout: if this pass dies mid-delivery, the job comes due again after that.
+    let hold = time::Duration::try_from(exchange_core::adapters::notifier::DELIVERY_TIMEOUT * 2).unwrap_or_default();
+    let Some(version) = pa.outbox.claim(job, version, now + hold).await? else {
+        return Ok(JobOutcome::Skipped);
+    };
     let (sub, sub_version) = match pa.subscriptions.get(&job.subscription_id).await? {
         Some(s) if s.0.status != "off" => s,
         _ => {

@@ -30,8 +30,7 @@ fn require_reviewer(ctx: &CallerContext) -> Result<(), Problem> {
 }
 
 fn unavailable(ctx: &CallerContext, e: &PortError) -> Problem {
-    tracing::error!(request_id = %ctx.request_id, error = %e, "reviewer API dependency failed");
-    Problem::unavailable()
+    Problem::from_port(&ctx.request_id, e)
 }
 
 /// The case as the reviewer sees it (with the time left in seconds; negative when overdue).
@@ -58,18 +57,18 @@ async fn payer_id(pa: &PriorAuth, ctx: &CallerContext) -> Result<String, Problem
 }
 
 /// `GET /review/cases`: pended cases, soonest deadline first.
-pub async fn list(State(pa): State<Arc<PriorAuth>>, ctx: CallerContext, Query(q): Query<ListQuery>) -> Response {
-    let result: Result<Response, Problem> = async {
-        require_reviewer(&ctx)?;
-        let payer = payer_id(&pa, &ctx).await?;
-        let limit = q.limit.unwrap_or(50).clamp(1, 200);
-        let cases = pa.cases.pended(&payer, limit).await.map_err(|e| unavailable(&ctx, &e))?;
-        let now = pa.core.clock.now();
-        let views: Vec<Value> = cases.iter().map(|(c, _)| case_view(c, now)).collect();
-        Ok(Json(json!({ "cases": views })).into_response())
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+pub async fn list(
+    State(pa): State<Arc<PriorAuth>>,
+    ctx: CallerContext,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, Problem> {
+    require_reviewer(&ctx)?;
+    let payer = payer_id(&pa, &ctx).await?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 200);
+    let cases = pa.cases.pended(&payer, limit).await.map_err(|e| unavailable(&ctx, &e))?;
+    let now = pa.core.clock.now();
+    let views: Vec<Value> = cases.iter().map(|(c, _)| case_view(c, now)).collect();
+    Ok(Json(json!({ "cases": views })).into_response())
 }
 
 async fn load(pa: &PriorAuth, ctx: &CallerContext, id: &str) -> Result<(PaCase, u64), Problem> {
@@ -82,14 +81,14 @@ async fn load(pa: &PriorAuth, ctx: &CallerContext, id: &str) -> Result<(PaCase, 
 }
 
 /// `GET /review/cases/{id}`.
-pub async fn read(State(pa): State<Arc<PriorAuth>>, ctx: CallerContext, Path(id): Path<String>) -> Response {
-    let result: Result<Response, Problem> = async {
-        require_reviewer(&ctx)?;
-        let (case, _) = load(&pa, &ctx, &id).await?;
-        Ok(Json(case_view(&case, pa.core.clock.now())).into_response())
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+pub async fn read(
+    State(pa): State<Arc<PriorAuth>>,
+    ctx: CallerContext,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    require_reviewer(&ctx)?;
+    let (case, _) = load(&pa, &ctx, &id).await?;
+    Ok(Json(case_view(&case, pa.core.clock.now())).into_response())
 }
 
 /// One item decision.
@@ -100,7 +99,7 @@ pub struct ItemDecision {
     pub item: u32,
     /// `A1` certified, `A3` not certified, `A4` pended, `A6` modified.
     pub action: String,
-    /// HCR03 reason codes (required for A3 and A6).
+    /// HCR03 reason codes, one or two characters (required for A3).
     #[serde(default)]
     pub reasons: Vec<String>,
     /// The authorized quantity (A6).
@@ -125,7 +124,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection
 }
 
 fn reason_ok(r: &str) -> bool {
-    (1..=3).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric())
+    (1..=2).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 fn loinc_ok(code: &str) -> bool {
@@ -214,27 +213,23 @@ pub async fn decide(
     ctx: CallerContext,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result: Result<Response, Problem> = async {
-        require_reviewer(&ctx)?;
-        let body: DecisionsBody = parse_json(body)?;
-        if body.decisions.is_empty() {
-            return Err(Problem::bad_request("decisions must not be empty"));
-        }
-        let mut errors = Vec::new();
-        let parsed: Vec<(u32, Decision)> = body
-            .decisions
-            .iter()
-            .enumerate()
-            .filter_map(|(i, d)| to_decision(d, i, &mut errors).map(|dec| (d.item, dec)))
-            .collect();
-        if !errors.is_empty() {
-            return Err(Problem::bad_request("some decisions are invalid").with_errors(errors));
-        }
-        apply(&pa, &ctx, &id, parsed).await
+) -> Result<Response, Problem> {
+    require_reviewer(&ctx)?;
+    let body: DecisionsBody = parse_json(body)?;
+    if body.decisions.is_empty() {
+        return Err(Problem::bad_request("decisions must not be empty"));
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    let mut errors = Vec::new();
+    let parsed: Vec<(u32, Decision)> = body
+        .decisions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| to_decision(d, i, &mut errors).map(|dec| (d.item, dec)))
+        .collect();
+    if !errors.is_empty() {
+        return Err(Problem::bad_request("some decisions are invalid").with_errors(errors));
+    }
+    apply(&pa, &ctx, &id, parsed).await
 }
 
 /// `POST /review/cases/{id}/documentation-requests` body.
@@ -253,32 +248,24 @@ pub async fn request_documentation(
     ctx: CallerContext,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result: Result<Response, Problem> = async {
-        require_reviewer(&ctx)?;
-        let body: DocumentationBody = parse_json(body)?;
-        if body.items.is_empty() || body.documentation.is_empty() {
-            return Err(Problem::bad_request("items and documentation must not be empty"));
-        }
-        if let Some(bad) = body.documentation.iter().find(|c| !loinc_ok(c)) {
-            return Err(Problem::bad_request("some documentation codes are invalid")
-                .with_errors(vec![FieldError::new("/documentation", format!("'{bad}' is not a LOINC code"))]));
-        }
-        let decisions =
-            body.items.iter().map(|s| (*s, Decision::Pended { documentation: body.documentation.clone() })).collect();
-        apply(&pa, &ctx, &id, decisions).await
+) -> Result<Response, Problem> {
+    require_reviewer(&ctx)?;
+    let body: DocumentationBody = parse_json(body)?;
+    if body.items.is_empty() || body.documentation.is_empty() {
+        return Err(Problem::bad_request("items and documentation must not be empty"));
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    if let Some(bad) = body.documentation.iter().find(|c| !loinc_ok(c)) {
+        return Err(Problem::bad_request("some documentation codes are invalid")
+            .with_errors(vec![FieldError::new("/documentation", format!("'{bad}' is not a LOINC code"))]));
+    }
+    let decisions =
+        body.items.iter().map(|s| (*s, Decision::Pended { documentation: body.documentation.clone() })).collect();
+    apply(&pa, &ctx, &id, decisions).await
 }
 
 /// `GET /review/dead-letters`: notifications that could not be delivered.
-pub async fn dead_letters(State(pa): State<Arc<PriorAuth>>, ctx: CallerContext) -> Response {
-    let result: Result<Response, Problem> = async {
-        require_reviewer(&ctx)?;
-        let dead = pa.outbox.dead_letters(100).await.map_err(|e| unavailable(&ctx, &e))?;
-        Ok(Json(json!({ "deadLetters": dead })).into_response())
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+pub async fn dead_letters(State(pa): State<Arc<PriorAuth>>, ctx: CallerContext) -> Result<Response, Problem> {
+    require_reviewer(&ctx)?;
+    let dead = pa.outbox.dead_letters(100).await.map_err(|e| unavailable(&ctx, &e))?;
+    Ok(Json(json!({ "deadLetters": dead })).into_response())
 }

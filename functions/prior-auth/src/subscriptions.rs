@@ -21,9 +21,8 @@ use crate::PriorAuth;
 
 const BACKPORT: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/";
 
-fn unavailable(ctx: &CallerContext, e: &PortError) -> FhirError {
-    tracing::error!(request_id = %ctx.request_id, error = %e, "subscription store failed");
-    FhirError::Unavailable
+fn port(ctx: &CallerContext) -> impl Fn(PortError) -> FhirError + '_ {
+    |e| FhirError::from_port(&ctx.request_id, &e)
 }
 
 fn backport_ext<'a>(element: &'a Value, name: &str) -> Option<&'a Value> {
@@ -80,9 +79,18 @@ fn to_record(pa: &PriorAuth, ctx: &CallerContext, sub: &Value, id: String) -> Re
         .into_iter()
         .flatten()
         .filter_map(|h| h.as_str())
-        .filter(|h| h.split_once(':').is_some_and(|(n, _)| http::HeaderName::from_bytes(n.trim().as_bytes()).is_ok()))
-        .map(str::to_owned)
-        .collect();
+        .map(|h| {
+            let valid = h.split_once(':').is_some_and(|(n, v)| {
+                http::HeaderName::from_bytes(n.trim().as_bytes()).is_ok()
+                    && http::HeaderValue::from_str(v.trim()).is_ok()
+            });
+            if valid {
+                Ok(h.to_owned())
+            } else {
+                Err(invalid("each channel.header must be 'Name: value'", "Subscription.channel.header"))
+            }
+        })
+        .collect::<Result<_, _>>()?;
     let status = if sub["status"] == "off" { "off" } else { "active" };
     Ok(SubscriptionRecord {
         id,
@@ -131,46 +139,38 @@ pub async fn create(
     ctx: CallerContext,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result: Result<Response, FhirError> = async {
-        require_submitter(&ctx)?;
-        let sub = fhir_body(&headers, body)?;
-        let record = to_record(&pa, &ctx, &sub, exchange_core::auth::random_id())?;
-        pa.subscriptions.create(&record).await.map_err(|e| unavailable(&ctx, &e))?;
-        tracing::info!(request_id = %ctx.request_id, subscription = %record.id, "subscription created");
-        Ok(resource_response(StatusCode::CREATED, &record))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, FhirError> {
+    require_submitter(&ctx)?;
+    let sub = fhir_body(&headers, body)?.resource;
+    let record = to_record(&pa, &ctx, &sub, exchange_core::auth::random_id())?;
+    pa.subscriptions.create(&record).await.map_err(port(&ctx))?;
+    tracing::info!(request_id = %ctx.request_id, subscription = %record.id, "subscription created");
+    Ok(resource_response(StatusCode::CREATED, &record))
 }
 
 async fn owned(pa: &PriorAuth, ctx: &CallerContext, id: &str) -> Result<(SubscriptionRecord, u64), FhirError> {
-    match pa.subscriptions.get(id).await {
-        Ok(Some((s, v))) if s.owner == ctx.caller.partner.as_str() => Ok((s, v)),
-        Ok(_) => Err(FhirError::NotFound(format!("Subscription/{id} is not known"))),
-        Err(e) => Err(unavailable(ctx, &e)),
+    match pa.subscriptions.get(id).await.map_err(port(ctx))? {
+        Some((s, v)) if s.owner == ctx.caller.partner.as_str() => Ok((s, v)),
+        _ => Err(FhirError::NotFound(format!("Subscription/{id} is not known"))),
     }
 }
 
 /// `GET /fhir/Subscription/{id}`.
-pub async fn read(State(pa): State<Arc<PriorAuth>>, ctx: CallerContext, Path(id): Path<String>) -> Response {
-    match owned(&pa, &ctx, &id).await {
-        Ok((s, _)) => resource_response(StatusCode::OK, &s),
-        Err(e) => e.into_response(),
-    }
+pub async fn read(
+    State(pa): State<Arc<PriorAuth>>,
+    ctx: CallerContext,
+    Path(id): Path<String>,
+) -> Result<Response, FhirError> {
+    let (s, _) = owned(&pa, &ctx, &id).await?;
+    Ok(resource_response(StatusCode::OK, &s))
 }
 
 /// `GET /fhir/Subscription`: the caller's subscriptions as a searchset Bundle.
-pub async fn list(State(pa): State<Arc<PriorAuth>>, ctx: CallerContext) -> Response {
-    match pa.subscriptions.of_owner(ctx.caller.partner.as_str()).await {
-        Ok(subs) => {
-            let entries: Vec<Value> = subs.iter().map(|s| json!({ "resource": to_resource(s) })).collect();
-            let body =
-                json!({ "resourceType": "Bundle", "type": "searchset", "total": entries.len(), "entry": entries });
-            answer_response(StatusCode::OK, FHIR_JSON, serde_json::to_vec(&body).unwrap_or_default(), false)
-        }
-        Err(e) => unavailable(&ctx, &e).into_response(),
-    }
+pub async fn list(State(pa): State<Arc<PriorAuth>>, ctx: CallerContext) -> Result<Response, FhirError> {
+    let subs = pa.subscriptions.of_owner(ctx.caller.partner.as_str()).await.map_err(port(&ctx))?;
+    let entries: Vec<Value> = subs.iter().map(|s| json!({ "resource": to_resource(s) })).collect();
+    let body = json!({ "resourceType": "Bundle", "type": "searchset", "total": entries.len(), "entry": entries });
+    Ok(answer_response(StatusCode::OK, FHIR_JSON, serde_json::to_vec(&body).unwrap_or_default(), false))
 }
 
 /// `PUT /fhir/Subscription/{id}`.
@@ -180,33 +180,29 @@ pub async fn update(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result: Result<Response, FhirError> = async {
-        require_submitter(&ctx)?;
-        let sub = fhir_body(&headers, body)?;
-        let (current, version) = owned(&pa, &ctx, &id).await?;
-        let mut record = to_record(&pa, &ctx, &sub, id.clone())?;
-        record.events_delivered = current.events_delivered;
-        match pa.subscriptions.save(&record, version).await {
-            Ok(_) => Ok(resource_response(StatusCode::OK, &record)),
-            Err(PortError::Conflict(_)) => Err(FhirError::Conflict("the subscription changed meanwhile".into())),
-            Err(e) => Err(unavailable(&ctx, &e)),
-        }
+) -> Result<Response, FhirError> {
+    require_submitter(&ctx)?;
+    let sub = fhir_body(&headers, body)?.resource;
+    let (current, version) = owned(&pa, &ctx, &id).await?;
+    let mut record = to_record(&pa, &ctx, &sub, id.clone())?;
+    record.events_delivered = current.events_delivered;
+    match pa.subscriptions.save(&record, version).await {
+        Ok(_) => Ok(resource_response(StatusCode::OK, &record)),
+        Err(PortError::Conflict(_)) => Err(FhirError::Conflict("the subscription changed meanwhile".into())),
+        Err(e) => Err(port(&ctx)(e)),
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `DELETE /fhir/Subscription/{id}`.
-pub async fn delete(State(pa): State<Arc<PriorAuth>>, ctx: CallerContext, Path(id): Path<String>) -> Response {
-    let result: Result<Response, FhirError> = async {
-        let (current, version) = owned(&pa, &ctx, &id).await?;
-        match pa.subscriptions.delete(&current, version).await {
-            Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
-            Err(PortError::Conflict(_)) => Err(FhirError::Conflict("the subscription changed meanwhile".into())),
-            Err(e) => Err(unavailable(&ctx, &e)),
-        }
+pub async fn delete(
+    State(pa): State<Arc<PriorAuth>>,
+    ctx: CallerContext,
+    Path(id): Path<String>,
+) -> Result<Response, FhirError> {
+    let (current, version) = owned(&pa, &ctx, &id).await?;
+    match pa.subscriptions.delete(&current, version).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(PortError::Conflict(_)) => Err(FhirError::Conflict("the subscription changed meanwhile".into())),
+        Err(e) => Err(port(&ctx)(e)),
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
 }

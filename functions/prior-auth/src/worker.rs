@@ -1,6 +1,7 @@
 //! The asynchronous work: delivering due notifications and sweeping pended cases near their deadline. In AWS the
-//! `worker` function runs [`run_once`] on every DynamoDB Streams batch and on a one-minute schedule; the local
-//! runner runs [`run_forever`] in-process.
+//! `worker` function runs [`deliver_due`] on each DynamoDB Streams batch (new outbox records) and [`run_once`]
+//! (deliveries, retries come due, and the sweep) on a one-minute schedule; the local runner runs [`run_forever`]
+//! in-process.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +27,15 @@ pub struct Pass {
 /// Jobs handled per pass.
 const BATCH: usize = 25;
 
-/// Delivers every due notification (concurrently, up to [`BATCH`]) and sweeps deadlines.
+/// Delivers every due notification (concurrently, up to [`BATCH`]) and sweeps deadlines: the scheduled pass.
 pub async fn run_once(pa: &PriorAuth) -> Result<Pass, PortError> {
+    let mut pass = deliver_due(pa).await?;
+    pass.flagged = sweep_deadlines(pa).await?;
+    Ok(pass)
+}
+
+/// Delivers every due notification (concurrently, up to [`BATCH`]): the pass a new outbox record triggers.
+pub async fn deliver_due(pa: &PriorAuth) -> Result<Pass, PortError> {
     let mut pass = Pass::default();
     let due = pa.outbox.due(pa.core.clock.now(), BATCH).await?;
     let results = futures_util::future::join_all(due.iter().map(|(job, v)| deliver(pa, job, *v))).await;
@@ -36,11 +44,10 @@ pub async fn run_once(pa: &PriorAuth) -> Result<Pass, PortError> {
             Ok(JobOutcome::Delivered) => pass.delivered += 1,
             Ok(JobOutcome::Retrying) => pass.retrying += 1,
             Ok(JobOutcome::DeadLettered) => pass.dead_lettered += 1,
-            Ok(JobOutcome::Dropped) => {}
+            Ok(JobOutcome::Dropped | JobOutcome::Skipped) => {}
             Err(e) => tracing::warn!(error = %e, "notification job left due"),
         }
     }
-    pass.flagged = sweep_deadlines(pa).await?;
     Ok(pass)
 }
 

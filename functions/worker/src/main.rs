@@ -1,16 +1,16 @@
 //! The worker Lambda: delivers due prior-auth notifications and flags pended cases near their decision deadline.
 //!
-//! It is invoked by DynamoDB Streams batches (new `NOTIFY#` outbox records) and by an EventBridge schedule (retries
-//! that have come due, deadline sweeps). The payload only says "there may be work": every invocation runs one
-//! [`prior_auth::worker::run_once`] pass over the outbox and the pended-case work list, so the event content is not
-//! read. The state is built once per cold start. A failed pass is returned as a Lambda error, so the stream batch is
-//! retried (and, after the configured attempts, recorded on the event source's failure destination).
+//! It is invoked by DynamoDB Streams batches (new `NOTIFY#` outbox records: deliver what is due) and by an
+//! EventBridge schedule (deliveries whose retry has come due, and the deadline sweep). The records' content is not
+//! read: a stream batch only says "there is new work". The state is built once per cold start. A failed pass is
+//! returned as a Lambda error, so the stream batch is retried (and, after the configured attempts, recorded on the
+//! event source's failure destination).
 
 use std::sync::Arc;
 
 use exchange_core::adapters::notifier::{HttpNotifier, DELIVERY_TIMEOUT};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use prior_auth::worker::{run_once, Pass};
+use prior_auth::worker::{deliver_due, run_once, Pass};
 use prior_auth::{PriorAuth, Settings};
 use serde_json::{json, Value};
 
@@ -20,10 +20,12 @@ async fn main() -> Result<(), Error> {
     let core = Arc::new(exchange_core::app::App::from_aws_env().await?);
     let notifier = Arc::new(HttpNotifier::new(DELIVERY_TIMEOUT)?);
     let pa = Arc::new(PriorAuth::new(core, notifier, Settings::default()));
-    lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let pa = Arc::clone(&pa);
         async move {
-            let pass = run_once(&pa).await?;
+            // Stream batches carry `Records`; the schedule's event does not.
+            let from_stream = event.payload.get("Records").is_some();
+            let pass = if from_stream { deliver_due(&pa).await? } else { run_once(&pa).await? };
             tracing::info!(
                 delivered = pass.delivered,
                 retrying = pass.retrying,

@@ -72,3 +72,27 @@ impl Notifier for HttpNotifier {
         }
     }
 }
+
+/// An [`HttpNotifier`] built on first use. The HTTP functions hold one but never deliver (the worker does), so
+/// they should not read the root certificates during their cold start.
+#[derive(Debug)]
+pub struct LazyHttpNotifier {
+    timeout: Duration,
+    cell: tokio::sync::OnceCell<HttpNotifier>,
+}
+
+impl LazyHttpNotifier {
+    /// A notifier built with `timeout` when first asked to post.
+    pub fn new(timeout: Duration) -> Self {
+        LazyHttpNotifier { timeout, cell: tokio::sync::OnceCell::new() }
+    }
+}
+
+#[async_trait]
+impl Notifier for LazyHttpNotifier {
+    async fn post(&self, endpoint: &str, headers: &[(String, String)], body: Vec<u8>) -> PortResult<Delivery> {
+        let timeout = self.timeout;
+        let notifier = self.cell.get_or_try_init(|| async move { HttpNotifier::new(timeout) }).await?;
+        notifier.post(endpoint, headers, body).await
+    }
+}

@@ -79,7 +79,7 @@ fn decode(items: Vec<Item>) -> Result<Vec<(NotificationJob, u64)>, PortError> {
         .into_iter()
         .map(|i| {
             let v = i.version;
-            serde_json::from_value(i.body).map(|j| (j, v)).map_err(|e| PortError::Invalid(e.to_string()))
+            serde_json::from_value(i.body).map(|j| (j, v)).map_err(|e| PortError::undecodable("notification job", &e))
         })
         .collect()
 }
@@ -112,6 +112,24 @@ impl Outbox {
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<NotificationJob>, PortError> {
         let page = self.store.query_gsi1(&Query::prefix(DEAD_LETTERS, "", limit)).await?;
         Ok(decode(page.items)?.into_iter().map(|(j, _)| j).collect())
+    }
+
+    /// Claims a due job for one delivery attempt: moves it out of the due window until `until`, so an overlapping
+    /// worker pass does not post it too. `None` when another pass claimed (or finished) it first; otherwise the
+    /// version to complete or fail it with.
+    pub async fn claim(
+        &self,
+        job: &NotificationJob,
+        version: u64,
+        until: OffsetDateTime,
+    ) -> Result<Option<u64>, PortError> {
+        let mut claimed = job.clone();
+        claimed.due = rfc3339(until);
+        match self.store.update(to_item(&claimed, OUTBOX, &claimed.due)?, version).await {
+            Ok(v) => Ok(Some(v)),
+            Err(PortError::Conflict(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// A delivered job leaves the outbox. `Conflict` when another worker got to it first.

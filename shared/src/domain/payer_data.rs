@@ -468,6 +468,11 @@ fn name_index(version: u64, last: &str, dob: &str) -> String {
     format!("DATA#{version}#NAME#{}#{dob}", normalize_name(last))
 }
 
+/// Whether a name as sent (when sent) is the name on file, compared as [`normalize_name`] does.
+pub fn names_match(sent: Option<&str>, on_file: &str) -> bool {
+    sent.is_none_or(|q| normalize_name(q) == normalize_name(on_file))
+}
+
 /// Upper case, letters and digits only: how names are compared.
 pub fn normalize_name(name: &str) -> String {
     name.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_uppercase).collect()
@@ -618,7 +623,7 @@ fn to_json<T: Serialize>(v: &T) -> Result<serde_json::Value, PortError> {
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, PortError> {
-    serde_json::from_value(v).map_err(|e| PortError::Invalid(format!("stored record does not parse: {e}")))
+    serde_json::from_value(v).map_err(|e| PortError::undecodable("payer data record", &e))
 }
 
 /// Parses a money string (`"1500"`, `"12.5"`) into cents.

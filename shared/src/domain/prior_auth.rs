@@ -11,6 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
+use super::ids::MemberId;
 use crate::ports::{Item, Key, PortError, Query, StateStore, WriteOp};
 use crate::record::IdempotencyRecord;
 
@@ -76,11 +77,6 @@ impl Decision {
     /// Whether the item still waits for a decision.
     pub fn is_pending(&self) -> bool {
         matches!(self, Decision::Pended { .. })
-    }
-
-    /// Whether the decision is final (nothing but a cancellation or an appeal changes it).
-    pub fn is_final(&self) -> bool {
-        !self.is_pending()
     }
 }
 
@@ -230,6 +226,9 @@ pub struct FhirRefs {
     pub claim_type: String,
     /// Bundle.identifier (system, value).
     pub bundle_identifier: (String, String),
+    /// Claim.identifier as sent (echoed in ClaimResponse.identifier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_identifier: Option<serde_json::Value>,
 }
 
 /// A prior-authorization case.
@@ -290,8 +289,10 @@ fn ccyymmdd(d: time::Date) -> String {
     format!("{:04}{:02}{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
-/// RFC 3339 text of a time.
+/// RFC 3339 text of a time, in whole seconds: the texts are sort keys (deadlines, due times), and a varying number
+/// of fraction digits would not sort as the times do.
 pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
@@ -451,8 +452,13 @@ fn trace_key(case: &PaCase, trace: &Trace) -> Key {
     Key::new(format!("PARTNER#{}", case.submitter), format!("{}{}#{}", trace_prefix(trace), case.received, case.id))
 }
 
+/// Member ids compare as the payer data compares them (case-insensitively).
+fn member_index(member_id: &str) -> String {
+    MemberId::parse(member_id).map(|m| m.key()).unwrap_or_else(|_| member_id.to_ascii_uppercase())
+}
+
 fn member_key(submitter: &str, member_id: &str, case_id: &str) -> Key {
-    Key::new(format!("PARTNER#{submitter}"), format!("MEMBERCASE#{member_id}#{case_id}"))
+    Key::new(format!("PARTNER#{submitter}"), format!("MEMBERCASE#{}#{case_id}", member_index(member_id)))
 }
 
 fn ledger_key(case: &PaCase) -> Key {
@@ -514,7 +520,7 @@ impl CaseRepo {
     /// The submission `key` of `submitter`, when seen before.
     pub async fn submission(&self, submitter: &str, key: &str) -> Result<Option<Submission>, PortError> {
         let Some(item) = self.store.get(&submission_key(submitter, key)).await? else { return Ok(None) };
-        serde_json::from_value(item.body).map(Some).map_err(|e| PortError::Invalid(e.to_string()))
+        serde_json::from_value(item.body).map(Some).map_err(|e| PortError::undecodable("submission", &e))
     }
 
     /// The writes that create a case: the case, its submission record (with the answer a retry gets), its member
@@ -587,7 +593,7 @@ impl CaseRepo {
     /// A case and its version.
     pub async fn get(&self, id: &str) -> Result<Option<(PaCase, u64)>, PortError> {
         let Some(item) = self.store.get(&case_key(id)).await? else { return Ok(None) };
-        let case = serde_json::from_value(item.body).map_err(|e| PortError::Invalid(e.to_string()))?;
+        let case = serde_json::from_value(item.body).map_err(|e| PortError::undecodable("case", &e))?;
         Ok(Some((case, item.version)))
     }
 
@@ -620,7 +626,11 @@ impl CaseRepo {
     pub async fn by_member(&self, submitter: &str, member_id: &str, limit: usize) -> Result<Vec<PaCase>, PortError> {
         let page = self
             .store
-            .query(&Query::prefix(format!("PARTNER#{submitter}"), format!("MEMBERCASE#{member_id}#"), limit))
+            .query(&Query::prefix(
+                format!("PARTNER#{submitter}"),
+                format!("MEMBERCASE#{}#", member_index(member_id)),
+                limit,
+            ))
             .await?;
         let mut cases = Vec::with_capacity(page.items.len());
         for p in page.items {
@@ -639,7 +649,7 @@ impl CaseRepo {
             .into_iter()
             .map(|i| {
                 let v = i.version;
-                serde_json::from_value(i.body).map(|c| (c, v)).map_err(|e| PortError::Invalid(e.to_string()))
+                serde_json::from_value(i.body).map(|c| (c, v)).map_err(|e| PortError::undecodable("case", &e))
             })
             .collect()
     }

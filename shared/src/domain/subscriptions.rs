@@ -64,7 +64,7 @@ impl std::fmt::Debug for SubscriptionRepo {
 
 fn decode(item: Item) -> Result<(SubscriptionRecord, u64), PortError> {
     let v = item.version;
-    serde_json::from_value(item.body).map(|s| (s, v)).map_err(|e| PortError::Invalid(e.to_string()))
+    serde_json::from_value(item.body).map(|s| (s, v)).map_err(|e| PortError::undecodable("subscription", &e))
 }
 
 impl SubscriptionRepo {

@@ -8,11 +8,6 @@ pub use outcome::{FhirError, Issue};
 /// Media type of FHIR JSON.
 pub const FHIR_JSON: &str = "application/fhir+json";
 
-/// `resource.extension` entries with `url`.
-pub fn extensions<'a>(resource: &'a serde_json::Value, url: &'a str) -> impl Iterator<Item = &'a serde_json::Value> {
-    resource["extension"].as_array().into_iter().flatten().filter(move |e| e["url"].as_str() == Some(url))
-}
-
 /// The first `coding` of a CodeableConcept: (system, code).
 pub fn first_coding(concept: &serde_json::Value) -> Option<(&str, &str)> {
     let c = concept["coding"].as_array()?.first()?;

@@ -36,9 +36,6 @@ pub enum FhirError {
     /// 422: well-formed, but the business rules (profiles, references) refuse it.
     #[error("unprocessable request")]
     Unprocessable(Vec<Issue>),
-    /// 401.
-    #[error("unauthenticated")]
-    Unauthenticated,
     /// 403.
     #[error("forbidden: {0}")]
     Forbidden(String),
@@ -57,6 +54,9 @@ pub enum FhirError {
     /// 503: a dependency failed; retrying may help.
     #[error("unavailable")]
     Unavailable,
+    /// 500: our fault; the body says nothing more.
+    #[error("internal error")]
+    Internal,
 }
 
 impl FhirError {
@@ -70,25 +70,35 @@ impl FhirError {
         FhirError::Unprocessable(vec![Issue::error(code, diagnostics, expression.map(str::to_owned))])
     }
 
+    /// The answer to a failed dependency: 503 when a retry may help, an opaque 500 otherwise. The cause is
+    /// logged with the request id, never sent.
+    pub fn from_port(request_id: &str, e: &crate::ports::PortError) -> Self {
+        tracing::error!(request_id, error = %e, "dependency failed");
+        if e.is_retryable() {
+            FhirError::Unavailable
+        } else {
+            FhirError::Internal
+        }
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
             FhirError::Invalid(_) => StatusCode::BAD_REQUEST,
             FhirError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            FhirError::Unauthenticated => StatusCode::UNAUTHORIZED,
             FhirError::Forbidden(_) => StatusCode::FORBIDDEN,
             FhirError::NotFound(_) => StatusCode::NOT_FOUND,
             FhirError::Conflict(_) => StatusCode::CONFLICT,
             FhirError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             FhirError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             FhirError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            FhirError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn issues(&self) -> Vec<Issue> {
         match self {
             FhirError::Invalid(i) | FhirError::Unprocessable(i) => i.clone(),
-            FhirError::Unauthenticated => vec![Issue::error("login", "a bearer token is required", None)],
             FhirError::Forbidden(d) => vec![Issue::error("forbidden", d.clone(), None)],
             FhirError::NotFound(d) => vec![Issue::error("not-found", d.clone(), None)],
             FhirError::Conflict(d) => vec![Issue::error("conflict", d.clone(), None)],
@@ -101,6 +111,7 @@ impl FhirError {
             FhirError::Unavailable => {
                 vec![Issue::error("transient", "the service is temporarily unavailable; retry later", None)]
             }
+            FhirError::Internal => vec![Issue::error("exception", "internal error", None)],
         }
     }
 

@@ -101,6 +101,17 @@ impl Problem {
     pub fn internal() -> Self {
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
     }
+
+    /// The answer to a failed dependency: 503 (retryable) when a retry may help, an opaque 500 otherwise. The
+    /// cause is logged with the request id, never sent.
+    pub fn from_port(request_id: &str, e: &crate::ports::PortError) -> Self {
+        tracing::error!(request_id, error = %e, "dependency failed");
+        if e.is_retryable() {
+            Problem::unavailable()
+        } else {
+            Problem::internal()
+        }
+    }
 }
 
 impl IntoResponse for Problem {

@@ -18,18 +18,13 @@ const LOINC: &str = "http://loinc.org";
 /// The resources of a Bundle, by `Type/id` and by `fullUrl`.
 #[derive(Debug)]
 pub struct BundleIndex<'a> {
-    by_ref: HashMap<String, (usize, &'a Value)>,
+    by_ref: HashMap<String, &'a Value>,
 }
 
 impl<'a> BundleIndex<'a> {
     /// Resolves a Reference (`Type/id`, or a fullUrl).
     pub fn resolve(&self, reference: &Value) -> Option<&'a Value> {
-        reference["reference"].as_str().and_then(|r| self.by_ref.get(r)).map(|(_, v)| *v)
-    }
-
-    /// The entry index of a Reference's target.
-    pub fn position(&self, reference: &Value) -> Option<usize> {
-        reference["reference"].as_str().and_then(|r| self.by_ref.get(r)).map(|(i, _)| *i)
+        reference["reference"].as_str().and_then(|r| self.by_ref.get(r)).copied()
     }
 }
 
@@ -114,7 +109,7 @@ pub fn index_bundle(bundle: &Value) -> Result<BundleIndex<'_>, FhirError> {
         .filter(|e| !e.is_empty())
         .ok_or_else(|| FhirError::unprocessable("required", "the Bundle has no entries", Some("Bundle.entry")))?;
     let mut issues = Vec::new();
-    let mut by_ref: HashMap<String, (usize, &Value)> = HashMap::new();
+    let mut by_ref: HashMap<String, &Value> = HashMap::new();
     for (i, entry) in entries.iter().enumerate() {
         let resource = &entry["resource"];
         let (Some(rt), Some(id)) = (resource["resourceType"].as_str(), resource["id"].as_str()) else {
@@ -126,7 +121,7 @@ pub fn index_bundle(bundle: &Value) -> Result<BundleIndex<'_>, FhirError> {
             continue;
         };
         let local = format!("{rt}/{id}");
-        if by_ref.insert(local.clone(), (i, resource)).is_some() {
+        if by_ref.insert(local.clone(), resource).is_some() {
             issues.push(Issue::error(
                 "duplicate",
                 format!("{local} appears more than once in the Bundle"),
@@ -135,7 +130,7 @@ pub fn index_bundle(bundle: &Value) -> Result<BundleIndex<'_>, FhirError> {
         }
         if let Some(full) = entry["fullUrl"].as_str() {
             if full != local {
-                by_ref.insert(full.to_owned(), (i, resource));
+                by_ref.insert(full.to_owned(), resource);
             }
         }
     }
@@ -181,11 +176,20 @@ pub fn bundle_identifier(bundle: &Value) -> Result<(String, String), FhirError> 
 
 /// The trace a Claim.identifier carries (`urn:trnorg:ORIGINATOR` system, TRN02 value).
 pub fn claim_trace(claim: &Value) -> Option<Trace> {
-    let id = claim["identifier"].as_array()?.first()?;
+    identifier_trace(claim["identifier"].as_array()?.first()?)
+}
+
+/// The trace an Identifier carries: TRN02 is the value; TRN03 is the `urn:trnorg:` suffix of the system, else the
+/// assigner's identifier (where PAS maps TRN03), else the system itself.
+fn identifier_trace(id: &Value) -> Option<Trace> {
     let value = id["value"].as_str()?.to_owned();
     let system = id["system"].as_str().unwrap_or("");
-    let originator = system.strip_prefix("urn:trnorg:").unwrap_or(system).to_owned();
-    Some(Trace { value, originator })
+    let originator = match (system.strip_prefix("urn:trnorg:"), id["assigner"]["identifier"]["value"].as_str()) {
+        (Some(org), _) => org,
+        (None, Some(assigner)) => assigner,
+        (None, None) => system,
+    };
+    Some(Trace { value, originator: originator.to_owned() })
 }
 
 /// The policy code system of a FHIR coding system.
@@ -196,16 +200,6 @@ pub fn code_system(system: &str) -> String {
         | "https://bluebutton.cms.gov/resources/codesystem/hcpcs" => "HCPCS".into(),
         "https://codesystem.x12.org/005010/1365" => "X12-1365".into(),
         other => other.to_owned(),
-    }
-}
-
-/// The FHIR coding system of a policy code system.
-pub fn fhir_code_system(system: &str) -> &str {
-    match system {
-        "CPT" => "http://www.ama-assn.org/go/cpt",
-        "HCPCS" => "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
-        "X12-1365" => "https://codesystem.x12.org/005010/1365",
-        other => other,
     }
 }
 
@@ -309,24 +303,8 @@ pub fn parse_submit(bundle: &Value) -> Result<PasRequest, FhirError> {
         .resolve(&claim["insurer"])
         .filter(|p| p["resourceType"] == "Organization")
         .ok_or_else(|| invalid("Claim.insurer must reference an Organization in the Bundle", "Claim.insurer"))?;
-    let provider = index
-        .resolve(&claim["provider"])
-        .ok_or_else(|| invalid("Claim.provider must reference a resource in the Bundle", "Claim.provider"))?;
-    let provider = match provider["resourceType"].as_str() {
-        // A PractitionerRole stands for its organisation when it names one.
-        Some("PractitionerRole") => index.resolve(&provider["organization"]).unwrap_or(provider),
-        _ => provider,
-    };
-    let insurances = claim["insurance"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let focal = insurances.iter().find(|i| i["focal"] == true).or_else(|| insurances.first());
-    let coverage = focal.and_then(|i| index.resolve(&i["coverage"]));
-
-    // Member id: Coverage.subscriberId (PAS maps 2010C NM109 there), else the Patient's member identifier.
-    let member_id = coverage
-        .and_then(|c| c["subscriberId"].as_str())
-        .or_else(|| patient["identifier"][0]["value"].as_str())
-        .ok_or_else(|| invalid("the member id is missing (Coverage.subscriberId)", "Coverage.subscriberId"))?
-        .to_owned();
+    let provider = requesting_provider(&index, claim)?;
+    let member_id = member_id_of(&index, claim, Some(patient))?;
     let name = &patient["name"][0];
     let subscriber = Subscriber {
         member_id,
@@ -379,15 +357,8 @@ pub fn parse_submit(bundle: &Value) -> Result<PasRequest, FhirError> {
     let (kind, updates) = match related {
         Some(r) => {
             let prior = index.resolve(&r["claim"]);
-            let trace = prior.and_then(claim_trace).or_else(|| {
-                // A reference by identifier.
-                let id = &r["claim"]["identifier"];
-                let system = id["system"].as_str().unwrap_or("");
-                id["value"].as_str().map(|v| Trace {
-                    value: v.to_owned(),
-                    originator: system.strip_prefix("urn:trnorg:").unwrap_or(system).to_owned(),
-                })
-            });
+            // The earlier Claim in the Bundle, or a reference by identifier.
+            let trace = prior.and_then(claim_trace).or_else(|| identifier_trace(&r["claim"]["identifier"]));
             let trace = trace.ok_or_else(|| {
                 invalid("Claim.related.claim must identify the earlier Claim", "Claim.related[0].claim")
             })?;
@@ -423,15 +394,12 @@ pub fn parse_submit(bundle: &Value) -> Result<PasRequest, FhirError> {
         .filter_map(|c| c["code"].as_str().map(str::to_owned))
         .collect();
 
-    let mut payer_ids: Vec<String> = insurer["identifier"]
+    let payer_ids: Vec<String> = insurer["identifier"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|i| i["value"].as_str().map(str::to_owned))
         .collect();
-    if let Some(name) = insurer["name"].as_str() {
-        payer_ids.push(name.to_owned());
-    }
     let provider_ref = claim["provider"]["reference"].as_str().unwrap_or("").to_owned();
     let fhir = FhirRefs {
         claim: claim["id"].as_str().unwrap_or("").to_owned(),
@@ -440,9 +408,11 @@ pub fn parse_submit(bundle: &Value) -> Result<PasRequest, FhirError> {
         insurer: insurer["id"].as_str().unwrap_or("").to_owned(),
         claim_type: first_coding(&claim["type"]).map(|(_, c)| c.to_owned()).unwrap_or_else(|| "professional".into()),
         bundle_identifier: bundle_identifier.clone(),
+        claim_identifier: claim["identifier"].as_array().and_then(|a| a.first()).cloned(),
     };
     let request = Request {
         payer_ids,
+        payer_name: insurer["name"].as_str().unwrap_or("").to_owned(),
         subscriber,
         requester: requester_of(provider),
         trace: claim_trace(claim),
@@ -469,45 +439,44 @@ pub struct Inquiry {
     pub trace: Option<Trace>,
 }
 
-/// Parses an `$inquire` body (a Bundle, or Parameters carrying it).
-pub fn parse_inquiry(body: &Value) -> Result<Inquiry, FhirError> {
-    let bundle = if body["resourceType"] == "Parameters" {
-        body["parameter"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["resource"]["resourceType"] == "Bundle")
-            .map(|p| &p["resource"])
-            .ok_or_else(|| {
-                FhirError::invalid("required", "Parameters must carry the inquiry Bundle", Some("Parameters.parameter"))
-            })?
-    } else {
-        body
-    };
+/// Parses an `$inquire` Bundle (a Parameters body is unwrapped by the route).
+pub fn parse_inquiry(bundle: &Value) -> Result<Inquiry, FhirError> {
     let index = index_bundle(bundle)?;
     let claim = &bundle["entry"][0]["resource"];
     if claim["use"] != "preauthorization" {
         return Err(invalid("a PAS inquiry Claim must have use 'preauthorization'", "Claim.use"));
     }
-    let patient = index.resolve(&claim["patient"]);
-    let coverage = claim["insurance"].as_array().and_then(|a| a.first()).and_then(|i| index.resolve(&i["coverage"]));
-    let member_id = coverage
-        .and_then(|c| c["subscriberId"].as_str())
-        .or_else(|| patient.and_then(|p| p["identifier"][0]["value"].as_str()))
-        .ok_or_else(|| invalid("the inquiry needs the member id (Coverage.subscriberId)", "Coverage.subscriberId"))?
-        .to_owned();
-    let provider = index
-        .resolve(&claim["provider"])
-        .ok_or_else(|| invalid("the inquiry needs the provider (Claim.provider)", "Claim.provider"))?;
-    let provider = match provider["resourceType"].as_str() {
-        Some("PractitionerRole") => index.resolve(&provider["organization"]).unwrap_or(provider),
-        _ => provider,
-    };
+    let member_id = member_id_of(&index, claim, index.resolve(&claim["patient"]))?;
+    let provider = requesting_provider(&index, claim)?;
     let provider_id = requester_of(provider).id;
     if provider_id.is_empty() {
         return Err(invalid("the inquiry's provider needs an identifier (NPI)", "Claim.provider"));
     }
     Ok(Inquiry { member_id, provider_id, trace: claim_trace(claim) })
+}
+
+/// The member id: the focal Coverage's subscriberId (where PAS maps 2010C NM109), else the Patient's first
+/// identifier.
+fn member_id_of(index: &BundleIndex<'_>, claim: &Value, patient: Option<&Value>) -> Result<String, FhirError> {
+    let insurances = claim["insurance"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let focal = insurances.iter().find(|i| i["focal"] == true).or_else(|| insurances.first());
+    focal
+        .and_then(|i| index.resolve(&i["coverage"]))
+        .and_then(|c| c["subscriberId"].as_str())
+        .or_else(|| patient.and_then(|p| p["identifier"][0]["value"].as_str()))
+        .map(str::to_owned)
+        .ok_or_else(|| invalid("the member id is missing (Coverage.subscriberId)", "Coverage.subscriberId"))
+}
+
+/// The requesting provider: Claim.provider, or the organisation of a PractitionerRole that names one.
+fn requesting_provider<'a>(index: &BundleIndex<'a>, claim: &Value) -> Result<&'a Value, FhirError> {
+    let provider = index
+        .resolve(&claim["provider"])
+        .ok_or_else(|| invalid("Claim.provider must reference a resource in the Bundle", "Claim.provider"))?;
+    Ok(match provider["resourceType"].as_str() {
+        Some("PractitionerRole") => index.resolve(&provider["organization"]).unwrap_or(provider),
+        _ => provider,
+    })
 }
 
 #[cfg(test)]

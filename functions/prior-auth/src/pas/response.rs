@@ -2,12 +2,12 @@
 //! X12 306 action code, the authorization number and reason codes, the certified period), then the resources it
 //! references. The same writer answers `$submit`, `$inquire` and notifications, for PAS- and 278-submitted cases.
 
-use exchange_core::domain::prior_auth::{Decision, PaCase, Trace};
+use exchange_core::domain::prior_auth::{rfc3339, Decision, FhirRefs, PaCase, Requester, Subscriber, Trace};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::request::PAS_EXT;
-use crate::intake::Rejection;
+use crate::intake::{Party, Rejection};
 
 const PROFILE: &str = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/";
 const X12_306: &str = "https://codesystem.x12.org/005010/306";
@@ -37,10 +37,6 @@ fn action_display(code: &str) -> &'static str {
     }
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    exchange_core::domain::prior_auth::rfc3339(t)
-}
-
 fn fhir_date(d: &str) -> String {
     if d.len() == 8 {
         format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..])
@@ -52,33 +48,41 @@ fn fhir_date(d: &str) -> String {
 /// Resource ids for a case's response: the submitter's own for PAS, stable derived ids for X12.
 struct Ids {
     patient: String,
+    /// Organization id (a PractitionerRole requester is answered with an Organization of its own).
     requestor: String,
     insurer: String,
     claim_type: String,
     claim_ref: Value,
+    /// ClaimResponse.identifier: the Claim.identifier as sent, or the 278's trace.
+    identifier: Value,
     bundle_identifier: (String, String),
+}
+
+fn pas_ids(f: &FhirRefs, derived: &str, trace: Option<&Trace>) -> Ids {
+    Ids {
+        patient: f.patient.clone(),
+        requestor: match f.requestor.strip_prefix("Organization/") {
+            Some(id) => id.to_owned(),
+            None => format!("requestor-{derived}"),
+        },
+        insurer: f.insurer.clone(),
+        claim_type: if f.claim_type.is_empty() { "professional".into() } else { f.claim_type.clone() },
+        claim_ref: json!({ "reference": format!("Claim/{}", f.claim) }),
+        identifier: f.claim_identifier.clone().unwrap_or_else(|| trace_identifier(trace, derived)),
+        bundle_identifier: f.bundle_identifier.clone(),
+    }
 }
 
 fn ids(case: &PaCase) -> Ids {
     match &case.fhir {
-        Some(f) => Ids {
-            patient: f.patient.clone(),
-            requestor: if f.requestor.starts_with("Organization/") {
-                f.requestor.trim_start_matches("Organization/").to_owned()
-            } else {
-                format!("requestor-{}", case.id)
-            },
-            insurer: f.insurer.clone(),
-            claim_type: f.claim_type.clone(),
-            claim_ref: json!({ "reference": format!("Claim/{}", f.claim) }),
-            bundle_identifier: f.bundle_identifier.clone(),
-        },
+        Some(f) => pas_ids(f, &case.id, case.trace.as_ref()),
         None => Ids {
             patient: format!("subscriber-{}", case.id),
             requestor: format!("requestor-{}", case.id),
             insurer: format!("insurer-{}", case.payer),
             claim_type: if case.request_category == "AR" { "institutional".into() } else { "professional".into() },
             claim_ref: json!({ "identifier": trace_identifier(case.trace.as_ref(), &case.id) }),
+            identifier: trace_identifier(case.trace.as_ref(), &case.id),
             bundle_identifier: ("urn:ietf:rfc:3986".into(), format!("urn:x12:278:{}", case.submission_key)),
         },
     }
@@ -153,22 +157,8 @@ fn claim_response(case: &PaCase, ids: &Ids, flavor: Flavor, now: OffsetDateTime)
             json!({ "extension": ext, "itemSequence": item.sequence, "adjudication": [adjudication] })
         })
         .collect();
-    let mut cr = json!({
-        "resourceType": "ClaimResponse",
-        "id": case.id,
-        "meta": { "profile": [format!("{PROFILE}{profile}")] },
-        "identifier": [trace_identifier(case.trace.as_ref(), &case.id)],
-        "status": "active",
-        "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": ids.claim_type }] },
-        "use": "preauthorization",
-        "patient": { "reference": format!("Patient/{}", ids.patient) },
-        "created": rfc3339(now),
-        "insurer": { "reference": format!("Organization/{}", ids.insurer) },
-        "requestor": { "reference": format!("Organization/{}", ids.requestor) },
-        "request": ids.claim_ref,
-        "outcome": "complete",
-        "item": items,
-    });
+    let mut cr = claim_response_base(&case.id, profile, ids, "complete", now);
+    cr["item"] = json!(items);
     if let Some(auth) = &case.authorization_number {
         cr["preAuthRef"] = json!(auth);
     }
@@ -189,8 +179,26 @@ fn claim_response(case: &PaCase, ids: &Ids, flavor: Flavor, now: OffsetDateTime)
     cr
 }
 
-fn patient(case: &PaCase, id: &str) -> Value {
-    let s = &case.subscriber;
+/// The ClaimResponse elements every answer has.
+fn claim_response_base(id: &str, profile: &str, ids: &Ids, outcome: &str, now: OffsetDateTime) -> Value {
+    json!({
+        "resourceType": "ClaimResponse",
+        "id": id,
+        "meta": { "profile": [format!("{PROFILE}{profile}")] },
+        "identifier": [ids.identifier],
+        "status": "active",
+        "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": ids.claim_type }] },
+        "use": "preauthorization",
+        "patient": { "reference": format!("Patient/{}", ids.patient) },
+        "created": rfc3339(now),
+        "insurer": { "reference": format!("Organization/{}", ids.insurer) },
+        "requestor": { "reference": format!("Organization/{}", ids.requestor) },
+        "request": ids.claim_ref,
+        "outcome": outcome,
+    })
+}
+
+fn patient(s: &Subscriber, payer: &str, id: &str) -> Value {
     let mut name = json!({ "family": s.last_name });
     if let Some(first) = &s.first_name {
         name["given"] = json!([first]);
@@ -206,7 +214,7 @@ fn patient(case: &PaCase, id: &str) -> Value {
         "meta": { "profile": [format!("{PROFILE}profile-subscriber")] },
         "identifier": [{
             "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MB" }] },
-            "system": format!("urn:payer:{}:member", case.payer),
+            "system": format!("urn:payer:{payer}:member"),
             "value": s.member_id
         }],
         "name": [name],
@@ -254,19 +262,15 @@ fn bundle(profile: &str, identifier: &(String, String), id: &str, entries: Vec<V
     })
 }
 
-fn parties(case: &PaCase, ids: &Ids) -> Vec<Value> {
+/// The resources a ClaimResponse references: the subscriber, the requester and the insurer.
+fn parties(ids: &Ids, subscriber: &Subscriber, requester: &Requester, payer: &str, payer_name: &str) -> Vec<Value> {
     let requester_identifier =
-        case.requester.npi().map(|npi| json!({ "system": "http://hl7.org/fhir/sid/us-npi", "value": npi }));
+        requester.npi().map(|npi| json!({ "system": "http://hl7.org/fhir/sid/us-npi", "value": npi }));
+    let payer_identifier = (!payer.is_empty()).then(|| json!({ "system": "urn:payer-id", "value": payer }));
     vec![
-        entry(patient(case, &ids.patient)),
-        entry(organization(&ids.requestor, "profile-requestor", &case.requester.name, requester_identifier, "X3")),
-        entry(organization(
-            &ids.insurer,
-            "profile-insurer",
-            &case.payer_name,
-            Some(json!({ "system": "urn:payer-id", "value": case.payer })),
-            "PR",
-        )),
+        entry(patient(subscriber, payer, &ids.patient)),
+        entry(organization(&ids.requestor, "profile-requestor", &requester.name, requester_identifier, "X3")),
+        entry(organization(&ids.insurer, "profile-insurer", payer_name, payer_identifier, "PR")),
     ]
 }
 
@@ -274,7 +278,7 @@ fn parties(case: &PaCase, ids: &Ids) -> Vec<Value> {
 pub fn response_bundle(case: &PaCase, flavor: Flavor, now: OffsetDateTime) -> Value {
     let ids = ids(case);
     let mut entries = vec![entry(claim_response(case, &ids, flavor, now))];
-    entries.extend(parties(case, &ids));
+    entries.extend(parties(&ids, &case.subscriber, &case.requester, &case.payer, &case.payer_name));
     let profile = match flavor {
         Flavor::Submit => "profile-pas-response-bundle",
         Flavor::Inquiry => "profile-pas-inquiry-response-bundle",
@@ -282,24 +286,31 @@ pub fn response_bundle(case: &PaCase, flavor: Flavor, now: OffsetDateTime) -> Va
     bundle(profile, &ids.bundle_identifier, &format!("{}-{}", case.id, case.history.len()), entries, now)
 }
 
+/// Where in the request Bundle the data a rejection names sits.
+fn error_path(r: &Rejection) -> &'static str {
+    match r.party {
+        Party::Payer => "Claim.insurer",
+        Party::Requester => "Claim.provider",
+        Party::Subscriber => "Coverage.subscriberId",
+        Party::Event => "Claim.related",
+    }
+}
+
 /// The PAS response Bundle for a request that could not be decided: `outcome=error` with X12 901 codes in
 /// `ClaimResponse.error`, each naming the X12 element (`errorElement`) and the Bundle path (`errorPath`).
 pub fn error_bundle(
     bundle_identifier: &(String, String),
     request: &crate::intake::Request,
-    rejections: &[Rejection],
-    paths: &dyn Fn(&Rejection) -> String,
+    rejection: &Rejection,
     now: OffsetDateTime,
 ) -> Value {
-    let fhir = request.fhir.clone().unwrap_or_default();
-    let errors: Vec<Value> = rejections
-        .iter()
+    let errors: Vec<Value> = std::iter::once(rejection)
         .map(|r| {
             json!({
                 "extension": [
                     { "url": format!("{PAS_EXT}extension-errorElement"),
                       "extension": [{ "url": "error", "valueString": format!("{}-{}", r.party.loop_id(), r.element) }] },
-                    { "url": format!("{PAS_EXT}extension-errorPath"), "valueString": paths(r) },
+                    { "url": format!("{PAS_EXT}extension-errorPath"), "valueString": error_path(r) },
                     { "url": format!("{PAS_EXT}extension-errorFollowupAction"),
                       "valueCodeableConcept": { "coding": [{ "system": X12_889, "code": r.follow_up }] } }
                 ],
@@ -308,57 +319,11 @@ pub fn error_bundle(
         })
         .collect();
     let id = format!("error-{}", exchange_core::auth::random_id());
-    let trace = request.trace.as_ref();
-    let cr = json!({
-        "resourceType": "ClaimResponse",
-        "id": id,
-        "meta": { "profile": [format!("{PROFILE}profile-claimresponse")] },
-        "identifier": [trace_identifier(trace, &id)],
-        "status": "active",
-        "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": if fhir.claim_type.is_empty() { "professional" } else { fhir.claim_type.as_str() } }] },
-        "use": "preauthorization",
-        "patient": { "reference": format!("Patient/{}", fhir.patient) },
-        "created": rfc3339(now),
-        "insurer": { "reference": format!("Organization/{}", fhir.insurer) },
-        "requestor": { "reference": fhir.requestor },
-        "request": { "reference": format!("Claim/{}", fhir.claim) },
-        "outcome": "error",
-        "error": errors,
-    });
+    let ids = pas_ids(&request.fhir.clone().unwrap_or_default(), &id, request.trace.as_ref());
+    let mut cr = claim_response_base(&id, "profile-claimresponse", &ids, "error", now);
+    cr["error"] = json!(errors);
     // The parties as the submitter sent them (by id), so the references resolve.
-    let s = &request.subscriber;
-    let case_like = PaCase {
-        id: id.clone(),
-        submitter: String::new(),
-        payer: String::new(),
-        channel: "fhir".into(),
-        submission_key: String::new(),
-        subscriber: s.clone(),
-        requester: request.requester.clone(),
-        payer_name: request.payer_ids.last().cloned().unwrap_or_default(),
-        plan_id: None,
-        trace: request.trace.clone(),
-        request_category: request.request_category.clone(),
-        certification_type: request.certification_type.clone(),
-        diagnoses: vec![],
-        fhir: Some(fhir.clone()),
-        urgency: request.urgency,
-        deadline_flagged: false,
-        received: rfc3339(now),
-        deadline: rfc3339(now),
-        authorization_number: None,
-        items: vec![],
-        history: vec![],
-    };
-    let ids = self::ids(&case_like);
     let mut entries = vec![entry(cr)];
-    entries.push(entry(patient(&case_like, &ids.patient)));
-    if fhir.requestor.starts_with("Organization/") {
-        let rid = fhir.requestor.trim_start_matches("Organization/");
-        let ident =
-            request.requester.npi().map(|npi| json!({ "system": "http://hl7.org/fhir/sid/us-npi", "value": npi }));
-        entries.push(entry(organization(rid, "profile-requestor", &request.requester.name, ident, "X3")));
-    }
-    entries.push(entry(organization(&fhir.insurer, "profile-insurer", &case_like.payer_name, None, "PR")));
+    entries.extend(parties(&ids, &request.subscriber, &request.requester, "", &request.payer_name));
     bundle("profile-pas-response-bundle", bundle_identifier, &id, entries, now)
 }

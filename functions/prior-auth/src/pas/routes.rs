@@ -6,37 +6,54 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use exchange_core::domain::prior_auth::PaCase;
 use exchange_core::fhir::{FhirError, FHIR_JSON};
 use exchange_core::http::{answer_response, media_type, CallerContext, MAX_BODY_BYTES};
 use exchange_core::ports::PortError;
-use exchange_core::record::{stored_answer, vault_exchange};
+use exchange_core::record::{sha256_hex, stored_answer, vault_exchange, IdempotencyRecord, VaultedExchange};
 use serde_json::{json, Value};
 
 use super::request::{parse_inquiry, parse_submit, ClaimKind, ItemChange, PasRequest};
 use super::response::{error_bundle, response_bundle, Flavor};
-use crate::intake::{self, Intake, Party, Rejection};
+use crate::intake::{self, Intake};
 use crate::PriorAuth;
 
-/// Reads a FHIR JSON body (Bundle, or Parameters carrying one as `resource`/`request`).
-pub fn fhir_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Value, FhirError> {
+/// A FHIR JSON request body: the bytes as received (kept for audit) and the resource they hold (a Parameters
+/// carrying a Bundle is unwrapped).
+pub struct FhirBody {
+    /// The bytes as received.
+    pub raw: Bytes,
+    /// The resource.
+    pub resource: Value,
+}
+
+/// Reads a FHIR JSON body.
+pub fn fhir_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<FhirBody, FhirError> {
     let mt = media_type(headers);
     if !matches!(mt.as_str(), "application/fhir+json" | "application/json" | "") {
         return Err(FhirError::UnsupportedMediaType);
     }
-    let body = exchange_core::http::read_body(body).map_err(|_| FhirError::TooLarge(MAX_BODY_BYTES))?;
-    serde_json::from_slice(&body)
-        .map_err(|e| FhirError::invalid("structure", format!("the body is not JSON: {e}"), None))
+    let raw = exchange_core::http::read_body(body).map_err(|p| {
+        if p.status == StatusCode::PAYLOAD_TOO_LARGE.as_u16() {
+            FhirError::TooLarge(MAX_BODY_BYTES)
+        } else {
+            FhirError::invalid("structure", p.detail.unwrap_or_default(), None)
+        }
+    })?;
+    let value: Value = serde_json::from_slice(&raw)
+        .map_err(|e| FhirError::invalid("structure", format!("the body is not JSON: {e}"), None))?;
+    Ok(FhirBody { raw, resource: unwrap_parameters(value) })
 }
 
-fn unwrap_parameters(value: Value) -> Value {
+/// A Parameters resource's Bundle parameter, taken out by value; any other resource as it is.
+fn unwrap_parameters(mut value: Value) -> Value {
     if value["resourceType"] == "Parameters" {
-        if let Some(b) = value["parameter"]
-            .as_array()
-            .and_then(|ps| ps.iter().find(|p| p["resource"]["resourceType"] == "Bundle"))
-            .map(|p| p["resource"].clone())
-        {
+        let bundle = value["parameter"]
+            .as_array_mut()
+            .and_then(|ps| ps.iter_mut().find(|p| p["resource"]["resourceType"] == "Bundle"))
+            .map(|p| p["resource"].take());
+        if let Some(b) = bundle {
             return b;
         }
     }
@@ -56,61 +73,62 @@ pub fn require_submitter(ctx: &CallerContext) -> Result<(), FhirError> {
     }
 }
 
-fn unavailable(ctx: &CallerContext, e: &PortError, what: &str) -> FhirError {
-    tracing::error!(request_id = %ctx.request_id, error = %e, "{what}");
-    FhirError::Unavailable
-}
-
-fn error_path(r: &Rejection) -> String {
-    match r.party {
-        Party::Payer => "Claim.insurer".into(),
-        Party::Requester => "Claim.provider".into(),
-        Party::Subscriber => "Coverage.subscriberId".into(),
-    }
-}
-
 /// `POST /fhir/Claim/$submit`.
 pub async fn submit(
     State(pa): State<Arc<PriorAuth>>,
     ctx: CallerContext,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match submit_inner(&pa, &ctx, &headers, body).await {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
+) -> Result<Response, FhirError> {
+    require_submitter(&ctx)?;
+    let FhirBody { raw, resource: bundle } = fhir_body(&headers, body)?;
+    let req = parse_submit(&bundle)?;
+    let key = submission_key(&req);
+    // The identity of the request for idempotency: its content, whatever the formatting (serde_json writes
+    // object keys sorted and without whitespace).
+    let content_sha = sha256_hex(&serde_json::to_vec(&bundle).unwrap_or_default());
+
+    // A retried submission gets its original answer and changes nothing; the same identifier on another
+    // request is refused.
+    if let Some(answer) = original_answer(&pa, &ctx, &key, &content_sha).await? {
+        return Ok(answer);
+    }
+    let now = pa.core.clock.now();
+    let kept = Kept { raw: &raw, content_sha: &content_sha, key: &key };
+    match req.kind {
+        ClaimKind::Initial => submit_initial(&pa, &ctx, req, &kept, now).await,
+        ClaimKind::Update => submit_update(&pa, &ctx, req, &kept, now).await,
     }
 }
 
-async fn submit_inner(
+/// What a submission keeps: the raw request, its content hash and its submission key.
+struct Kept<'a> {
+    raw: &'a [u8],
+    content_sha: &'a str,
+    key: &'a str,
+}
+
+/// The answer a submission got before, when this submission key was seen.
+async fn original_answer(
     pa: &PriorAuth,
     ctx: &CallerContext,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, FhirError> {
-    require_submitter(ctx)?;
-    let raw_value = fhir_body(headers, body)?;
-    let raw = serde_json::to_vec(&raw_value).unwrap_or_default();
-    let bundle = unwrap_parameters(raw_value);
-    let req = parse_submit(&bundle)?;
-    let submitter = ctx.caller.partner.as_str();
-    let key = submission_key(&req);
-
-    // A retried submission gets its original answer and changes nothing.
-    if let Some(seen) =
-        pa.cases.submission(submitter, &key).await.map_err(|e| unavailable(ctx, &e, "submission lookup"))?
-    {
-        if let Some(answer) = seen.answer {
-            let bytes = stored_answer(&pa.core, &answer).await.map_err(|e| unavailable(ctx, &e, "replay"))?;
-            tracing::info!(request_id = %ctx.request_id, case = %seen.case_id, "PAS submission replayed");
-            return Ok(fhir_response(StatusCode::OK, bytes, true));
-        }
+    key: &str,
+    content_sha: &str,
+) -> Result<Option<Response>, FhirError> {
+    let port = |e: PortError| FhirError::from_port(&ctx.request_id, &e);
+    let Some(seen) = pa.cases.submission(ctx.caller.partner.as_str(), key).await.map_err(port)? else {
+        return Ok(None);
+    };
+    let Some(answer) = seen.answer else { return Ok(None) };
+    if answer.request_sha256 != content_sha {
+        return Err(FhirError::Conflict(
+            "this Bundle.identifier was already used for a different request; give a new request a new identifier"
+                .into(),
+        ));
     }
-    let now = pa.core.clock.now();
-    match req.kind {
-        ClaimKind::Initial => submit_initial(pa, ctx, req, key, &raw, now).await,
-        ClaimKind::Update => submit_update(pa, ctx, req, key, &raw, now).await,
-    }
+    let bytes = stored_answer(&pa.core, &answer).await.map_err(port)?;
+    tracing::info!(request_id = %ctx.request_id, case = %seen.case_id, "PAS submission replayed");
+    Ok(Some(fhir_response(StatusCode::OK, bytes, true)))
 }
 
 /// The submission identity: Bundle.identifier, and whether it is an update (the PAS examples reuse one
@@ -127,57 +145,43 @@ async fn submit_initial(
     pa: &PriorAuth,
     ctx: &CallerContext,
     req: PasRequest,
-    key: String,
-    raw: &[u8],
+    kept: &Kept<'_>,
     now: time::OffsetDateTime,
 ) -> Result<Response, FhirError> {
+    let port = |e: PortError| FhirError::from_port(&ctx.request_id, &e);
     let request_for_errors = req.request.clone();
-    let intake = intake::take(&pa.core, &ctx.partner, "fhir", &key, req.request, now)
-        .await
-        .map_err(|e| unavailable(ctx, &e, "intake"))?;
+    let intake = intake::take(&pa.core, &ctx.partner, "fhir", kept.key, req.request, now).await.map_err(port)?;
     let case = match intake {
-        Intake::Rejected(rejections) => {
-            let bundle = error_bundle(&req.bundle_identifier, &request_for_errors, &rejections, &error_path, now);
-            tracing::info!(request_id = %ctx.request_id, aaa = rejections[0].code, "PAS submission rejected");
+        Intake::Rejected(rejection) => {
+            let bundle = error_bundle(&req.bundle_identifier, &request_for_errors, &rejection, now);
+            tracing::info!(request_id = %ctx.request_id, aaa = rejection.code, "PAS submission rejected");
             return Ok(fhir_response(StatusCode::OK, serde_json::to_vec(&bundle).unwrap_or_default(), false));
         }
         Intake::Decided(case) => case,
     };
     let answer = serde_json::to_vec(&response_bundle(&case, Flavor::Submit, now)).unwrap_or_default();
-    if !persist_new(pa, ctx, &case, raw, &answer).await? {
-        // A concurrent retry of the same submission won the race: answer with its result.
-        let seen = pa.cases.submission(&case.submitter, &key).await.map_err(|e| unavailable(ctx, &e, "lookup"))?;
-        if let Some(answer) = seen.and_then(|s| s.answer) {
-            let bytes = stored_answer(&pa.core, &answer).await.map_err(|e| unavailable(ctx, &e, "replay"))?;
-            return Ok(fhir_response(StatusCode::OK, bytes, true));
+    let vaulted = vault_exchange(&pa.core, ctx, "pas/submit", kept.raw, &answer, &case.payer).await.map_err(port)?;
+    if let Err(e) = pa.cases.create(&case, Some(idempotency(&vaulted, kept, &case.payer)), vec![]).await {
+        vaulted.discard(&pa.core).await;
+        if !matches!(e, PortError::Conflict(_)) {
+            return Err(port(e));
         }
-        return Err(FhirError::Conflict("the same submission is being processed; retry to get its answer".into()));
+        // A concurrent retry of the same submission won the race: answer with its result.
+        return match original_answer(pa, ctx, kept.key, kept.content_sha).await? {
+            Some(answer) => Ok(answer),
+            None => Err(FhirError::Conflict("the same submission is being processed; retry to get its answer".into())),
+        };
     }
     log_decided(ctx, &case, "PAS submission decided");
     Ok(fhir_response(StatusCode::OK, answer, false))
 }
 
-/// Vaults the request and answer and creates the case with its submission record. `Ok(false)` when the same
-/// submission was created concurrently (nothing of this attempt is kept).
-pub async fn persist_new(
-    pa: &PriorAuth,
-    ctx: &CallerContext,
-    case: &PaCase,
-    raw: &[u8],
-    answer: &[u8],
-) -> Result<bool, FhirError> {
-    let vaulted = vault_exchange(&pa.core, ctx, "pas/submit", raw, answer, &case.payer)
-        .await
-        .map_err(|e| unavailable(ctx, &e, "vault"))?;
-    let idem = vaulted.idempotency_record(FHIR_JSON, 200, &case.payer);
-    if let Err(e) = pa.cases.create(case, Some(idem), vec![]).await {
-        vaulted.discard(&pa.core).await;
-        if matches!(e, PortError::Conflict(_)) {
-            return Ok(false);
-        }
-        return Err(unavailable(ctx, &e, "saving the case"));
+/// The idempotency record of a vaulted submission, identified by its content hash.
+fn idempotency(vaulted: &VaultedExchange, kept: &Kept<'_>, payer: &str) -> IdempotencyRecord {
+    IdempotencyRecord {
+        request_sha256: kept.content_sha.to_owned(),
+        ..vaulted.idempotency_record(FHIR_JSON, 200, payer)
     }
-    Ok(true)
 }
 
 fn log_decided(ctx: &CallerContext, case: &PaCase, msg: &str) {
@@ -190,10 +194,10 @@ async fn submit_update(
     pa: &PriorAuth,
     ctx: &CallerContext,
     req: PasRequest,
-    key: String,
-    raw: &[u8],
+    kept: &Kept<'_>,
     now: time::OffsetDateTime,
 ) -> Result<Response, FhirError> {
+    let port = |e: PortError| FhirError::from_port(&ctx.request_id, &e);
     let submitter = ctx.caller.partner.as_str();
     let Some(trace) = &req.updates else {
         return Err(FhirError::unprocessable(
@@ -202,8 +206,9 @@ async fn submit_update(
             Some("Claim.related"),
         ));
     };
-    let mut candidates =
-        pa.cases.all_by_trace(submitter, trace).await.map_err(|e| unavailable(ctx, &e, "case lookup"))?;
+    let mut candidates = pa.cases.all_by_trace(submitter, trace).await.map_err(port)?;
+    // Only requests about the same member from the same provider can be updated by this one.
+    candidates.retain(|(c, _)| intake::same_parties(c, &req.request.subscriber, &req.request.requester));
     // Submitters reuse trace numbers: the earlier Claim's id picks the case when it tells them apart.
     let by_claim_id = candidates.iter().rposition(|(c, _)| {
         req.updates_claim_id.is_some() && c.fhir.as_ref().map(|f| &f.claim) == req.updates_claim_id.as_ref()
@@ -215,7 +220,7 @@ async fn submit_update(
     let Some((mut case, version)) = chosen else {
         return Err(FhirError::unprocessable(
             "not-found",
-            "no earlier request of this submitter has the identifier Claim.related.claim names",
+            "no earlier request of this submitter, for this member and provider, has the identifier Claim.related.claim names",
             Some("Claim.related[0].claim"),
         ));
     };
@@ -249,18 +254,16 @@ async fn submit_update(
         }
         intake::decide_added_items(&pa.core, &mut case, &redecide, &req.request.supplied_documentation, now)
             .await
-            .map_err(|e| unavailable(ctx, &e, "policy"))?;
+            .map_err(port)?;
     }
     let answer = serde_json::to_vec(&response_bundle(&case, Flavor::Submit, now)).unwrap_or_default();
-    let vaulted = vault_exchange(&pa.core, ctx, "pas/update", raw, &answer, &case.payer)
-        .await
-        .map_err(|e| unavailable(ctx, &e, "vault"))?;
-    let idem = vaulted.idempotency_record(FHIR_JSON, 200, &case.payer);
-    if let Err(e) = pa.cases.save_with(&case, version, Some((&key, Some(idem))), vec![]).await {
+    let vaulted = vault_exchange(&pa.core, ctx, "pas/update", kept.raw, &answer, &case.payer).await.map_err(port)?;
+    let idem = idempotency(&vaulted, kept, &case.payer);
+    if let Err(e) = pa.cases.save_with(&case, version, Some((kept.key, Some(idem))), vec![]).await {
         vaulted.discard(&pa.core).await;
         return Err(match e {
             PortError::Conflict(_) => FhirError::Conflict("the request changed meanwhile; resubmit the update".into()),
-            e => unavailable(ctx, &e, "saving the update"),
+            e => port(e),
         });
     }
     log_decided(ctx, &case, "PAS update applied");
@@ -268,34 +271,28 @@ async fn submit_update(
 }
 
 /// `POST /fhir/Claim/$inquire`: the current response Bundle of every request of this submitter that matches the
-/// member and the provider (and the Claim identifier when given), as `Parameters.parameter:return`.
+/// member and the provider (and the Claim identifier when one is given), as `Parameters.parameter:return`.
 pub async fn inquire(
     State(pa): State<Arc<PriorAuth>>,
     ctx: CallerContext,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result: Result<Response, FhirError> = async {
-        require_submitter(&ctx)?;
-        let inquiry = parse_inquiry(&fhir_body(&headers, body)?)?;
-        let cases = pa
-            .cases
-            .by_member(ctx.caller.partner.as_str(), &inquiry.member_id, 100)
-            .await
-            .map_err(|e| unavailable(&ctx, &e, "inquiry"))?;
-        let by_provider: Vec<&PaCase> = cases.iter().filter(|c| c.requester.id == inquiry.provider_id).collect();
-        let traced: Vec<&PaCase> =
-            by_provider.iter().copied().filter(|c| inquiry.trace.is_some() && c.trace == inquiry.trace).collect();
-        let matched = if traced.is_empty() { by_provider } else { traced };
-        let now = pa.core.clock.now();
-        let params: Vec<Value> = matched
-            .iter()
-            .map(|c| json!({ "name": "return", "resource": response_bundle(c, Flavor::Inquiry, now) }))
-            .collect();
-        tracing::info!(request_id = %ctx.request_id, matches = params.len(), "PAS inquiry answered");
-        let body = json!({ "resourceType": "Parameters", "parameter": params });
-        Ok(fhir_response(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default(), false))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, FhirError> {
+    require_submitter(&ctx)?;
+    let inquiry = parse_inquiry(&fhir_body(&headers, body)?.resource)?;
+    let cases = pa
+        .cases
+        .by_member(ctx.caller.partner.as_str(), &inquiry.member_id, 100)
+        .await
+        .map_err(|e| FhirError::from_port(&ctx.request_id, &e))?;
+    let now = pa.core.clock.now();
+    let params: Vec<Value> = cases
+        .iter()
+        .filter(|c| c.requester.id == inquiry.provider_id)
+        .filter(|c| inquiry.trace.is_none() || c.trace == inquiry.trace)
+        .map(|c| json!({ "name": "return", "resource": response_bundle(c, Flavor::Inquiry, now) }))
+        .collect();
+    tracing::info!(request_id = %ctx.request_id, matches = params.len(), "PAS inquiry answered");
+    let body = json!({ "resourceType": "Parameters", "parameter": params });
+    Ok(fhir_response(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default(), false))
 }

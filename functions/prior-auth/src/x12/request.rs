@@ -41,7 +41,8 @@ impl Request278 {
     pub fn to_request(&self) -> Request {
         let urgency = if matches!(self.um[4].as_str(), "03" | "U") { Urgency::Expedited } else { Urgency::Standard };
         Request {
-            payer_ids: vec![self.umo.3.clone(), self.umo.1.clone()],
+            payer_ids: vec![self.umo.3.clone()],
+            payer_name: self.umo.1.clone(),
             subscriber: self.subscriber.clone(),
             requester: self.requester.clone(),
             trace: self.trace.clone(),
@@ -159,10 +160,15 @@ pub fn from_278(located: &[Located<'_>]) -> Request278 {
                     "TRN" => item.trace = opt(text(s, 2)),
                     "UM" if item.code.is_empty() => item.code = text(s, 3),
                     "DTP" if s.text(1) == "472" => (item.service_from, item.service_to) = dates(s),
-                    "SV1" | "SV3" => {
+                    "SV1" => {
                         item.code_system = code_system(&component(s, 1, 1));
                         item.code = component(s, 1, 2);
                         item.quantity = opt(text(s, 4));
+                    }
+                    "SV3" => {
+                        item.code_system = code_system(&component(s, 1, 1));
+                        item.code = component(s, 1, 2);
+                        item.quantity = opt(text(s, 6));
                     }
                     "SV2" => {
                         item.code_system = code_system(&component(s, 2, 1));

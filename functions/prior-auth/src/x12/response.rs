@@ -48,34 +48,49 @@ fn pwk(w: &mut exchange_core::x12::X12Writer, item: &CaseItem) {
     }
 }
 
-fn parties(w: &mut exchange_core::x12::X12Writer, req: &Request278, stop_at: Option<&Rejection>) -> bool {
-    let aaa = |w: &mut exchange_core::x12::X12Writer, party: Party| {
-        if let Some(r) = stop_at.filter(|r| r.party == party) {
-            w.segment("AAA", &[if r.valid_request { "Y" } else { "N" }, "", r.code, r.follow_up]);
+/// Writes 2000A–2010C; returns whether a rejection stopped the response there (its level then has no child: HL04
+/// is 0).
+fn parties(w: &mut exchange_core::x12::X12Writer, req: &Request278, rejection: Option<&Rejection>) -> bool {
+    let stops_at = |party: Party| rejection.is_some_and(|r| r.party == party);
+    let child = |party: Party| if stops_at(party) { "0" } else { "1" };
+    let aaa = |w: &mut exchange_core::x12::X12Writer, party: Party| match rejection.filter(|r| r.party == party) {
+        Some(r) => {
+            w.segment("AAA", &[if r.valid_request() { "Y" } else { "N" }, "", r.code, r.follow_up]);
             true
-        } else {
-            false
         }
+        None => false,
     };
     let (umo_type, umo_name, umo_qual, umo_id) = &req.umo;
-    w.segment("HL", &["1", "", "20", "1"]);
+    w.segment("HL", &["1", "", "20", child(Party::Payer)]);
     let name = w.clean(umo_name);
     w.segment("NM1", &["X3", umo_type, &name, "", "", "", "", umo_qual, umo_id]);
     if aaa(w, Party::Payer) {
         return true;
     }
-    w.segment("HL", &["2", "1", "21", "1"]);
+    w.segment("HL", &["2", "1", "21", child(Party::Requester)]);
     let r = &req.requester;
     let (last, first) = (w.clean(&r.name), w.clean(r.first_name.as_deref().unwrap_or("")));
     w.segment("NM1", &["1P", &req.requester_type, &last, &first, "", "", "", &r.id_qualifier, &r.id]);
     if aaa(w, Party::Requester) {
         return true;
     }
-    w.segment("HL", &["3", "2", "22", "1"]);
+    w.segment("HL", &["3", "2", "22", child(Party::Subscriber)]);
     let s = &req.subscriber;
     let (last, first) = (w.clean(&s.last_name), w.clean(s.first_name.as_deref().unwrap_or("")));
     w.segment("NM1", &["IL", "1", &last, &first, "", "", "", "MI", &s.member_id]);
-    aaa(w, Party::Subscriber)
+    if aaa(w, Party::Subscriber) {
+        return true;
+    }
+    if let Some(r) = rejection.filter(|r| r.party == Party::Event) {
+        // The event itself is refused (e.g. the earlier request it quotes is unknown): 2000E with its AAA.
+        w.segment("HL", &["4", "3", "EV", "0"]);
+        if let Some(t) = req.trace.as_ref().filter(|t| is_company_id(&t.originator)) {
+            w.segment("TRN", &["2", &t.value, &t.originator]);
+        }
+        w.segment("AAA", &["N", "", r.code, r.follow_up]);
+        return true;
+    }
+    false
 }
 
 /// Writes one 278 response set for `req` answered by `case` (or stopped by `rejection`).
@@ -135,13 +150,13 @@ fn is_company_id(s: &str) -> bool {
     s.len() == 10 && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
+/// SV1 for HCPCS/CPT services. (Institutional revenue codes and dental services are not echoed: SV1 cannot carry
+/// them, and the services keep their HL, TRN, HCR and dates.)
 fn service_line(w: &mut exchange_core::x12::X12Writer, item: &CaseItem) {
-    let qualifier = match item.code_system.as_str() {
-        "HCPCS" | "CPT" => "HC",
-        "NUBC" => "NU",
-        _ => return,
-    };
-    let code = w.composite(&[qualifier, item.code.as_str()]);
+    if !matches!(item.code_system.as_str(), "HCPCS" | "CPT") {
+        return;
+    }
+    let code = w.composite(&["HC", item.code.as_str()]);
     let quantity = item.quantity.clone().unwrap_or_default();
     if quantity.is_empty() {
         w.segment("SV1", &[code.as_str()]);
@@ -150,15 +165,15 @@ fn service_line(w: &mut exchange_core::x12::X12Writer, item: &CaseItem) {
     }
 }
 
-/// One decision for the whole event: the items' common action, else pended.
+/// One decision for the whole event: pended (A4) while any service waits; the services' common action when they
+/// agree; otherwise modified (A6: certified in part), with the details per service.
 fn summary(case: &PaCase) -> Option<Decision> {
     let first = case.items.first()?.decision.clone()?;
-    if case.items.iter().all(|i| i.decision.as_ref().map(Decision::action_code) == Some(first.action_code())) {
-        Some(first)
-    } else if case.items.iter().any(|i| matches!(i.decision, Some(Decision::Certified | Decision::Modified { .. }))) {
-        // Some certified, some not: A6 (modified) at the event, details per service.
-        Some(Decision::Modified { quantity: None, reasons: vec![] })
-    } else {
+    if case.items.iter().any(|i| i.decision.as_ref().is_none_or(Decision::is_pending)) {
         Some(Decision::Pended { documentation: vec![] })
+    } else if case.items.iter().all(|i| i.decision.as_ref().map(Decision::action_code) == Some(first.action_code())) {
+        Some(first)
+    } else {
+        Some(Decision::Modified { quantity: None, reasons: vec![] })
     }
 }

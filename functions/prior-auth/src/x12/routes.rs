@@ -14,8 +14,8 @@ use exchange_core::control_numbers;
 use exchange_core::domain::prior_auth::{CaseRepo, PaCase};
 use exchange_core::domain::PartnerRole;
 use exchange_core::http::{answer_response, media_type, read_body, CallerContext, Problem, X12_MEDIA_TYPE};
-use exchange_core::ports::{Item, PortError, WriteOp};
-use exchange_core::record::{idempotency_key, replay, vault_exchange, IDEMPOTENCY_TTL_SECS};
+use exchange_core::ports::{PortError, WriteOp};
+use exchange_core::record::{idempotency_key, replay, vault_exchange};
 use exchange_core::x12::ack::{ta1_interchange, InterchangeWriter, OutboundEnvelope};
 use exchange_core::x12::envelope::{parse_interchange, SetAck};
 use exchange_core::x12::guide::{self, x217};
@@ -33,9 +33,8 @@ fn x12_response(body: Vec<u8>, replayed: bool) -> Response {
     answer_response(StatusCode::OK, X12_MEDIA_TYPE, body, replayed)
 }
 
-fn unavailable(ctx: &CallerContext, e: &PortError, what: &str) -> Response {
-    tracing::error!(request_id = %ctx.request_id, error = %e, "{what}");
-    Problem::unavailable().into_response()
+fn unavailable(ctx: &CallerContext, e: &PortError) -> Response {
+    Problem::from_port(&ctx.request_id, e).into_response()
 }
 
 /// What one accepted set led to.
@@ -59,8 +58,8 @@ async fn process_set(
     // A request quoting an earlier one (REF*NT administrative reference or REF*BB authorization number).
     for reference in &req.references {
         let Some((mut case, version)) = pa.cases.get(reference).await? else { continue };
-        if case.submitter != submitter {
-            continue; // Another partner's case is not revealed.
+        if case.submitter != submitter || !intake::same_parties(&case, &req.subscriber, &req.requester) {
+            continue; // Another partner's (or another member's) case is not revealed, nor changed.
         }
         let by = submitter.to_owned();
         let changed = match req.certification_type() {
@@ -88,17 +87,11 @@ async fn process_set(
     }
     if matches!(req.certification_type(), "3" | "S" | "4") {
         // Nothing to cancel or revise: the reference is missing or unknown.
-        return Ok(SetResult::Rejected(Rejection {
-            party: Party::Subscriber,
-            code: "15",
-            valid_request: false,
-            follow_up: "C",
-            element: "REF02",
-        }));
+        return Ok(SetResult::Rejected(Rejection::new(Party::Event, "15", "C", "REF02")));
     }
     match intake::take(&pa.core, &ctx.partner, "x12", submission_key, req.to_request(), now).await? {
         Intake::Decided(case) => Ok(SetResult::Created(case)),
-        Intake::Rejected(mut r) => Ok(SetResult::Rejected(r.remove(0))),
+        Intake::Rejected(r) => Ok(SetResult::Rejected(r)),
     }
 }
 
@@ -129,12 +122,12 @@ pub async fn post_278(
             Ok(Some(Ok((_, bytes)))) => return x12_response(bytes, true),
             Ok(Some(Err(()))) => return ta1_only(&pa, &ctx, &body, "025").await,
             Ok(None) => {}
-            Err(e) => return unavailable(&ctx, &e, "idempotency lookup failed"),
+            Err(e) => return unavailable(&ctx, &e),
         }
     }
     match answer(&pa, &ctx, &body, idem_key).await {
         Ok(resp) => resp,
-        Err(e) => unavailable(&ctx, &e, "278 unavailable"),
+        Err(e) => unavailable(&ctx, &e),
     }
 }
 
@@ -146,7 +139,7 @@ async fn ta1_only(pa: &PriorAuth, ctx: &CallerContext, body: &[u8], note: &str) 
             x12_response(bytes, false)
         }
         Ok(None) => Problem::bad_request("not an X12 interchange").into_response(),
-        Err(e) => unavailable(ctx, &e, "control number unavailable"),
+        Err(e) => unavailable(ctx, &e),
     }
 }
 
@@ -194,6 +187,7 @@ async fn answer(
     let mut acks_per_group: Vec<Vec<SetAck>> = Vec::new();
     let mut st_counter = 0u32;
     let mut answered = 0usize;
+    let mut touched = std::collections::HashSet::new();
     for group in &interchange.groups {
         let mut acks = Vec::with_capacity(group.sets.len());
         let mut accepted: Vec<(Request278, SetResult)> = Vec::new();
@@ -204,7 +198,14 @@ async fn answer(
                 if !ack.is_rejected() {
                     let req = from_278(&located);
                     let key = format!("X12#{}#{}#{}", fields.sender.1, fields.control_number, set.st.text(2));
-                    let result = process_set(pa, ctx, &req, &key, now).await?;
+                    let mut result = process_set(pa, ctx, &req, &key, now).await?;
+                    // Two sets of one interchange may not change the same case: they would race in one
+                    // transaction. The second is refused at its event.
+                    if let SetResult::Existing { case, changed: true, .. } = &result {
+                        if !touched.insert(case.id.clone()) {
+                            result = SetResult::Rejected(Rejection::new(Party::Event, "15", "C", "REF02"));
+                        }
+                    }
                     accepted.push((req, result));
                 }
             }
@@ -241,9 +242,7 @@ async fn answer(
 
     let vaulted = vault_exchange(&pa.core, ctx, "x12/278", input, &out, &payer).await?;
     if let Some(key) = idem_key {
-        let rec = vaulted.idempotency_record(X12_MEDIA_TYPE, 200, &payer);
-        let body = serde_json::to_value(&rec).map_err(|e| PortError::Invalid(e.to_string()))?;
-        ops.push(WriteOp::PutNew(Item::new(key, body).with_ttl(now.unix_timestamp() + IDEMPOTENCY_TTL_SECS)));
+        ops.push(vaulted.idempotency_op(key, X12_MEDIA_TYPE, 200, &payer, now)?);
     }
     if let Err(e) = pa.cases.commit(ops).await {
         vaulted.discard(&pa.core).await;
