@@ -2,10 +2,14 @@
 //!
 //! The token names a trading partner, its role and scopes. It is signed through the [`KeyService`] port (KMS
 //! asymmetric key in AWS, a key file in the data directory locally) and verified with the public half, fetched once
-//! and cached. The SMART Backend Services token endpoint that issues tokens to partners comes with the security
+//! and cached. A verified token is remembered until it expires (bounded, [`VERIFIED_CACHE_CAPACITY`] tokens), so a
+//! partner reusing its token pays the P-384 verification (about a millisecond, most of a request's CPU) once, not
+//! on every call; the cache holds only tokens whose signature, issuer and audience checked, keyed by the whole token,
+//! and expiry is checked again on every use. The SMART Backend Services token endpoint that issues tokens to partners comes with the security
 //! issue; until then tokens are issued by the admin tooling (`exchange-local token PARTNER`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -20,6 +24,9 @@ use crate::ports::{KeyService, PortError};
 
 /// Token lifetime: five minutes, as SMART Backend Services recommends.
 pub const TOKEN_LIFETIME_SECS: i64 = 300;
+
+/// How many verified tokens a [`TokenService`] remembers.
+pub const VERIFIED_CACHE_CAPACITY: usize = 1024;
 
 /// Why a token was refused.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +86,14 @@ pub struct TokenService {
     keys: Arc<dyn KeyService>,
     issuer: String,
     verifying_key: OnceCell<VerifyingKey>,
+    verified: Mutex<HashMap<String, Verified>>,
+    cache_capacity: usize,
+}
+
+/// A token that passed every check but expiry, with what it names.
+struct Verified {
+    caller: Caller,
+    exp: i64,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -90,7 +105,13 @@ impl std::fmt::Debug for TokenService {
 impl TokenService {
     /// A token service signing through `keys`, with `issuer` as both `iss` and `aud`.
     pub fn new(keys: Arc<dyn KeyService>, issuer: impl Into<String>) -> Self {
-        TokenService { keys, issuer: issuer.into(), verifying_key: OnceCell::new() }
+        TokenService {
+            keys,
+            issuer: issuer.into(),
+            verifying_key: OnceCell::new(),
+            verified: Mutex::new(HashMap::new()),
+            cache_capacity: VERIFIED_CACHE_CAPACITY,
+        }
     }
 
     /// Issues a token for `partner`, valid for `lifetime_secs` from `now`.
@@ -129,6 +150,33 @@ impl TokenService {
 
     /// Verifies a token's signature, issuer, audience and lifetime, and returns the caller it names.
     pub async fn verify(&self, token: &str, now: OffsetDateTime) -> Result<Caller, AuthError> {
+        let t = now.unix_timestamp();
+        if let Some(hit) = self.remembered(token, t) {
+            return hit;
+        }
+        let (caller, exp) = self.verify_uncached(token, t).await?;
+        self.remember(token, &caller, exp, t);
+        Ok(caller)
+    }
+
+    fn remembered(&self, token: &str, t: i64) -> Option<Result<Caller, AuthError>> {
+        let cache = self.verified.lock().ok()?;
+        let hit = cache.get(token)?;
+        Some(if t >= hit.exp { Err(AuthError::Expired) } else { Ok(hit.caller.clone()) })
+    }
+
+    fn remember(&self, token: &str, caller: &Caller, exp: i64, t: i64) {
+        let Ok(mut cache) = self.verified.lock() else { return };
+        if cache.len() >= self.cache_capacity {
+            cache.retain(|_, v| v.exp > t);
+            if cache.len() >= self.cache_capacity {
+                cache.clear();
+            }
+        }
+        cache.insert(token.to_owned(), Verified { caller: caller.clone(), exp });
+    }
+
+    async fn verify_uncached(&self, token: &str, t: i64) -> Result<(Caller, i64), AuthError> {
         let mut parts = token.split('.');
         let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(AuthError::Malformed);
@@ -146,18 +194,18 @@ impl TokenService {
         if claims.iss != self.issuer || claims.aud != self.issuer {
             return Err(AuthError::WrongAudience);
         }
-        let t = now.unix_timestamp();
         // A minute of leeway for clock skew on `iat`, none on `exp`.
         if t >= claims.exp || claims.iat > t + 60 {
             return Err(AuthError::Expired);
         }
         let partner = PartnerId::parse(&claims.sub).map_err(|_| AuthError::Malformed)?;
-        Ok(Caller {
+        let caller = Caller {
             partner,
             role: claims.role,
             scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
             token_id: claims.jti,
-        })
+        };
+        Ok((caller, claims.exp))
     }
 }
 
@@ -206,6 +254,10 @@ mod tests {
         assert!(caller.has_scope("eligibility"));
 
         assert!(matches!(svc.verify(&token, now + time::Duration::seconds(301)).await, Err(AuthError::Expired)));
+        // Remembered, and still refused once expired, also by a fresh service that never saw it.
+        assert_eq!(svc.verify(&token, now).await.unwrap().partner.as_str(), "demo-provider");
+        let fresh = TokenService::new(keys.clone(), "exchange");
+        assert!(matches!(fresh.verify(&token, now + time::Duration::seconds(301)).await, Err(AuthError::Expired)));
         let other = TokenService::new(keys, "another-exchange");
         assert!(matches!(other.verify(&token, now).await, Err(AuthError::WrongAudience)));
 
@@ -219,6 +271,31 @@ mod tests {
         parts[1] = &forged_claims;
         assert!(matches!(svc.verify(&parts.join("."), now).await, Err(AuthError::BadSignature)));
         assert!(matches!(svc.verify("a.b", now).await, Err(AuthError::Malformed)));
+        // A refused token is not remembered: refused again.
+        assert!(matches!(svc.verify(&parts.join("."), now).await, Err(AuthError::BadSignature)));
+    }
+
+    #[tokio::test]
+    async fn cache_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut svc = TokenService::new(Arc::new(LocalKeyService::load_or_create(dir.path()).unwrap()), "exchange");
+        svc.cache_capacity = 4;
+        let now = OffsetDateTime::now_utc();
+        let short = svc.issue(&partner(), now, 1).await.unwrap();
+        svc.verify(&short, now).await.unwrap();
+        let mut tokens = vec![];
+        for _ in 0..3 {
+            tokens.push(svc.issue(&partner(), now, 60).await.unwrap());
+            svc.verify(tokens.last().unwrap(), now).await.unwrap();
+        }
+        // Full: the expired token makes room first, the live ones stay.
+        let later = now + time::Duration::seconds(2);
+        let next = svc.issue(&partner(), later, 60).await.unwrap();
+        svc.verify(&next, later).await.unwrap();
+        let cache = svc.verified.lock().unwrap();
+        assert_eq!(cache.len(), 4);
+        assert!(!cache.contains_key(&short));
+        assert!(tokens.iter().all(|t| cache.contains_key(t)));
     }
 
     #[tokio::test]

@@ -11,7 +11,9 @@
 //!
 //! Before criterion runs, each flow is timed over 2,000 sequential requests and p50 / p99 are printed.
 //!
-//! Run: `cargo bench -j 2 -p prior-auth --no-default-features --bench prior_auth -- --measurement-time 5`
+//! Run: `cargo bench -j 2 -p prior-auth --no-default-features --bench prior_auth -- --measurement-time 5`. With
+//! `TMPDIR=/dev/shm` the data directory is on tmpfs, where `fsync` is free, which separates the exchange's own work
+//! from the disk's flush latency.
 
 use std::hint::black_box;
 use std::sync::Arc;
