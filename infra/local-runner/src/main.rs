@@ -103,7 +103,8 @@ async fn serve() -> Result<(), String> {
     let settings = prior_auth::Settings { allow_http_endpoints: true, ..prior_auth::Settings::default() };
     let pa = Arc::new(prior_auth::PriorAuth::new(app.clone(), Arc::new(notifier), settings));
     tokio::spawn(prior_auth::worker::run_forever(pa.clone(), std::time::Duration::from_secs(1)));
-    let router = eligibility::router(app.clone()).merge(prior_auth::routes(pa));
+    let attachments = Arc::new(attachments::Attachments::new(app.clone()));
+    let router = eligibility::router(app.clone()).merge(prior_auth::routes(pa)).merge(attachments::routes(attachments));
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     // The banner is for a person at a terminal: a closed stdout must not take the server down with it.

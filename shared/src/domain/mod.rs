@@ -1,6 +1,8 @@
 //! The domain: validated identifiers, trading partners, the payer data and policy, prior-authorization cases,
-//! notification subscriptions and the notification outbox.
+//! notification subscriptions and the notification outbox, claims attachments and the payer's requests for them.
 
+pub mod attachment_requests;
+pub mod attachments;
 pub mod ids;
 pub mod notifications;
 pub mod partner;

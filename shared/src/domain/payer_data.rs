@@ -47,12 +47,41 @@ pub struct Payer {
     /// Other accepted payer ids.
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// Media types the payer accepts as attachment documents.
+    #[serde(default = "default_attachment_content_types")]
+    pub attachment_content_types: Vec<String>,
+}
+
+/// What a payer accepts as attachment documents unless its data says otherwise: PDF, C-CDA and other XML, plain
+/// text, the common scanned-image formats and FHIR JSON.
+pub fn default_attachment_content_types() -> Vec<String> {
+    [
+        "application/pdf",
+        "application/xml",
+        "text/xml",
+        "application/hl7-v3+xml",
+        "text/plain",
+        "image/tiff",
+        "image/jpeg",
+        "image/png",
+        "application/fhir+json",
+        "application/json",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
 }
 
 impl Payer {
     /// Whether `id` names this payer.
     pub fn answers_to(&self, id: &str) -> bool {
         self.id.eq_ignore_ascii_case(id) || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(id))
+    }
+
+    /// Whether the payer accepts attachment documents of media type `content_type` (parameters ignored).
+    pub fn accepts_content_type(&self, content_type: &str) -> bool {
+        let bare = content_type.split(';').next().unwrap_or("").trim();
+        self.attachment_content_types.iter().any(|t| t.eq_ignore_ascii_case(bare))
     }
 }
 

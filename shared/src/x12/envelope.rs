@@ -551,7 +551,12 @@ fn check_set_envelope<'a>(
 ) {
     let set_id = set.set_id();
     let control = set.control_number();
-    match supported.iter().find(|k| k.set_id == set_id) {
+    // A set may be supported in more than one guide version: the one the group names, else the first.
+    let kind = supported
+        .iter()
+        .find(|k| k.set_id == set_id && k.version == group.version())
+        .or_else(|| supported.iter().find(|k| k.set_id == set_id));
+    match kind {
         None => set.ack.add_code("1"),
         Some(kind) if kind.functional_id != group.functional_id() => set.ack.add_code("6"),
         Some(kind) => {

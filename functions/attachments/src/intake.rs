@@ -1,0 +1,336 @@
+//! Channel-neutral intake: a [`Submission`] (from a 275 or a CDex `$submit-attachment`) is checked against the
+//! payer data and the caller, its documents are vaulted, and the attachment record, its index entries and the
+//! payer request it answers are written in one transaction. Documents are written before the record and deleted
+//! again when the record cannot be written, so no record points at missing content.
+
+use exchange_core::domain::attachment_requests::AttachmentRequestRepo;
+use exchange_core::domain::attachments::{
+    attachment_id, document_path, AttachTo, AttachedDocument, Attachment, AttachmentRepo, SubmissionEntry,
+    MAX_DOCUMENT_BYTES,
+};
+use exchange_core::domain::prior_auth::rfc3339;
+use exchange_core::domain::TradingPartner;
+use exchange_core::ports::{EncryptionContext, PortError, WriteOp};
+use exchange_core::record::sha256_hex;
+use sha2::{Digest, Sha256};
+
+use crate::Attachments;
+
+/// One document of a submission.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// LOINC attachment codes.
+    pub codes: Vec<String>,
+    /// Line items it supports.
+    pub line_items: Vec<String>,
+    /// Media type.
+    pub content_type: String,
+    /// What arrived (`DocumentReference`, a resource type, `x12-bin`, `x12-bds`).
+    pub kind: String,
+    /// The bytes.
+    pub content: Vec<u8>,
+    /// Where the document sits in the request (FHIRPath or X12 position), for error answers.
+    pub location: String,
+}
+
+/// A submission, whichever channel it came through.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// `x12` or `fhir`.
+    pub channel: &'static str,
+    /// Tracking id.
+    pub tracking_id: String,
+    /// Its system (FHIR).
+    pub tracking_system: Option<String>,
+    /// Claim or prior authorization.
+    pub attach_to: AttachTo,
+    /// The payer id the submitter addressed.
+    pub payer_id: String,
+    /// Organisation NPI.
+    pub organization_npi: Option<String>,
+    /// Provider id.
+    pub provider_id: Option<String>,
+    /// Member id.
+    pub member_id: String,
+    /// Service date.
+    pub service_date: Option<String>,
+    /// No more documents follow.
+    pub is_final: bool,
+    /// The documents.
+    pub documents: Vec<Document>,
+}
+
+impl Submission {
+    /// A hash of what the submission says (not how it was encoded): the same content again is a retry.
+    fn content_sha256(&self, digests: &[String]) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            self.tracking_id.as_str(),
+            self.attach_to.as_str(),
+            self.member_id.as_str(),
+            self.service_date.as_deref().unwrap_or(""),
+            if self.is_final { "final" } else { "partial" },
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        for (doc, digest) in self.documents.iter().zip(digests) {
+            for part in doc.codes.iter().chain(&doc.line_items).chain([&doc.content_type, digest]) {
+                h.update(part.as_bytes());
+                h.update([0]);
+            }
+            h.update([1]);
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+/// Why a submission is refused: the caller's mistake, answered 4xx (999 for X12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The payer id is not this exchange's payer.
+    UnknownPayer,
+    /// Neither the organisation nor the provider is one the caller submits for.
+    NotYourProvider,
+    /// A document's media type is not one the payer accepts.
+    ContentType {
+        /// The media type.
+        content_type: String,
+        /// Where.
+        location: String,
+    },
+    /// A document is larger than [`MAX_DOCUMENT_BYTES`].
+    TooLarge {
+        /// Where.
+        location: String,
+    },
+    /// A document is empty.
+    Empty {
+        /// Where.
+        location: String,
+    },
+    /// The tracking id was already used for different content and its submission was final.
+    TrackingIdReused,
+}
+
+impl Refusal {
+    /// What to tell the caller (no PHI: codes, paths and media types only).
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::UnknownPayer => "the payer id does not name this exchange's payer".into(),
+            Refusal::NotYourProvider => {
+                "neither OrganizationId nor ProviderId is a provider this trading partner submits for".into()
+            }
+            Refusal::ContentType { content_type, .. } => {
+                format!("the payer does not accept attachment documents of type {content_type:?}")
+            }
+            Refusal::TooLarge { .. } => format!("a document is larger than {MAX_DOCUMENT_BYTES} bytes"),
+            Refusal::Empty { .. } => "a document has no content".into(),
+            Refusal::TrackingIdReused => {
+                "this tracking id was already used for different content in a final submission".into()
+            }
+        }
+    }
+}
+
+/// What an accepted submission led to.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The attachment as stored.
+    pub attachment: Attachment,
+    /// Whether this was a retry of a submission already stored (nothing new written).
+    pub replayed: bool,
+    /// Why the attachment is held rather than linked, when it is.
+    pub held: Option<String>,
+}
+
+/// Checks, stores and links a submission.
+pub async fn accept(
+    svc: &Attachments,
+    partner: &TradingPartner,
+    sub: Submission,
+) -> Result<Result<Accepted, Refusal>, PortError> {
+    let core = &svc.core;
+    let Some(data) = core.repo.current().await? else {
+        return Err(PortError::Unavailable("no payer data loaded".into()));
+    };
+    let payer = data.payer;
+    if !payer.answers_to(&sub.payer_id) {
+        return Ok(Err(Refusal::UnknownPayer));
+    }
+    let ours = |id: &Option<String>| id.as_deref().is_some_and(|i| partner.may_submit_for(i));
+    if !ours(&sub.organization_npi) && !ours(&sub.provider_id) {
+        return Ok(Err(Refusal::NotYourProvider));
+    }
+    for doc in &sub.documents {
+        if doc.content.len() > MAX_DOCUMENT_BYTES {
+            return Ok(Err(Refusal::TooLarge { location: doc.location.clone() }));
+        }
+        if doc.content.is_empty() {
+            return Ok(Err(Refusal::Empty { location: doc.location.clone() }));
+        }
+        if !payer.accepts_content_type(&doc.content_type) {
+            return Ok(Err(Refusal::ContentType {
+                content_type: doc.content_type.clone(),
+                location: doc.location.clone(),
+            }));
+        }
+    }
+    let submitter = partner.id.as_str();
+    let id = attachment_id(submitter, &sub.tracking_id);
+    let digests: Vec<String> = sub.documents.iter().map(|d| sha256_hex(&d.content)).collect();
+    let content_sha256 = sub.content_sha256(&digests);
+    let now = core.clock.now();
+    let at = rfc3339(now);
+
+    let existing = svc.attachments.get(&id).await?;
+    if let Some((att, _)) = &existing {
+        if att.submission_with(&content_sha256).is_some() {
+            let held = hold_reason(att);
+            return Ok(Ok(Accepted { attachment: att.clone(), replayed: true, held }));
+        }
+        if att.is_final {
+            return Ok(Err(Refusal::TrackingIdReused));
+        }
+    }
+
+    let mut att = match &existing {
+        Some((att, _)) => att.clone(),
+        None => Attachment {
+            id: id.clone(),
+            payer: payer.id.clone(),
+            submitter: submitter.to_owned(),
+            attach_to: sub.attach_to,
+            tracking_id: sub.tracking_id.clone(),
+            tracking_system: sub.tracking_system.clone(),
+            reference: None,
+            case_id: None,
+            task_id: None,
+            member_id: sub.member_id.clone(),
+            organization_npi: sub.organization_npi.clone(),
+            provider_id: sub.provider_id.clone(),
+            service_date: sub.service_date.clone(),
+            is_final: false,
+            received: at.clone(),
+            updated: at.clone(),
+            documents: Vec::new(),
+            history: Vec::new(),
+        },
+    };
+
+    // Vault first: a record is only written once everything it points at exists.
+    let first_index = att.documents.len() as u32 + 1;
+    let mut written: Vec<String> = Vec::new();
+    let mut added = Vec::new();
+    for (n, doc) in sub.documents.iter().enumerate() {
+        let index = first_index + n as u32;
+        let path = document_path(&id, index);
+        let context = EncryptionContext::for_document(&path, &payer.id);
+        let stored = match core.vault.put(&path, &context, &doc.content).await {
+            Ok(s) => s,
+            Err(e) => {
+                discard(svc, &written).await;
+                return Err(e);
+            }
+        };
+        written.push(path.clone());
+        att.documents.push(AttachedDocument {
+            index,
+            codes: doc.codes.clone(),
+            line_items: doc.line_items.clone(),
+            content_type: doc.content_type.clone(),
+            kind: doc.kind.clone(),
+            size: stored.size,
+            sha256: stored.sha256,
+            path,
+        });
+        added.push(index);
+    }
+    att.is_final = sub.is_final;
+    att.updated = at.clone();
+    att.history.push(SubmissionEntry {
+        at: at.clone(),
+        channel: sub.channel.to_owned(),
+        content_sha256,
+        documents: added,
+        is_final: sub.is_final,
+    });
+
+    let mut request_ops: Vec<WriteOp> = Vec::new();
+    link(svc, partner, &payer.id, &mut att, &at, &mut request_ops).await?;
+    let mut ops = match &existing {
+        Some((before, version)) => AttachmentRepo::save_ops(&att, before, *version)?,
+        None => AttachmentRepo::create_ops(&att)?,
+    };
+    ops.extend(request_ops);
+    if let Err(e) = svc.attachments.commit(ops).await {
+        discard(svc, &written).await;
+        return Err(e);
+    }
+    let held = hold_reason(&att);
+    Ok(Ok(Accepted { attachment: att, replayed: false, held }))
+}
+
+/// Links the attachment to the payer's request with its tracking id and, for prior authorization, to the case;
+/// adds the request's update to `ops`.
+async fn link(
+    svc: &Attachments,
+    partner: &TradingPartner,
+    payer: &str,
+    att: &mut Attachment,
+    at: &str,
+    ops: &mut Vec<WriteOp>,
+) -> Result<(), PortError> {
+    let mut case_candidates: Vec<String> = Vec::new();
+    if let Some((mut request, version)) = svc.requests.by_tracking(payer, &att.tracking_id).await? {
+        // Only the organisation the payer asked may answer the request.
+        if partner.may_submit_for(&request.owner_npi) && request.attach_to == att.attach_to {
+            att.task_id = Some(request.id.clone());
+            att.reference = Some(request.reference.clone());
+            case_candidates.extend(request.case_id.clone());
+            case_candidates.push(request.reference.clone());
+            let codes = att.codes();
+            let before = request.status;
+            request.record_answer(&att.id, &codes, att.is_final, at);
+            if request.status != before || request.attachment_id.as_deref() == Some(att.id.as_str()) {
+                ops.push(AttachmentRequestRepo::save_op(&request, version)?);
+            }
+        }
+    }
+    if att.attach_to == AttachTo::Preauthorization && att.case_id.is_none() {
+        case_candidates.push(att.tracking_id.clone());
+        for candidate in case_candidates {
+            let Some((case, _)) = svc.cases.get(&candidate).await? else { continue };
+            // Another partner's case, or one addressed to another payer, is not linked (nor revealed).
+            if case.submitter == att.submitter && case.payer == payer {
+                att.case_id = Some(case.id);
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why an attachment is held: nothing it can be linked to has been received yet.
+fn hold_reason(att: &Attachment) -> Option<String> {
+    if att.task_id.is_some() || att.case_id.is_some() {
+        return None;
+    }
+    Some(match att.attach_to {
+        AttachTo::Claim => "The attachment is held: no claim or payer request with this tracking id has been received \
+                            yet. It is kept and matched when the claim arrives."
+            .into(),
+        AttachTo::Preauthorization => "The attachment is held: no prior-authorization request with this tracking id \
+                                       has been received yet. It is kept and matched when the request arrives."
+            .into(),
+    })
+}
+
+/// Deletes documents written for a record that was not written (best effort: the write error is what matters).
+async fn discard(svc: &Attachments, paths: &[String]) {
+    for path in paths {
+        if let Err(e) = svc.core.vault.delete(path).await {
+            tracing::warn!(error = %e, "could not delete a document of an unwritten attachment");
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! Claims attachments end to end through HTTP over the real embedded adapters: every CDex `$submit-attachment`
+//! example accepted and retrieved byte for byte, the public 275 samples (the CDA payload retrieved byte for byte,
+//! the non-numeric BIN01 rejected with a 999), payer requests (Tasks) moved by the answers, the link to a pended
+//! prior-authorization case, who sees what, the bad-input answers, and proof that the vault holds ciphertext.
+//! Fails loudly when `../shared/conformance` is missing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use attachments::Attachments;
+use base64::Engine as _;
+use exchange_core::ports::{EncryptionContext, PortError};
+use exchange_tests::prior_auth::{assert_fhir_valid, case_id, conformance_data_path, pas_example, PaExchange};
+use exchange_tests::{conformance_dir, x12_segments, Reply};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use time::macros::datetime;
+
+fn cdex_dir() -> PathBuf {
+    conformance_dir()
+        .expect("../shared/conformance is missing: the attachment conformance tests need it (present in CI)")
+        .join("davinci/cdex")
+}
+
+async fn exchange() -> PaExchange {
+    let mut ex = PaExchange::new(&conformance_data_path(), datetime!(2026-11-25 10:00 UTC)).await;
+    let svc = Arc::new(Attachments::new(ex.pa.core.clone()));
+    ex.router = ex.router.clone().merge(attachments::routes(svc));
+    ex
+}
+
+async fn call(ex: &PaExchange, partner: &str, method: &str, path: &str, ct: &str, body: &[u8]) -> Reply {
+    let token = ex.token(partner).await;
+    ex.send(method, path, ct, &token, body).await
+}
+
+async fn submit(ex: &PaExchange, partner: &str, body: &[u8]) -> Reply {
+    call(ex, partner, "POST", "/fhir/$submit-attachment", "application/fhir+json", body).await
+}
+
+async fn get(ex: &PaExchange, partner: &str, path: &str) -> Reply {
+    call(ex, partner, "GET", path, "", b"").await
+}
+
+/// What each Attachment of a `$submit-attachment` body should be stored as, in order: the decoded `data` of a
+/// DocumentReference's contents, or the resource's JSON text exactly as it appears in the body.
+fn expected_documents(body: &[u8]) -> Vec<Vec<u8>> {
+    #[derive(serde::Deserialize)]
+    struct P<'a> {
+        #[serde(default)]
+        name: String,
+        #[serde(borrow, default)]
+        resource: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        part: Vec<P<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow)]
+        parameter: Vec<P<'a>>,
+    }
+    let params: Params<'_> = serde_json::from_slice(body).expect("parameters");
+    let mut out = Vec::new();
+    for a in params.parameter.iter().filter(|p| p.name == "Attachment") {
+        let raw = a.part.iter().find(|p| p.name == "Content").and_then(|p| p.resource).expect("content");
+        let v: Value = serde_json::from_str(raw.get()).expect("resource");
+        if v["resourceType"] == "DocumentReference" {
+            for c in v["content"].as_array().expect("content") {
+                let data = c["attachment"]["data"].as_str().expect("data");
+                out.push(base64::engine::general_purpose::STANDARD.decode(data).expect("base64"));
+            }
+        } else {
+            out.push(raw.get().as_bytes().to_vec());
+        }
+    }
+    out
+}
+
+fn tracking_of(body: &Value) -> String {
+    body["parameter"].as_array().unwrap().iter().find(|p| p["name"] == "TrackingId").unwrap()["valueIdentifier"]
+        ["value"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Every file under `dir`, recursively.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(files(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// The payer's view of the attachments with `tracking`: the list, and each document's downloaded bytes.
+async fn retrieve(ex: &PaExchange, tracking: &str) -> (Value, Vec<Vec<u8>>) {
+    let list = get(ex, "sample-payer", &format!("/attachments?trackingId={tracking}")).await;
+    assert_eq!(list.status, 200, "{}", list.text());
+    let list = list.json();
+    let atts = list["attachments"].as_array().expect("attachments");
+    assert_eq!(atts.len(), 1, "one attachment per tracking id: {list}");
+    let mut docs = Vec::new();
+    for d in atts[0]["documents"].as_array().expect("documents") {
+        let r = get(ex, "sample-payer", d["href"].as_str().unwrap()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("content-type"), d["contentType"].as_str().unwrap());
+        assert_eq!(r.header("x-content-sha256"), d["sha256"].as_str().unwrap());
+        docs.push(r.body.clone());
+    }
+    (atts[0].clone(), docs)
+}
+
+#[tokio::test]
+async fn every_cdex_example_is_accepted_and_retrieved_byte_for_byte() {
+    let ex = exchange().await;
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(cdex_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("cdex-parameters-example"))
+        .collect();
+    examples.sort();
+    assert_eq!(examples.len(), 5, "the five CDex $submit-attachment examples");
+    let mut references = Vec::new();
+    for path in &examples {
+        let body = std::fs::read(path).unwrap();
+        let reply = submit(&ex, "cdex-provider", &body).await;
+        assert_eq!(reply.status, 200, "{}: {}", path.display(), reply.text());
+        let outcome = reply.json();
+        assert_eq!(outcome["resourceType"], "OperationOutcome");
+        assert!(outcome["issue"].as_array().unwrap().iter().all(|i| i["severity"] == "information"));
+        // No claim or request with these tracking ids was received: the attachment is held, and the answer says so.
+        assert!(outcome.to_string().contains("held"), "{outcome}");
+
+        let tracking = tracking_of(&serde_json::from_slice(&body).unwrap());
+        let (att, docs) = retrieve(&ex, &tracking).await;
+        assert_eq!(docs, expected_documents(&body), "{}: documents differ from what was sent", path.display());
+        assert_eq!(att["final"], true);
+
+        // A retry is answered the same and stores nothing new.
+        let again = submit(&ex, "cdex-provider", &body).await;
+        assert_eq!(again.status, 200);
+        assert_eq!(again.header("idempotent-replayed"), "true");
+        let (att2, _) = retrieve(&ex, &tracking).await;
+        assert_eq!(att2["documents"], att["documents"]);
+        assert_eq!(att2["history"].as_array().unwrap().len(), 1);
+
+        // The FHIR search finds the same documents, and what it returns is valid FHIR.
+        let search = get(&ex, "sample-payer", &format!("/fhir/DocumentReference?identifier={tracking}")).await;
+        assert_eq!(search.status, 200, "{}", search.text());
+        let bundle = search.json();
+        assert_eq!(bundle["total"], docs.len());
+        references.push((format!("search-{}.json", references.len()), bundle));
+    }
+    let named: Vec<(&str, &Value)> = references.iter().map(|(n, v)| (n.as_str(), v)).collect();
+    assert_fhir_valid(&named);
+}
+
+#[tokio::test]
+async fn the_275_sample_is_stored_and_its_cda_retrieved_byte_for_byte() {
+    let ex = exchange().await;
+    let path = conformance_dir().unwrap().join("x12/275/staedi_sample275_with_HL7_valid_BIN01.edi");
+    let input = std::fs::read(&path).unwrap();
+    let reply = call(&ex, "cdex-provider", "POST", "/x12/275", "application/edi-x12", &input).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let segs = x12_segments(&reply.body);
+    assert!(segs.iter().any(|s| s == "IK5*A"), "the set is accepted: {segs:?}");
+    assert!(segs.iter().any(|s| s.starts_with("AK9*A*1*1*1")), "{segs:?}");
+
+    // BIN01 says 2768 bytes follow "BIN*2768*": that is the document.
+    let marker = b"BIN*2768*";
+    let at = input.windows(marker.len()).position(|w| w == marker).unwrap() + marker.len();
+    let cda = &input[at..at + 2768];
+    let list = get(&ex, "sample-payer", "/attachments?memberId=111223333A").await.json();
+    let atts = list["attachments"].as_array().unwrap();
+    assert_eq!(atts.len(), 1, "{list}");
+    assert_eq!(atts[0]["trackingId"], "1722634842", "no TRN: the set's REF*IK is the control number");
+    assert_eq!(atts[0]["serviceDate"], "2003-04-01");
+    let doc = &atts[0]["documents"][0];
+    assert_eq!(doc["contentType"], "application/xml");
+    let r = get(&ex, "sample-payer", doc["href"].as_str().unwrap()).await;
+    assert_eq!(r.body, cda);
+
+    // The same interchange again: the original 999, nothing new stored.
+    let again = call(&ex, "cdex-provider", "POST", "/x12/275", "application/edi-x12", &input).await;
+    assert_eq!(again.header("idempotent-replayed"), "true");
+    assert_eq!(again.body, reply.body);
+}
+
+#[tokio::test]
+async fn a_non_numeric_bin01_is_rejected_with_a_999() {
+    let ex = exchange().await;
+    let input = std::fs::read(conformance_dir().unwrap().join("x12/275/staedi_nonnumeric_BIN01.edi")).unwrap();
+    let reply = call(&ex, "cdex-provider", "POST", "/x12/275", "application/edi-x12", &input).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let segs = x12_segments(&reply.body);
+    assert!(segs.iter().any(|s| s.starts_with("ST*999")), "{segs:?}");
+    assert!(segs.iter().any(|s| s.starts_with("IK5*R")), "{segs:?}");
+    assert!(segs.iter().any(|s| s.starts_with("AK9*R")), "{segs:?}");
+    let list = get(&ex, "sample-payer", "/attachments").await.json();
+    assert_eq!(list["attachments"].as_array().unwrap().len(), 0, "nothing stored: {list}");
+}
+
+fn cdex_example(n: u32) -> Vec<u8> {
+    std::fs::read(cdex_dir().join(format!("cdex-parameters-example{n}.json"))).unwrap()
+}
+
+fn with_param(body: &[u8], name: &str, param: Option<Value>) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(body).unwrap();
+    let list = v["parameter"].as_array_mut().unwrap();
+    list.retain(|p| p["name"] != name);
+    if let Some(mut p) = param {
+        p["name"] = json!(name);
+        list.push(p);
+    }
+    serde_json::to_vec(&v).unwrap()
+}
+
+#[tokio::test]
+async fn bad_submissions_get_an_operation_outcome_and_store_nothing() {
+    let ex = exchange().await;
+    let base = cdex_example(3);
+    let pdf_doc = |content_type: &str, data: &str| {
+        json!({ "part": [
+            { "name": "LineItem", "valueString": "1" },
+            { "name": "Content", "resource": { "resourceType": "DocumentReference", "status": "current",
+                "content": [{ "attachment": { "contentType": content_type, "data": data } }] } }
+        ]})
+    };
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("no MemberId", with_param(&base, "MemberId", None), 400, "MemberId"),
+        (
+            "AttachTo encounter",
+            with_param(&base, "AttachTo", Some(json!({ "valueCode": "encounter" }))),
+            400,
+            "AttachTo",
+        ),
+        (
+            "bad base64",
+            with_param(&base, "Attachment", Some(pdf_doc("application/pdf", "@@not base64@@"))),
+            400,
+            "base64",
+        ),
+        (
+            "not accepted",
+            with_param(&base, "Attachment", Some(pdf_doc("application/zip", "UEsDBA=="))),
+            422,
+            "application/zip",
+        ),
+        (
+            "unknown payer",
+            with_param(&base, "PayerId", Some(json!({ "valueIdentifier": { "value": "NOPE" } }))),
+            422,
+            "payer",
+        ),
+        ("not JSON", b"{".to_vec(), 400, "JSON"),
+        ("not Parameters", br#"{"resourceType":"Patient"}"#.to_vec(), 400, "Parameters"),
+    ];
+    for (what, body, status, says) in cases {
+        let reply = submit(&ex, "cdex-provider", &body).await;
+        assert_eq!(reply.status, status, "{what}: {}", reply.text());
+        let outcome = reply.json();
+        assert_eq!(outcome["resourceType"], "OperationOutcome", "{what}");
+        assert!(outcome.to_string().contains(says), "{what}: {outcome}");
+    }
+    // A provider that does not submit for the organisation or provider named.
+    let reply = submit(&ex, "cdex-other-provider", &base).await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    // A payer token cannot submit.
+    assert_eq!(submit(&ex, "sample-payer", &base).await.status, 403);
+    assert_eq!(ex.vaulted_documents(), 0, "no refused submission left a document behind");
+    let list = get(&ex, "sample-payer", "/attachments").await.json();
+    assert!(list["attachments"].as_array().unwrap().is_empty());
+
+    // The tracking id of a final submission cannot carry different content.
+    assert_eq!(submit(&ex, "cdex-provider", &base).await.status, 200);
+    let changed = with_param(&base, "ServiceDate", Some(json!({ "valueDateTime": "2022-06-17" })));
+    let reply = submit(&ex, "cdex-provider", &changed).await;
+    assert_eq!(reply.status, 409, "{}", reply.text());
+    assert_eq!(reply.json()["resourceType"], "OperationOutcome");
+}
+
+#[tokio::test]
+async fn non_final_parts_add_up_and_a_final_one_closes_the_tracking_id() {
+    let ex = exchange().await;
+    let first = with_param(&cdex_example(3), "Final", Some(json!({ "valueBoolean": false })));
+    assert_eq!(submit(&ex, "cdex-provider", &first).await.status, 200);
+    let second =
+        with_param(&cdex_example(1), "TrackingId", Some(json!({ "valueIdentifier": { "value": "trackingid123" } })));
+    assert_eq!(submit(&ex, "cdex-provider", &second).await.status, 200);
+    let (att, docs) = retrieve(&ex, "trackingid123").await;
+    assert_eq!(docs.len(), 2);
+    assert_eq!(att["history"].as_array().unwrap().len(), 2);
+    assert_eq!(att["final"], true);
+    let third =
+        with_param(&cdex_example(2), "TrackingId", Some(json!({ "valueIdentifier": { "value": "trackingid123" } })));
+    assert_eq!(submit(&ex, "cdex-provider", &third).await.status, 409);
+}
+
+#[tokio::test]
+async fn only_the_payer_and_the_submitter_see_an_attachment() {
+    let ex = exchange().await;
+    assert_eq!(submit(&ex, "cdex-provider", &cdex_example(1)).await.status, 200);
+    let (att, _) = retrieve(&ex, "11234657").await;
+    let id = att["id"].as_str().unwrap();
+    let href = att["documents"][0]["href"].as_str().unwrap();
+    assert_eq!(get(&ex, "cdex-provider", &format!("/attachments/{id}")).await.status, 200);
+    assert_eq!(get(&ex, "cdex-provider", href).await.status, 200);
+    for (partner, status) in [("cdex-other-provider", 404), ("sample-provider", 404), ("admin", 403)] {
+        let r = get(&ex, partner, &format!("/attachments/{id}")).await;
+        assert_eq!(r.status, status, "{partner}: {}", r.text());
+        assert!(!r.text().contains("11234657"), "{partner} learns nothing");
+        assert_eq!(get(&ex, partner, href).await.status, status, "{partner}");
+    }
+    let theirs = get(&ex, "cdex-other-provider", "/attachments").await.json();
+    assert!(theirs["attachments"].as_array().unwrap().is_empty());
+    let search = get(&ex, "cdex-other-provider", "/fhir/DocumentReference?identifier=11234657").await.json();
+    assert_eq!(search["total"], 0);
+}
+
+#[tokio::test]
+async fn the_vault_holds_ciphertext_bound_to_the_payer() {
+    let ex = exchange().await;
+    let body = cdex_example(1);
+    assert_eq!(submit(&ex, "cdex-provider", &body).await.status, 200);
+    let document = &expected_documents(&body)[0];
+    assert!(document.len() > 1000);
+    let stored = files(&ex.dir.path().join("documents"));
+    assert!(!stored.is_empty());
+    for f in &stored {
+        let raw = std::fs::read(f).unwrap();
+        for window in document.chunks(32).filter(|c| c.len() == 32) {
+            assert!(!raw.windows(32).any(|w| w == window), "{} holds plaintext", f.display());
+        }
+    }
+    let (att, _) = retrieve(&ex, "11234657").await;
+    let path = format!("attachments/{}/1", att["id"].as_str().unwrap());
+    let vault = &ex.pa.core.vault;
+    let right = EncryptionContext::for_document(&path, "789312");
+    assert_eq!(&vault.get(&path, &right, None).await.unwrap(), document);
+    let other_payer = EncryptionContext::for_document(&path, "OTHERPAYER");
+    assert!(matches!(vault.get(&path, &other_payer, None).await, Err(PortError::Integrity(_))));
+}
+
+#[tokio::test]
+async fn a_payer_request_is_listed_to_its_provider_and_completed_by_the_answer() {
+    let ex = exchange().await;
+    let json_ct = "application/fhir+json";
+    let task = std::fs::read(cdex_dir().join("cdex-task-example20.json")).unwrap();
+    let created = call(&ex, "sample-payer", "POST", "/fhir/Task", json_ct, &task).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let task_id = created.json()["id"].as_str().unwrap().to_owned();
+    assert_fhir_valid(&[("task.json", &created.json())]);
+    // The same tracking id again is a conflict; a provider cannot create requests; data requests are not ours.
+    assert_eq!(call(&ex, "sample-payer", "POST", "/fhir/Task", json_ct, &task).await.status, 409);
+    assert_eq!(call(&ex, "cdex-provider", "POST", "/fhir/Task", json_ct, &task).await.status, 403);
+    let data_request = std::fs::read(cdex_dir().join("cdex-task-example1.json")).unwrap();
+    assert_eq!(call(&ex, "sample-payer", "POST", "/fhir/Task", json_ct, &data_request).await.status, 422);
+
+    // Task.owner is organisation 1234567893: cdex-provider submits for it, cdex-other-provider does not.
+    let open = get(&ex, "cdex-provider", "/fhir/Task").await.json();
+    assert_eq!(open["total"], 1, "{open}");
+    assert_eq!(get(&ex, "cdex-other-provider", "/fhir/Task").await.json()["total"], 0);
+    assert_eq!(get(&ex, "cdex-other-provider", &format!("/fhir/Task/{task_id}")).await.status, 404);
+
+    // The answer: CDex example 5 (preauthorization, organisation 1234567893) under the request's tracking id,
+    // with the progress note asked for.
+    let answer =
+        with_param(&cdex_example(5), "TrackingId", Some(json!({ "valueIdentifier": { "value": "trackingid789" } })));
+    let mut answer: Value = serde_json::from_slice(&answer).unwrap();
+    for p in answer["parameter"].as_array_mut().unwrap() {
+        if p["name"] == "Attachment" {
+            p["part"].as_array_mut().unwrap().push(json!({ "name": "Code", "valueCodeableConcept": { "coding": [{ "system": "http://loinc.org", "code": "11506-3" }] } }));
+        }
+    }
+    let reply = submit(&ex, "cdex-provider", answer.to_string().as_bytes()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(!reply.text().contains("held"), "linked to the request, not held: {}", reply.text());
+    let read = get(&ex, "sample-payer", &format!("/fhir/Task/{task_id}")).await.json();
+    assert_eq!(read["status"], "completed", "{read}");
+    assert_eq!(get(&ex, "cdex-provider", "/fhir/Task").await.json()["total"], 0, "no longer open");
+    let list = get(&ex, "sample-payer", "/attachments?claim=Preauth123").await.json();
+    assert_eq!(list["attachments"].as_array().unwrap().len(), 1, "{list}");
+}
+
+#[tokio::test]
+async fn an_attachment_for_a_pended_case_is_linked_to_it() {
+    let ex = exchange().await;
+    let reply = ex.submit("sample-provider", &pas_example("Bundle-HomecareAuthorizationBundleExample.json")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let case = case_id(&reply.json());
+    let body = with_param(&cdex_example(5), "TrackingId", Some(json!({ "valueIdentifier": { "value": case } })));
+    let body = with_param(&body, "OrganizationId", Some(json!({ "valueIdentifier": { "value": "8189991234" } })));
+    let body = with_param(&body, "PayerId", Some(json!({ "valueIdentifier": { "value": "789312" } })));
+    let reply = submit(&ex, "sample-provider", &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(!reply.text().contains("held"), "{}", reply.text());
+    let list = get(&ex, "sample-payer", &format!("/attachments?caseId={case}")).await.json();
+    assert_eq!(list["attachments"][0]["caseId"], case.as_str(), "{list}");
+    // Another provider quoting the case id is not linked to it.
+    let other = with_param(&body, "OrganizationId", Some(json!({ "valueIdentifier": { "value": "1407071236" } })));
+    let reply = submit(&ex, "cdex-provider", &other).await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.text().contains("held"));
+    let list = get(&ex, "sample-payer", &format!("/attachments?caseId={case}")).await.json();
+    assert_eq!(list["attachments"].as_array().unwrap().len(), 1);
+}
