@@ -410,3 +410,17 @@ async fn an_attachment_for_a_pended_case_is_linked_to_it() {
     let list = get(&ex, "sample-payer", &format!("/attachments?caseId={case}")).await.json();
     assert_eq!(list["attachments"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn the_submit_attachment_event_is_accepted_with_the_demo_data() {
+    let mut ex = PaExchange::new(&exchange_tests::demo_data_path(), datetime!(2026-11-25 10:00 UTC)).await;
+    ex.router = ex.router.clone().merge(attachments::routes(Arc::new(Attachments::new(ex.pa.core.clone()))));
+    let token = ex.token("demo-provider").await;
+    let text = std::fs::read_to_string(exchange_tests::repo_root().join("events/attachments/submit-attachment.json"))
+        .unwrap()
+        .replace("{{TOKEN}}", &token);
+    let reply = ex.send_event(&serde_json::from_str(&text).unwrap()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let list = get(&ex, "demo-payer", "/attachments?trackingId=DEMO-ATT-0001").await.json();
+    assert_eq!(list["attachments"][0]["documents"][0]["codes"][0], "11506-3", "{list}");
+}
