@@ -128,15 +128,23 @@ pub async fn vault_exchange(
     let base = format!("{kind}/{}/{}/{}", ctx.caller.partner.as_str(), date_path(now), ctx.request_id);
     let request_path = format!("inbound/{base}");
     let response_path = format!("outbound/{base}");
-    let stored_request =
-        app.vault.put(&request_path, &EncryptionContext::for_document(&request_path, payer), request).await?;
-    match app.vault.put(&response_path, &EncryptionContext::for_document(&response_path, payer), response).await {
-        Ok(stored_response) => {
-            Ok(VaultedExchange { request_path, response_path, request: stored_request, response: stored_response })
-        }
-        Err(e) => {
+    // Both writes at once (each is a data key and a blob write); whichever succeeded is removed if the other failed.
+    let request_context = EncryptionContext::for_document(&request_path, payer);
+    let response_context = EncryptionContext::for_document(&response_path, payer);
+    let (stored_request, stored_response) = tokio::join!(
+        app.vault.put(&request_path, &request_context, request),
+        app.vault.put(&response_path, &response_context, response),
+    );
+    match (stored_request, stored_response) {
+        (Ok(request), Ok(response)) => Ok(VaultedExchange { request_path, response_path, request, response }),
+        (Ok(_), Err(e)) => {
             let _ = app.vault.delete(&request_path).await;
             Err(e)
         }
+        (Err(e), Ok(_)) => {
+            let _ = app.vault.delete(&response_path).await;
+            Err(e)
+        }
+        (Err(e), Err(_)) => Err(e),
     }
 }

@@ -259,6 +259,12 @@ async fn bad_submissions_get_an_operation_outcome_and_store_nothing() {
             "payer",
         ),
         ("not JSON", b"{".to_vec(), 400, "JSON"),
+        (
+            "tracking id too long to key by",
+            with_param(&base, "TrackingId", Some(json!({ "valueIdentifier": { "value": "T".repeat(200) } }))),
+            400,
+            "TrackingId",
+        ),
         ("not Parameters", br#"{"resourceType":"Patient"}"#.to_vec(), 400, "Parameters"),
     ];
     for (what, body, status, says) in cases {
@@ -311,10 +317,15 @@ async fn only_the_payer_and_the_submitter_see_an_attachment() {
     let href = att["documents"][0]["href"].as_str().unwrap();
     assert_eq!(get(&ex, "cdex-provider", &format!("/attachments/{id}")).await.status, 200);
     assert_eq!(get(&ex, "cdex-provider", href).await.status, 200);
+    let absent = get(&ex, "cdex-other-provider", "/attachments/att-000000000000000000000000").await;
+    assert_eq!(absent.status, 404);
     for (partner, status) in [("cdex-other-provider", 404), ("sample-provider", 404), ("admin", 403)] {
         let r = get(&ex, partner, &format!("/attachments/{id}")).await;
         assert_eq!(r.status, status, "{partner}: {}", r.text());
-        assert!(!r.text().contains("11234657"), "{partner} learns nothing");
+        if status == 404 {
+            // Exactly what an id that does not exist gets: nothing tells the attachment exists.
+            assert_eq!(r.body, absent.body, "{partner}");
+        }
         assert_eq!(get(&ex, partner, href).await.status, status, "{partner}");
     }
     let theirs = get(&ex, "cdex-other-provider", "/attachments").await.json();
@@ -339,7 +350,9 @@ async fn the_vault_holds_ciphertext_bound_to_the_payer() {
         }
     }
     let (att, _) = retrieve(&ex, "11234657").await;
-    let path = format!("attachments/{}/1", att["id"].as_str().unwrap());
+    let repo = exchange_core::domain::attachments::AttachmentRepo::new(ex.pa.core.store.clone());
+    let (stored, _) = repo.get(att["id"].as_str().unwrap()).await.unwrap().unwrap();
+    let path = stored.documents[0].path.clone();
     let vault = &ex.pa.core.vault;
     let right = EncryptionContext::for_document(&path, "789312");
     assert_eq!(&vault.get(&path, &right, None).await.unwrap(), document);
@@ -423,4 +436,89 @@ async fn the_submit_attachment_event_is_accepted_with_the_demo_data() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     let list = get(&ex, "demo-payer", "/attachments?trackingId=DEMO-ATT-0001").await.json();
     assert_eq!(list["attachments"][0]["documents"][0]["codes"][0], "11506-3", "{list}");
+}
+
+/// A 275 from organisation 1407071236 to payer 00121 for member `member`: one LX loop per `(trn, payload)`.
+fn interchange_275(member: &str, loops: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut set: Vec<u8> = Vec::new();
+    let mut count = 0;
+    let mut seg = |set: &mut Vec<u8>, bytes: &[u8]| {
+        set.extend_from_slice(bytes);
+        set.push(b'~');
+        count += 1;
+    };
+    for s in [
+        "BGN*02*0001*20261125".to_owned(),
+        "NM1*PR*2*PAYER*****PI*00121".to_owned(),
+        "NM1*41*2*SUBMITTER*****46*S1".to_owned(),
+        "NM1*1P*2*CLINIC*****XX*1407071236".to_owned(),
+        format!("NM1*QC*1*DOE*JANE****MI*{member}"),
+    ] {
+        seg(&mut set, s.as_bytes());
+    }
+    for (n, (trn, payload)) in loops.iter().enumerate() {
+        seg(&mut set, format!("LX*{}", n + 1).as_bytes());
+        seg(&mut set, format!("TRN*1*{trn}").as_bytes());
+        seg(&mut set, b"STC*R3:11506-3::LOI");
+        let mut bin = format!("BIN*{}*", payload.len()).into_bytes();
+        bin.extend_from_slice(payload);
+        seg(&mut set, &bin);
+    }
+    let mut out = b"ISA*00*          *00*          *ZZ*SENDER         *ZZ*RECEIVER       *261125*1200*^*00501*000000007*0*P*:~GS*PI*S*R*20261125*1200*7*X*005010X210~ST*275*0001*005010X210~".to_vec();
+    out.extend_from_slice(&set);
+    out.extend_from_slice(format!("SE*{}*0001~GE*1*7~IEA*1*000000007~", count + 2).as_bytes());
+    out
+}
+
+#[tokio::test]
+async fn a_275_set_is_stored_whole_or_not_at_all() {
+    let ex = exchange().await;
+    let ct = "application/edi-x12";
+    // Two loops under one control number are one attachment with two documents.
+    let two = interchange_275("M275A", &[("ACN-1", b"%PDF-1.4 first"), ("ACN-1", b"<note>second</note>")]);
+    let reply = call(&ex, "cdex-provider", "POST", "/x12/275", ct, &two).await;
+    assert!(x12_segments(&reply.body).iter().any(|s| s == "IK5*A"), "{}", reply.text());
+    let (att, docs) = retrieve(&ex, "ACN-1").await;
+    assert_eq!(docs, vec![b"%PDF-1.4 first".to_vec(), b"<note>second</note>".to_vec()]);
+    assert_eq!(att["documents"][1]["contentType"], "application/xml");
+
+    // A good loop and one the payer does not accept: the 999 rejects the set at the refused BIN, and the good
+    // loop is not stored either.
+    let mixed = interchange_275("M275B", &[("ACN-2", b"%PDF-1.4 fine"), ("ACN-3", &[0, 159, 146, 150])]);
+    let mixed = String::from_utf8_lossy(&mixed).replace("000000007", "000000008").into_bytes();
+    let reply = call(&ex, "cdex-provider", "POST", "/x12/275", ct, &mixed).await;
+    let segs = x12_segments(&reply.body);
+    assert!(segs.iter().any(|s| s.starts_with("IK3*BIN*14")), "{segs:?}");
+    assert!(segs.iter().any(|s| s.starts_with("IK5*R")), "{segs:?}");
+    let list = get(&ex, "sample-payer", "/attachments?memberId=m275b").await.json();
+    assert!(list["attachments"].as_array().unwrap().is_empty(), "nothing of a rejected set is stored: {list}");
+    // Member search ignores case: the first attachment is found as m275a.
+    let list = get(&ex, "sample-payer", "/attachments?memberId=m275a").await.json();
+    assert_eq!(list["attachments"].as_array().unwrap().len(), 1, "{list}");
+}
+
+#[tokio::test]
+async fn a_later_part_must_be_for_the_same_member() {
+    let ex = exchange().await;
+    let first = with_param(&cdex_example(3), "Final", Some(json!({ "valueBoolean": false })));
+    assert_eq!(submit(&ex, "cdex-provider", &first).await.status, 200);
+    let other_member =
+        with_param(&cdex_example(1), "TrackingId", Some(json!({ "valueIdentifier": { "value": "trackingid123" } })));
+    let other_member = with_param(&other_member, "MemberId", Some(json!({ "valueIdentifier": { "value": "999999" } })));
+    let reply = submit(&ex, "cdex-provider", &other_member).await;
+    assert_eq!(reply.status, 409, "{}", reply.text());
+    let (_, docs) = retrieve(&ex, "trackingid123").await;
+    assert_eq!(docs.len(), 1, "the refused part added nothing");
+}
+
+#[tokio::test]
+async fn an_oversized_task_is_413() {
+    let ex = exchange().await;
+    let mut task: Value =
+        serde_json::from_slice(&std::fs::read(cdex_dir().join("cdex-task-example20.json")).unwrap()).unwrap();
+    task["note"] = json!([{ "text": "x".repeat(attachments::tasks::MAX_TASK_BYTES) }]);
+    let reply =
+        call(&ex, "sample-payer", "POST", "/fhir/Task", "application/fhir+json", task.to_string().as_bytes()).await;
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    assert_eq!(reply.json()["resourceType"], "OperationOutcome");
 }

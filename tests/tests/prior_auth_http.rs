@@ -645,3 +645,42 @@ async fn the_prior_auth_events_work_against_the_demo_data() {
     let health = ex.send_event(&exchange_tests::load_event("prior-auth/health.json")).await;
     assert_eq!(health.status, 200);
 }
+
+#[tokio::test]
+async fn two_groups_may_reuse_an_st02() {
+    // ST02 is unique within its group only: two groups each with ST*278*0001 are two requests, two cases.
+    let ex = exchange().await;
+    let text = with_isa13(&sample_text(REFERRAL), 4242);
+    let gs_at = text.find("GS*").unwrap();
+    let ge_end = text.find("GE*").map(|i| i + text[i..].find('~').unwrap() + 1).unwrap();
+    let group = &text[gs_at..ge_end];
+    let second = group.replace("*20213*X*", "*20214*X*").replace("GE*1*20213", "GE*1*20214");
+    let two_groups = format!("{}{}{}{}", &text[..gs_at], group, second, &text[ge_end..]).replace("IEA*1*", "IEA*2*");
+    let reply = ex.post_278("sample-provider", two_groups.as_bytes()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let segs = x12_segments(&reply.body);
+    assert_eq!(segs.iter().filter(|s| s.starts_with("ST*278")).count(), 2, "{segs:?}");
+    assert!(!segs.iter().any(|s| s.starts_with("ST*999")), "{segs:?}");
+    assert_eq!(ex.cases().await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_malformed_query_is_problem_json() {
+    let ex = exchange().await;
+    for path in ["/review/cases?limit=abc", "/metrics/prior-auth?from=2026-11-01"] {
+        let reply = ex.review("GET", path, None).await;
+        assert_eq!(reply.status, 400, "{path}: {}", reply.text());
+        assert_eq!(reply.header("content-type"), "application/problem+json", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn identifiers_too_long_to_key_by_are_refused() {
+    let ex = exchange().await;
+    let mut bundle = pas_example("Bundle-HomecareAuthorizationBundleExample.json");
+    bundle["identifier"]["value"] = json!("X".repeat(300));
+    let reply = ex.submit("sample-provider", &bundle).await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    assert!(reply.text().contains("Bundle.identifier"), "{}", reply.text());
+    assert!(ex.cases().await.is_empty());
+}

@@ -12,13 +12,13 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use exchange_core::domain::attachments::{AttachTo, MAX_DOCUMENT_BYTES};
 use exchange_core::domain::PartnerRole;
 use exchange_core::fhir::{FhirError, FHIR_JSON};
-use exchange_core::http::{media_type, CallerContext};
+use exchange_core::http::{answer_response, media_type, read_body_max, CallerContext};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -26,8 +26,8 @@ use serde_json::{json, Value};
 use crate::intake::{self, Document, Refusal, Submission};
 use crate::Attachments;
 
-/// The largest `$submit-attachment` body taken inline (64 MB of base64 plus the Parameters around it); larger
-/// documents are uploaded first ([`crate::uploads`]).
+/// The largest `$submit-attachment` body taken inline: a 64 MB document in base64 plus the Parameters around it
+/// (in AWS, Lambda's 6 MB payload limit applies first).
 pub const MAX_SUBMIT_BYTES: usize = MAX_DOCUMENT_BYTES / 3 * 4 + 1024 * 1024;
 
 /// The parameters' resources as the JSON text they arrived as (to store non-DocumentReference content verbatim).
@@ -261,7 +261,11 @@ fn refusal_error(r: &Refusal) -> FhirError {
         Refusal::ContentType { location, .. } => FhirError::unprocessable("not-supported", r.message(), Some(location)),
         Refusal::TooLarge { .. } => FhirError::TooLarge(MAX_DOCUMENT_BYTES),
         Refusal::Empty { location } => FhirError::invalid("required", r.message(), Some(location)),
-        Refusal::TrackingIdReused => FhirError::Conflict(r.message()),
+        Refusal::TrackingIdReused | Refusal::DifferentSubject => FhirError::Conflict(r.message()),
+        Refusal::TooManyDocuments => FhirError::unprocessable("too-costly", r.message(), Some("Parameters.parameter")),
+        Refusal::TooLong { what } => {
+            FhirError::invalid("value", r.message(), Some(&format!("Parameters.parameter.where(name = '{what}')")))
+        }
     }
 }
 
@@ -286,12 +290,10 @@ pub async fn submit_attachment(
     if !matches!(mt.as_str(), "application/fhir+json" | "application/json" | "") {
         return Err(FhirError::UnsupportedMediaType);
     }
-    let raw = match body {
-        Ok(b) if b.len() <= MAX_SUBMIT_BYTES => b,
-        Ok(_) => return Err(FhirError::TooLarge(MAX_SUBMIT_BYTES)),
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(FhirError::TooLarge(MAX_SUBMIT_BYTES)),
-        Err(e) => return Err(FhirError::invalid("structure", e.body_text(), None)),
-    };
+    let raw = read_body_max(body, MAX_SUBMIT_BYTES).map_err(|p| match p.status {
+        413 => FhirError::TooLarge(MAX_SUBMIT_BYTES),
+        _ => FhirError::invalid("structure", p.detail.unwrap_or_default(), None),
+    })?;
     let submission = parse_submit(&raw)?;
     let tracking = submission.tracking_id.clone();
     let accepted = match intake::accept(&svc, &ctx.partner, submission).await {
@@ -313,12 +315,8 @@ pub async fn submit_attachment(
         "attachment received"
     );
     let outcome = accepted_outcome(&tracking, &att.id, att.documents.len(), accepted.held.as_deref());
-    let mut resp = (StatusCode::OK, serde_json::to_vec(&outcome).unwrap_or_default()).into_response();
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(FHIR_JSON));
-    if accepted.replayed {
-        resp.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
-    }
-    Ok(resp)
+    let body = serde_json::to_vec(&outcome).unwrap_or_default();
+    Ok(answer_response(StatusCode::OK, FHIR_JSON, body, accepted.replayed))
 }
 
 #[cfg(test)]

@@ -3,11 +3,13 @@
 //! payer request it answers are written in one transaction. Documents are written before the record and deleted
 //! again when the record cannot be written, so no record points at missing content.
 
+use exchange_core::auth::random_id;
 use exchange_core::domain::attachment_requests::AttachmentRequestRepo;
 use exchange_core::domain::attachments::{
     attachment_id, document_path, AttachTo, AttachedDocument, Attachment, AttachmentRepo, SubmissionEntry,
-    MAX_DOCUMENT_BYTES,
+    MAX_DOCUMENTS_PER_ATTACHMENT, MAX_DOCUMENT_BYTES,
 };
+use exchange_core::domain::ids::MAX_REFERENCE_LEN;
 use exchange_core::domain::prior_auth::rfc3339;
 use exchange_core::domain::TradingPartner;
 use exchange_core::ports::{EncryptionContext, PortError, WriteOp};
@@ -111,6 +113,15 @@ pub enum Refusal {
     },
     /// The tracking id was already used for different content and its submission was final.
     TrackingIdReused,
+    /// The tracking id belongs to an attachment for another member, payer or purpose.
+    DifferentSubject,
+    /// More documents than one attachment holds.
+    TooManyDocuments,
+    /// A tracking id longer than [`MAX_REFERENCE_LEN`] or a member id longer than 80 characters.
+    TooLong {
+        /// Which: `TrackingId` or `MemberId`.
+        what: &'static str,
+    },
 }
 
 impl Refusal {
@@ -129,6 +140,13 @@ impl Refusal {
             Refusal::TrackingIdReused => {
                 "this tracking id was already used for different content in a final submission".into()
             }
+            Refusal::DifferentSubject => {
+                "this tracking id belongs to an attachment for another member or another AttachTo".into()
+            }
+            Refusal::TooManyDocuments => {
+                format!("an attachment holds at most {MAX_DOCUMENTS_PER_ATTACHMENT} documents")
+            }
+            Refusal::TooLong { what } => format!("{what} is too long"),
         }
     }
 }
@@ -144,61 +162,111 @@ pub struct Accepted {
     pub held: Option<String>,
 }
 
-/// Checks, stores and links a submission.
-pub async fn accept(
-    svc: &Attachments,
-    partner: &TradingPartner,
+/// What [`check`] found.
+#[derive(Debug)]
+pub enum Verdict {
+    /// The caller's mistake: nothing may be stored.
+    Refused(Refusal),
+    /// The same content again: the attachment as stored, nothing to write.
+    Retry(Box<Accepted>),
+    /// New content to [`store`].
+    Store(Box<Plan>),
+}
+
+/// A checked submission and what storing it starts from.
+#[derive(Debug)]
+pub struct Plan {
     sub: Submission,
-) -> Result<Result<Accepted, Refusal>, PortError> {
-    let core = &svc.core;
-    let Some(data) = core.repo.current().await? else {
+    payer: String,
+    existing: Option<(Attachment, u64)>,
+    content_sha256: String,
+}
+
+/// Checks a submission against the payer data, the caller and what its tracking id already holds, writing nothing.
+pub async fn check(svc: &Attachments, partner: &TradingPartner, sub: Submission) -> Result<Verdict, PortError> {
+    let Some(data) = svc.core.repo.current().await? else {
         return Err(PortError::Unavailable("no payer data loaded".into()));
     };
     let payer = data.payer;
+    if sub.tracking_id.len() > MAX_REFERENCE_LEN {
+        return Ok(Verdict::Refused(Refusal::TooLong { what: "TrackingId" }));
+    }
+    if sub.member_id.len() > 80 {
+        return Ok(Verdict::Refused(Refusal::TooLong { what: "MemberId" }));
+    }
     if !payer.answers_to(&sub.payer_id) {
-        return Ok(Err(Refusal::UnknownPayer));
+        return Ok(Verdict::Refused(Refusal::UnknownPayer));
     }
     let ours = |id: &Option<String>| id.as_deref().is_some_and(|i| partner.may_submit_for(i));
     if !ours(&sub.organization_npi) && !ours(&sub.provider_id) {
-        return Ok(Err(Refusal::NotYourProvider));
+        return Ok(Verdict::Refused(Refusal::NotYourProvider));
     }
     for doc in &sub.documents {
         if doc.content.len() > MAX_DOCUMENT_BYTES {
-            return Ok(Err(Refusal::TooLarge { location: doc.location.clone() }));
+            return Ok(Verdict::Refused(Refusal::TooLarge { location: doc.location.clone() }));
         }
         if doc.content.is_empty() {
-            return Ok(Err(Refusal::Empty { location: doc.location.clone() }));
+            return Ok(Verdict::Refused(Refusal::Empty { location: doc.location.clone() }));
         }
         if !payer.accepts_content_type(&doc.content_type) {
-            return Ok(Err(Refusal::ContentType {
+            return Ok(Verdict::Refused(Refusal::ContentType {
                 content_type: doc.content_type.clone(),
                 location: doc.location.clone(),
             }));
         }
     }
-    let submitter = partner.id.as_str();
-    let id = attachment_id(submitter, &sub.tracking_id);
     let digests: Vec<String> = sub.documents.iter().map(|d| sha256_hex(&d.content)).collect();
     let content_sha256 = sub.content_sha256(&digests);
-    let now = core.clock.now();
-    let at = rfc3339(now);
-
-    let existing = svc.attachments.get(&id).await?;
+    let existing = svc.attachments.get(&attachment_id(partner.id.as_str(), &sub.tracking_id)).await?;
     if let Some((att, _)) = &existing {
         if att.submission_with(&content_sha256).is_some() {
             let held = hold_reason(att);
-            return Ok(Ok(Accepted { attachment: att.clone(), replayed: true, held }));
+            return Ok(Verdict::Retry(Box::new(Accepted { attachment: att.clone(), replayed: true, held })));
         }
         if att.is_final {
-            return Ok(Err(Refusal::TrackingIdReused));
+            return Ok(Verdict::Refused(Refusal::TrackingIdReused));
+        }
+        if !att.member_id.eq_ignore_ascii_case(&sub.member_id)
+            || att.attach_to != sub.attach_to
+            || att.payer != payer.id
+        {
+            return Ok(Verdict::Refused(Refusal::DifferentSubject));
         }
     }
+    let held = existing.as_ref().map_or(0, |(a, _)| a.documents.len());
+    if held + sub.documents.len() > MAX_DOCUMENTS_PER_ATTACHMENT {
+        return Ok(Verdict::Refused(Refusal::TooManyDocuments));
+    }
+    Ok(Verdict::Store(Box::new(Plan { sub, payer: payer.id, existing, content_sha256 })))
+}
 
+/// Checks and stores a submission: [`check`], then [`store`].
+pub async fn accept(
+    svc: &Attachments,
+    partner: &TradingPartner,
+    sub: Submission,
+) -> Result<Result<Accepted, Refusal>, PortError> {
+    match check(svc, partner, sub).await? {
+        Verdict::Refused(r) => Ok(Err(r)),
+        Verdict::Retry(a) => Ok(Ok(*a)),
+        Verdict::Store(plan) => store(svc, partner, *plan).await.map(Ok),
+    }
+}
+
+/// Stores a checked submission: documents first, then the record, its index entries and the payer request it
+/// answers in one transaction. `Conflict` when another submission under the tracking id won a race (a retry then
+/// finds it).
+pub async fn store(svc: &Attachments, partner: &TradingPartner, plan: Plan) -> Result<Accepted, PortError> {
+    let Plan { sub, payer, existing, content_sha256 } = plan;
+    let core = &svc.core;
+    let submitter = partner.id.as_str();
+    let id = attachment_id(submitter, &sub.tracking_id);
+    let at = rfc3339(core.clock.now());
     let mut att = match &existing {
         Some((att, _)) => att.clone(),
         None => Attachment {
             id: id.clone(),
-            payer: payer.id.clone(),
+            payer: payer.clone(),
             submitter: submitter.to_owned(),
             attach_to: sub.attach_to,
             tracking_id: sub.tracking_id.clone(),
@@ -224,8 +292,9 @@ pub async fn accept(
     let mut added = Vec::new();
     for (n, doc) in sub.documents.iter().enumerate() {
         let index = first_index + n as u32;
-        let path = document_path(&id, index);
-        let context = EncryptionContext::for_document(&path, &payer.id);
+        // A path of its own per write: a submission that loses a race deletes only what it wrote.
+        let path = document_path(&id, index, &random_id());
+        let context = EncryptionContext::for_document(&path, &payer);
         let stored = match core.vault.put(&path, &context, &doc.content).await {
             Ok(s) => s,
             Err(e) => {
@@ -257,7 +326,7 @@ pub async fn accept(
     });
 
     let mut request_ops: Vec<WriteOp> = Vec::new();
-    link(svc, partner, &payer.id, &mut att, &at, &mut request_ops).await?;
+    link(svc, partner, &payer, &mut att, &at, &mut request_ops).await?;
     let mut ops = match &existing {
         Some((before, version)) => AttachmentRepo::save_ops(&att, before, *version)?,
         None => AttachmentRepo::create_ops(&att)?,
@@ -268,7 +337,7 @@ pub async fn accept(
         return Err(e);
     }
     let held = hold_reason(&att);
-    Ok(Ok(Accepted { attachment: att, replayed: false, held }))
+    Ok(Accepted { attachment: att, replayed: false, held })
 }
 
 /// Links the attachment to the payer's request with its tracking id and, for prior authorization, to the case;
@@ -289,10 +358,7 @@ async fn link(
             att.reference = Some(request.reference.clone());
             case_candidates.extend(request.case_id.clone());
             case_candidates.push(request.reference.clone());
-            let codes = att.codes();
-            let before = request.status;
-            request.record_answer(&att.id, &codes, att.is_final, at);
-            if request.status != before || request.attachment_id.as_deref() == Some(att.id.as_str()) {
+            if request.record_answer(&att.id, &att.codes(), att.is_final, at) {
                 ops.push(AttachmentRequestRepo::save_op(&request, version)?);
             }
         }

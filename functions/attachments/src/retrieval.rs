@@ -12,7 +12,7 @@ use axum::Json;
 use exchange_core::domain::attachments::{AttachedDocument, Attachment, Lookup};
 use exchange_core::domain::PartnerRole;
 use exchange_core::fhir::{FhirError, FHIR_JSON};
-use exchange_core::http::{CallerContext, Problem};
+use exchange_core::http::{CallerContext, Problem, ProblemQuery};
 use exchange_core::ports::{EncryptionContext, PortError};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -28,17 +28,23 @@ enum Viewer {
     Provider(String),
 }
 
-async fn viewer(svc: &Attachments, ctx: &CallerContext) -> Result<Viewer, PortError> {
+/// The caller as a viewer of attachments; `None` when its role or scopes give it none to see.
+async fn viewer(svc: &Attachments, ctx: &CallerContext) -> Result<Option<Viewer>, PortError> {
     match ctx.caller.role {
         PartnerRole::Payer if ctx.caller.has_scope("attachments") || ctx.caller.has_scope("reviewer") => {
             let data = svc.core.repo.current().await?.ok_or_else(|| PortError::Unavailable("no payer data".into()))?;
-            Ok(Viewer::Payer(data.payer.id))
+            Ok(Some(Viewer::Payer(data.payer.id)))
         }
         PartnerRole::Provider if ctx.caller.has_scope("attachments") => {
-            Ok(Viewer::Provider(ctx.caller.partner.as_str().to_owned()))
+            Ok(Some(Viewer::Provider(ctx.caller.partner.as_str().to_owned())))
         }
-        _ => Err(PortError::Invalid("forbidden".into())),
+        _ => Ok(None),
     }
+}
+
+/// The caller as a viewer, answered as problem+json when it is none or the payer data cannot be read.
+async fn json_viewer(svc: &Attachments, ctx: &CallerContext) -> Result<Viewer, Problem> {
+    viewer(svc, ctx).await.map_err(|e| Problem::from_port(&ctx.request_id, &e))?.ok_or_else(forbidden)
 }
 
 impl Viewer {
@@ -55,10 +61,7 @@ fn forbidden() -> Problem {
 }
 
 fn problem(ctx: &CallerContext, e: &PortError) -> Problem {
-    match e {
-        PortError::Invalid(m) if m == "forbidden" => forbidden(),
-        _ => Problem::from_port(&ctx.request_id, e),
-    }
+    Problem::from_port(&ctx.request_id, e)
 }
 
 /// Search parameters of `GET /attachments`.
@@ -99,7 +102,7 @@ impl ListQuery {
     /// Every criterion given, checked on one attachment (a provider's list is filtered this way).
     fn matches(&self, att: &Attachment) -> bool {
         self.tracking_id.as_ref().is_none_or(|t| &att.tracking_id == t)
-            && self.member_id.as_ref().is_none_or(|m| &att.member_id == m)
+            && self.member_id.as_ref().is_none_or(|m| att.member_id.eq_ignore_ascii_case(m))
             && self.claim.as_ref().is_none_or(|c| att.reference.as_ref() == Some(c))
             && self.case_id.as_ref().is_none_or(|c| att.case_id.as_ref() == Some(c))
             && self.from.as_ref().is_none_or(|f| &att.received >= f)
@@ -160,15 +163,15 @@ pub fn attachment_view(att: &Attachment) -> Value {
 pub async fn list(
     State(svc): State<Arc<Attachments>>,
     ctx: CallerContext,
-    Query(q): Query<ListQuery>,
+    ProblemQuery(q): ProblemQuery<ListQuery>,
 ) -> Result<Response, Problem> {
-    let viewer = viewer(&svc, &ctx).await.map_err(|e| problem(&ctx, &e))?;
+    let viewer = json_viewer(&svc, &ctx).await?;
     let found = find(&svc, &viewer, &q).await.map_err(|e| problem(&ctx, &e))?;
     Ok(Json(json!({ "attachments": found.iter().map(attachment_view).collect::<Vec<_>>() })).into_response())
 }
 
 async fn visible(svc: &Attachments, ctx: &CallerContext, id: &str) -> Result<Attachment, Problem> {
-    let viewer = viewer(svc, ctx).await.map_err(|e| problem(ctx, &e))?;
+    let viewer = json_viewer(svc, ctx).await?;
     match svc.attachments.get(id).await.map_err(|e| problem(ctx, &e))? {
         Some((att, _)) if viewer.sees(&att) => Ok(att),
         _ => Err(Problem::new(StatusCode::NOT_FOUND, "not-found", "No such attachment")),
@@ -218,12 +221,10 @@ pub async fn search_document_references(
     ctx: CallerContext,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, FhirError> {
-    let viewer = viewer(&svc, &ctx).await.map_err(|e| match e {
-        PortError::Invalid(_) => {
-            FhirError::Forbidden("DocumentReference search needs a payer or provider token".into())
-        }
-        e => FhirError::from_port(&ctx.request_id, &e),
-    })?;
+    let viewer = viewer(&svc, &ctx)
+        .await
+        .map_err(|e| FhirError::from_port(&ctx.request_id, &e))?
+        .ok_or_else(|| FhirError::Forbidden("DocumentReference search needs a payer or provider token".into()))?;
     let mut q = ListQuery::default();
     let value = |v: &str| v.rsplit_once('|').map(|(_, v)| v).unwrap_or(v).to_owned();
     for (name, v) in &params {

@@ -10,14 +10,15 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use exchange_core::auth::random_id;
 use exchange_core::domain::attachment_requests::{AttachmentRequest, NeededDocument, RequestStatus};
 use exchange_core::domain::attachments::AttachTo;
+use exchange_core::domain::ids::MAX_REFERENCE_LEN;
 use exchange_core::domain::prior_auth::rfc3339;
 use exchange_core::domain::PartnerRole;
 use exchange_core::fhir::{FhirError, FHIR_JSON};
-use exchange_core::http::CallerContext;
+use exchange_core::http::{answer_response, read_body_max, CallerContext};
 use exchange_core::ports::PortError;
 use serde_json::{json, Value};
 
@@ -113,6 +114,13 @@ pub fn parse_task(task: &Value) -> Result<AttachmentRequest, FhirError> {
     let Some(reference) = task["reasonReference"]["identifier"]["value"].as_str().filter(|v| !v.is_empty()) else {
         return Err(invalid("Task.reasonReference.identifier names the claim or request", "Task.reasonReference"));
     };
+    if tracking_id.len() > MAX_REFERENCE_LEN || reference.len() > MAX_REFERENCE_LEN {
+        return Err(FhirError::invalid(
+            "value",
+            format!("the tracking id and the claim reference are at most {MAX_REFERENCE_LEN} characters"),
+            Some("Task.identifier"),
+        ));
+    }
     let owner = owner_npi(task)
         .ok_or_else(|| invalid("Task.owner must name the provider organisation by NPI", "Task.owner"))?;
     let mut needed = Vec::new();
@@ -187,10 +195,11 @@ pub fn task_resource(req: &AttachmentRequest) -> Value {
 }
 
 fn fhir(status: StatusCode, body: &Value) -> Response {
-    let mut resp = (status, serde_json::to_vec(body).unwrap_or_default()).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
-    resp
+    answer_response(status, FHIR_JSON, serde_json::to_vec(body).unwrap_or_default(), false)
 }
+
+/// The largest Task taken: the Task is kept whole in one record, which must stay under DynamoDB's 400 KB item limit.
+pub const MAX_TASK_BYTES: usize = 256 * 1024;
 
 fn port(ctx: &CallerContext) -> impl Fn(PortError) -> FhirError + '_ {
     move |e| FhirError::from_port(&ctx.request_id, &e)
@@ -207,8 +216,10 @@ pub async fn create(
     {
         return Err(FhirError::Forbidden("attachment requests are created by the payer".into()));
     }
-    let raw = exchange_core::http::read_body(body)
-        .map_err(|p| FhirError::invalid("structure", p.detail.unwrap_or_default(), None))?;
+    let raw = read_body_max(body, MAX_TASK_BYTES).map_err(|p| match p.status {
+        413 => FhirError::TooLarge(MAX_TASK_BYTES),
+        _ => FhirError::invalid("structure", p.detail.unwrap_or_default(), None),
+    })?;
     let task: Value = serde_json::from_slice(&raw)
         .map_err(|e| FhirError::invalid("structure", format!("the body is not JSON: {e}"), None))?;
     let mut req = parse_task(&task)?;

@@ -1,6 +1,8 @@
 //! `POST /x12/275`: a 275 interchange (005010X210 claims attachments, or 005010X211 for services review) in; its
 //! documents stored and a 999 out (TA1 for a broken interchange). Each `LX` loop is one document; the attachment
 //! control number is the loop's `TRN02` (what the claim carries in `PWK06`), else the set's `REF*IK`, else `BGN02`.
+//! Loops with the same control number are one attachment. A set is stored whole or not at all: every attachment
+//! of it is checked before any is stored, so a set the 999 rejects left nothing behind.
 //!
 //! Segments read: `BGN`; `NM1*PR` (payer, NM109), `NM1*85`/`NM1*1P` (provider), `NM1*41` (submitter), `NM1*QC`
 //! (patient, NM109 member id), `DTP*472` (service date); per `LX`: `TRN`, `STC` (C043-2: the LOINC attachment code),
@@ -13,21 +15,21 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use exchange_core::control_numbers;
 use exchange_core::domain::attachments::AttachTo;
 use exchange_core::domain::PartnerRole;
-use exchange_core::http::{answer_response, media_type, CallerContext, Problem, X12_MEDIA_TYPE};
+use exchange_core::http::{receive_x12, ta1_answer, x12_response, CallerContext, Problem, X12Route, X12_MEDIA_TYPE};
 use exchange_core::ports::PortError;
-use exchange_core::record::{idempotency_key, replay, vault_exchange};
-use exchange_core::x12::ack::{ta1_interchange, InterchangeWriter, OutboundEnvelope};
+use exchange_core::record::vault_exchange;
+use exchange_core::x12::ack::{ta1_interchange, write_999_group, Acknowledge, InterchangeWriter, OutboundEnvelope};
 use exchange_core::x12::envelope::{parse_interchange, ElementError, SegmentError, SetAck, SetKind};
 use exchange_core::x12::Segment;
 
-use crate::intake::{self, Document, Refusal, Submission};
+use crate::intake::{self, Document, Refusal, Submission, Verdict};
 use crate::Attachments;
 
 /// The 275 for claims attachments.
@@ -38,119 +40,106 @@ pub const KIND_275_X211: SetKind = SetKind { functional_id: "PI", set_id: "275",
 /// The largest 275 interchange taken inline.
 pub const MAX_275_BYTES: usize = crate::cdex::MAX_SUBMIT_BYTES;
 
-fn x12_response(body: Vec<u8>, replayed: bool) -> Response {
-    answer_response(StatusCode::OK, X12_MEDIA_TYPE, body, replayed)
-}
-
-/// A 999 segment error at `position` (1-based from ST).
+/// A 999 error at segment `position` (1-based from ST), optionally at one element (position, data element, IK403).
 fn segment_error(
-    seg: &Segment<'_>,
+    id: &str,
     position: usize,
     code: &'static str,
     element: Option<(usize, u16, &'static str)>,
 ) -> SegmentError {
-    SegmentError {
-        segment_id: seg.id_str().to_owned(),
-        position,
-        loop_id: None,
-        code,
-        elements: element
-            .map(|(pos, de, c)| {
-                vec![ElementError {
-                    position: pos,
-                    component: None,
-                    repetition: None,
-                    data_element: de,
-                    code: c,
-                    bad_value: None,
-                }]
-            })
-            .unwrap_or_default(),
-    }
+    let elements = element
+        .map(|(pos, de, c)| {
+            vec![ElementError {
+                position: pos,
+                component: None,
+                repetition: None,
+                data_element: de,
+                code: c,
+                bad_value: None,
+            }]
+        })
+        .unwrap_or_default();
+    SegmentError { segment_id: id.to_owned(), position, loop_id: None, code, elements }
 }
 
-fn missing(ack: &mut SetAck, id: &str, position: usize) {
-    ack.segment_errors.push(SegmentError {
-        segment_id: id.to_owned(),
-        position,
-        loop_id: None,
-        code: "3",
-        elements: vec![],
-    });
+/// Records a segment error and marks the set rejected.
+fn reject(ack: &mut SetAck, error: SegmentError) {
+    ack.segment_errors.push(error);
     ack.add_code("5");
 }
 
-/// Where a refusal is reported in the 999: the segment and element at fault.
+/// Where the segments a refusal concerns are, for the 999.
+#[derive(Debug, Clone, Copy, Default)]
 struct Positions {
-    payer: Option<usize>,
-    provider: Option<usize>,
-    tracking: Option<usize>,
+    payer: usize,
+    provider: usize,
+    member: usize,
+    tracking: usize,
+    content: usize,
 }
 
-/// Reads one 275 set into submissions (one per LX loop), recording defects in `ack`.
-fn read_set<'a>(body: &[Segment<'a>], ack: &mut SetAck) -> Vec<(Submission, Positions, Vec<usize>)> {
+/// The set-level parties of a 275 (1000A–1000D).
+#[derive(Default)]
+struct Parties {
+    payer: Option<(String, usize)>,
+    organization: Option<(String, usize)>,
+    submitter: Option<String>,
+    member: Option<(String, usize)>,
+    service_date: Option<String>,
+    ref_ik: Option<String>,
+    bgn02: Option<String>,
+}
+
+/// Reads one 275 set into one submission per control number, recording defects in `ack` (then nothing is
+/// returned).
+fn read_set(body: &[Segment<'_>], ack: &mut SetAck) -> Vec<(Submission, Positions)> {
     let pos = |i: usize| i + 2;
-    let mut payer = None;
-    let mut organization = None;
-    let mut submitter = None;
-    let mut member = None;
-    let mut service_date = None;
-    let mut ref_ik = None;
-    let mut bgn02 = None;
-    let mut positions = Positions { payer: None, provider: None, tracking: None };
-    let mut loops: Vec<(usize, Vec<(usize, &Segment<'a>)>)> = Vec::new();
+    let mut parties = Parties::default();
+    let mut loops: Vec<(usize, Vec<(usize, &Segment<'_>)>)> = Vec::new();
     for (i, seg) in body.iter().enumerate() {
         if seg.is("LX") {
             loops.push((i, Vec::new()));
-            continue;
-        }
-        if let Some((_, segs)) = loops.last_mut() {
+        } else if let Some((_, segs)) = loops.last_mut() {
             segs.push((i, seg));
-            continue;
-        }
-        match seg.id_str() {
-            "BGN" => bgn02 = Some(seg.trimmed(2).to_owned()).filter(|s| !s.is_empty()),
-            "NM1" => {
-                let id = seg.trimmed(9).to_owned();
-                match seg.text(1) {
-                    "PR" => {
-                        payer = Some(id);
-                        positions.payer = Some(pos(i));
+        } else {
+            match seg.id_str() {
+                "BGN" => parties.bgn02 = Some(seg.trimmed(2).to_owned()).filter(|s| !s.is_empty()),
+                "NM1" => {
+                    let id = seg.trimmed(9).to_owned();
+                    match seg.text(1) {
+                        "PR" => parties.payer = Some((id, pos(i))),
+                        "85" | "1P" => parties.organization = Some((id, pos(i))),
+                        "41" => parties.submitter = Some(id),
+                        "QC" => parties.member = Some((id, pos(i))),
+                        _ => {}
                     }
-                    "85" | "1P" => {
-                        organization = Some(id);
-                        positions.provider = Some(pos(i));
-                    }
-                    "41" => submitter = Some(id),
-                    "QC" => member = Some(id),
-                    _ => {}
                 }
+                "REF" if seg.text(1) == "IK" => parties.ref_ik = Some(seg.trimmed(2).to_owned()),
+                "DTP" if seg.text(1) == "472" => parties.service_date = Some(ccyymmdd(seg.text(3))),
+                _ => {}
             }
-            "REF" if seg.text(1) == "IK" => ref_ik = Some(seg.trimmed(2).to_owned()),
-            "DTP" if seg.text(1) == "472" => service_date = Some(ccyymmdd(seg.text(3))),
-            _ => {}
         }
     }
-    if payer.as_deref().is_none_or(str::is_empty) {
-        missing(ack, "NM1", 2);
-    }
-    if member.as_deref().is_none_or(str::is_empty) {
-        missing(ack, "NM1", 2);
+    // A required name loop without its NM109: reported at the NM1 when present, else where it belongs (after BGN).
+    for found in [&parties.payer, &parties.member] {
+        match found {
+            Some((id, at)) if id.is_empty() => reject(ack, segment_error("NM1", *at, "8", Some((9, 67, "1")))),
+            Some(_) => {}
+            None => reject(ack, segment_error("NM1", 3, "3", None)),
+        }
     }
     if loops.is_empty() {
-        missing(ack, "LX", body.len() + 1);
+        reject(ack, segment_error("LX", body.len() + 1, "3", None));
     }
-    let mut out = Vec::new();
+
+    let mut out: Vec<(Submission, Positions)> = Vec::new();
     for (lx_at, segs) in &loops {
-        let mut tracking = None;
+        let mut tracking: Option<(String, usize)> = None;
         let mut codes = Vec::new();
         let mut content: Option<(Vec<u8>, &'static str, usize)> = None;
         for (i, seg) in segs {
             match seg.id_str() {
-                "TRN" => {
-                    tracking = Some(seg.trimmed(2).to_owned()).filter(|s| !s.is_empty());
-                    positions.tracking = Some(pos(*i));
-                }
+                "TRN" => tracking = Some((seg.trimmed(2).to_owned(), pos(*i))).filter(|(t, _)| !t.is_empty()),
                 "STC" => {
                     let code = String::from_utf8_lossy(seg.component(1, 2)).trim().to_owned();
                     if !code.is_empty() {
@@ -159,71 +148,80 @@ fn read_set<'a>(body: &[Segment<'a>], ack: &mut SetAck) -> Vec<(Submission, Posi
                 }
                 "BIN" => match seg.binary() {
                     Some(b) => content = Some((b.to_vec(), "x12-bin", pos(*i))),
-                    None => {
-                        ack.segment_errors.push(segment_error(seg, pos(*i), "8", Some((2, 785, "1"))));
-                        ack.add_code("5");
-                    }
+                    None => reject(ack, segment_error("BIN", pos(*i), "8", Some((2, 785, "1")))),
                 },
                 "BDS" => {
                     let data = seg.binary().unwrap_or_default();
                     let decoded = match seg.trimmed(1) {
-                        "B64" => STANDARD
-                            .decode(data.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect::<Vec<u8>>())
-                            .ok(),
+                        "B64" => {
+                            let compact: Vec<u8> = data.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+                            STANDARD.decode(compact).ok()
+                        }
                         "ASC" => Some(data.to_vec()),
                         _ => {
-                            ack.segment_errors.push(segment_error(seg, pos(*i), "8", Some((1, 1270, "7"))));
-                            ack.add_code("5");
+                            reject(ack, segment_error("BDS", pos(*i), "8", Some((1, 1270, "7"))));
                             continue;
                         }
                     };
                     match decoded {
                         Some(bytes) => content = Some((bytes, "x12-bds", pos(*i))),
-                        None => {
-                            // BDS03 does not decode under the BDS01 filter.
-                            ack.segment_errors.push(segment_error(seg, pos(*i), "8", Some((3, 785, "6"))));
-                            ack.add_code("5");
-                        }
+                        // BDS03 does not decode under the BDS01 filter.
+                        None => reject(ack, segment_error("BDS", pos(*i), "8", Some((3, 785, "6")))),
                     }
                 }
                 _ => {}
             }
         }
-        let Some((bytes, kind, at)) = content else {
+        let Some((bytes, kind, content_at)) = content else {
             if !ack.is_rejected() {
-                missing(ack, "BIN", pos(*lx_at));
+                reject(ack, segment_error("BIN", pos(*lx_at), "3", None));
             }
             continue;
         };
-        let Some(tracking_id) = tracking.clone().or_else(|| ref_ik.clone()).or_else(|| bgn02.clone()) else {
-            missing(ack, "TRN", pos(*lx_at));
-            continue;
-        };
-        let content_type = sniff(&bytes).to_owned();
-        out.push((
-            Submission {
-                channel: "x12",
-                tracking_id,
-                tracking_system: None,
-                attach_to: AttachTo::Claim,
-                payer_id: payer.clone().unwrap_or_default(),
-                organization_npi: organization.clone(),
-                provider_id: submitter.clone(),
-                member_id: member.clone().unwrap_or_default(),
-                service_date: service_date.clone(),
-                is_final: true,
-                documents: vec![Document {
-                    codes,
-                    line_items: vec![],
-                    content_type,
-                    kind: kind.into(),
-                    content: bytes,
-                    location: format!("segment {at}"),
-                }],
+        let (tracking_id, tracking_at) = match tracking {
+            Some(t) => t,
+            None => match parties.ref_ik.clone().or_else(|| parties.bgn02.clone()) {
+                Some(t) => (t, pos(*lx_at)),
+                None => {
+                    reject(ack, segment_error("TRN", pos(*lx_at), "3", None));
+                    continue;
+                }
             },
-            Positions { payer: positions.payer, provider: positions.provider, tracking: positions.tracking },
-            vec![at],
-        ));
+        };
+        let document = Document {
+            codes,
+            line_items: vec![],
+            content_type: sniff(&bytes).to_owned(),
+            kind: kind.into(),
+            content: bytes,
+            location: format!("segment {content_at}"),
+        };
+        // Loops under one control number are one attachment's documents.
+        if let Some((sub, _)) = out.iter_mut().find(|(s, _)| s.tracking_id == tracking_id) {
+            sub.documents.push(document);
+            continue;
+        }
+        let positions = Positions {
+            payer: parties.payer.as_ref().map_or(3, |p| p.1),
+            provider: parties.organization.as_ref().map_or(3, |p| p.1),
+            member: parties.member.as_ref().map_or(3, |p| p.1),
+            tracking: tracking_at,
+            content: content_at,
+        };
+        let submission = Submission {
+            channel: "x12",
+            tracking_id,
+            tracking_system: None,
+            attach_to: AttachTo::Claim,
+            payer_id: parties.payer.as_ref().map(|p| p.0.clone()).unwrap_or_default(),
+            organization_npi: parties.organization.as_ref().map(|p| p.0.clone()),
+            provider_id: parties.submitter.clone(),
+            member_id: parties.member.as_ref().map(|p| p.0.clone()).unwrap_or_default(),
+            service_date: parties.service_date.clone(),
+            is_final: true,
+            documents: vec![document],
+        };
+        out.push((submission, positions));
     }
     if ack.is_rejected() {
         return Vec::new();
@@ -243,16 +241,10 @@ fn ccyymmdd(v: &str) -> String {
 
 /// The media type of a 275 payload, from its first bytes.
 pub fn sniff(bytes: &[u8]) -> &'static str {
-    let trimmed = bytes
-        .strip_prefix(b"\xEF\xBB\xBF")
-        .unwrap_or(bytes)
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .map(|i| &bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)[i..])
-        .unwrap_or(&[]);
+    let text_start = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes).trim_ascii_start();
     if bytes.starts_with(b"%PDF-") {
         "application/pdf"
-    } else if trimmed.starts_with(b"<") {
+    } else if text_start.starts_with(b"<") {
         "application/xml"
     } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
         "image/tiff"
@@ -268,29 +260,19 @@ pub fn sniff(bytes: &[u8]) -> &'static str {
 }
 
 /// The 999 error for a refusal, at the segment it concerns.
-fn refusal_error(r: &Refusal, p: &Positions, content_at: usize) -> SegmentError {
-    let at = |pos: Option<usize>, id: &str, el: usize, de: u16| SegmentError {
-        segment_id: id.to_owned(),
-        position: pos.unwrap_or(content_at),
-        loop_id: None,
-        code: "8",
-        elements: vec![ElementError {
-            position: el,
-            component: None,
-            repetition: None,
-            data_element: de,
-            code: "7",
-            bad_value: None,
-        }],
-    };
-    match r {
-        Refusal::UnknownPayer => at(p.payer, "NM1", 9, 67),
-        Refusal::NotYourProvider => at(p.provider, "NM1", 9, 67),
-        Refusal::TrackingIdReused => at(p.tracking, "TRN", 2, 127),
-        Refusal::ContentType { .. } | Refusal::TooLarge { .. } | Refusal::Empty { .. } => {
-            at(Some(content_at), "BIN", 2, 785)
+fn refusal_error(r: &Refusal, p: Positions) -> SegmentError {
+    let (id, at, element, data_element) = match r {
+        Refusal::UnknownPayer => ("NM1", p.payer, 9, 67),
+        Refusal::NotYourProvider => ("NM1", p.provider, 9, 67),
+        Refusal::TrackingIdReused | Refusal::DifferentSubject | Refusal::TooLong { what: "TrackingId" } => {
+            ("TRN", p.tracking, 2, 127)
         }
-    }
+        Refusal::TooLong { .. } => ("NM1", p.member, 9, 67),
+        Refusal::ContentType { .. } | Refusal::TooLarge { .. } | Refusal::Empty { .. } | Refusal::TooManyDocuments => {
+            ("BIN", p.content, 2, 785)
+        }
+    };
+    segment_error(id, at, "8", Some((element, data_element, "7")))
 }
 
 /// `POST /x12/275`.
@@ -300,45 +282,46 @@ pub async fn post_275(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if ctx.caller.role != PartnerRole::Provider || !ctx.caller.has_scope("attachments") {
-        return Problem::forbidden("attachments need a provider token with the attachments scope").into_response();
-    }
-    let mt = media_type(&headers);
-    if !matches!(mt.as_str(), "application/edi-x12" | "text/plain" | "application/x12" | "") {
-        return Problem::unsupported_media_type("application/edi-x12 or text/plain").into_response();
-    }
-    let body = match body {
-        Ok(b) if b.len() <= MAX_275_BYTES => b,
-        Ok(_) => return Problem::too_large(MAX_275_BYTES).into_response(),
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return Problem::too_large(MAX_275_BYTES).into_response()
-        }
-        Err(e) => return Problem::bad_request(e.body_text()).into_response(),
+    let route = X12Route {
+        role: PartnerRole::Provider,
+        scope: "attachments",
+        idempotency_scope: "X12-275",
+        max_bytes: MAX_275_BYTES,
     };
-    let identity =
-        exchange_core::x12::isa::salvage_fields(&body).map(|f| format!("{}#{}", f.sender.1, f.control_number));
-    let idem_key = identity.as_ref().map(|id| idempotency_key(&ctx, "X12-275", id));
-    if let Some(key) = &idem_key {
-        match replay(&svc.core, key, &body).await {
-            Ok(Some(Ok((_, bytes)))) => return x12_response(bytes, true),
-            Ok(Some(Err(()))) => return ta1_only(&svc, &ctx, &body, "025").await,
-            Ok(None) => {}
-            Err(e) => return Problem::from_port(&ctx.request_id, &e).into_response(),
-        }
-    }
-    match answer(&svc, &ctx, &body, idem_key).await {
+    let request = match receive_x12(&svc.core, &ctx, route, &headers, body).await {
+        Ok(r) => r,
+        Err(answer) => return answer,
+    };
+    match answer(&svc, &ctx, &request.body, request.idempotency_key).await {
         Ok(resp) => resp,
         Err(e) => Problem::from_port(&ctx.request_id, &e).into_response(),
     }
 }
 
-async fn ta1_only(svc: &Attachments, ctx: &CallerContext, body: &[u8], note: &str) -> Response {
-    let store = svc.core.store.as_ref();
-    match control_numbers::ta1_rejection(store, &ctx.caller.partner, body, note, svc.core.clock.now()).await {
-        Ok(Some(bytes)) => x12_response(bytes, false),
-        Ok(None) => Problem::bad_request("not an X12 interchange").into_response(),
-        Err(e) => Problem::from_port(&ctx.request_id, &e).into_response(),
+/// Checks every attachment of a set, then stores them all; refusals go into the set's ack and nothing is stored.
+/// Returns the payer the stored attachments are addressed to.
+async fn store_set(
+    svc: &Attachments,
+    ctx: &CallerContext,
+    submissions: Vec<(Submission, Positions)>,
+    ack: &mut SetAck,
+) -> Result<Option<String>, PortError> {
+    let mut plans = Vec::with_capacity(submissions.len());
+    for (submission, positions) in submissions {
+        match intake::check(svc, &ctx.partner, submission).await? {
+            Verdict::Refused(refusal) => reject(ack, refusal_error(&refusal, positions)),
+            Verdict::Retry(_) => {}
+            Verdict::Store(plan) => plans.push(plan),
+        }
     }
+    if ack.is_rejected() {
+        return Ok(None);
+    }
+    let mut payer = None;
+    for plan in plans {
+        payer = Some(intake::store(svc, &ctx.partner, *plan).await?.attachment.payer);
+    }
+    Ok(payer)
 }
 
 async fn answer(
@@ -361,9 +344,8 @@ async fn answer(
         }
     };
     let fields = interchange.fields();
-    let senders = &ctx.partner.x12_sender_ids;
-    if !senders.is_empty() && !senders.iter().any(|s| s.trim() == fields.sender.1) {
-        return Ok(ta1_only(svc, ctx, input, "006").await);
+    if !ctx.partner.sends_as(&fields.sender.1) {
+        return Ok(ta1_answer(&svc.core, ctx, input, "006").await);
     }
     let control = control_numbers::next_interchange(svc.core.store.as_ref(), &ctx.caller.partner).await?;
     let env = OutboundEnvelope::answering(&fields, control, now);
@@ -372,24 +354,17 @@ async fn answer(
         iw.ta1(&fields, true, "000");
     }
     let mut payer = String::from("unknown");
-    let mut stored = 0usize;
+    let mut stored_sets = 0usize;
     let mut acks_per_group: Vec<Vec<SetAck>> = Vec::new();
     for group in &interchange.groups {
         let mut acks = Vec::with_capacity(group.sets.len());
         for set in &group.sets {
             let mut ack = set.ack.clone();
             if !group.is_rejected() && set.kind.is_some() && !ack.is_rejected() {
-                for (submission, positions, at) in read_set(&set.body, &mut ack) {
-                    match intake::accept(svc, &ctx.partner, submission).await? {
-                        Ok(accepted) => {
-                            payer = accepted.attachment.payer.clone();
-                            stored += 1;
-                        }
-                        Err(refusal) => {
-                            ack.segment_errors.push(refusal_error(&refusal, &positions, at[0]));
-                            ack.add_code("5");
-                        }
-                    }
+                let submissions = read_set(&set.body, &mut ack);
+                if let Some(p) = store_set(svc, ctx, submissions, &mut ack).await? {
+                    payer = p;
+                    stored_sets += 1;
                 }
             }
             acks.push(ack);
@@ -397,38 +372,23 @@ async fn answer(
         acks_per_group.push(acks);
     }
     let mut st_counter = 0u32;
-    // A 999 answers every group, accepted or not: the 275 has no other response.
-    write_999_all(&mut iw, &interchange.groups, &acks_per_group, &mut st_counter);
+    // The 275 has no response transaction: every group gets a 999, accepted or not.
+    write_999_group(&mut iw, &interchange.groups, &acks_per_group, &mut st_counter, Acknowledge::EveryGroup);
     let out = iw.finish();
     let vaulted = vault_exchange(&svc.core, ctx, "x12/275", input, &out, &payer).await?;
     if let Some(key) = idem_key {
         let op = vaulted.idempotency_op(key, X12_MEDIA_TYPE, 200, &payer, now)?;
-        if let Err(e) = svc.core.store.transact(vec![op]).await {
-            if !matches!(e, PortError::Conflict(_)) {
+        match svc.core.store.transact(vec![op]).await {
+            // A concurrent retry recorded its own answer first: both answers say the same.
+            Ok(()) | Err(PortError::Conflict(_)) => {}
+            Err(e) => {
+                vaulted.discard(&svc.core).await;
                 return Err(e);
             }
         }
     }
-    tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, isa13 = %fields.control_number, stored, "275 answered");
+    tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, isa13 = %fields.control_number, stored_sets, "275 answered");
     Ok(x12_response(out, false))
-}
-
-/// Writes a 999 for every group (accepted groups too), unlike the real-time flows where the response set is the
-/// acknowledgment of an accepted set.
-fn write_999_all(
-    iw: &mut InterchangeWriter,
-    groups: &[exchange_core::x12::envelope::Group<'_>],
-    acks_per_group: &[Vec<SetAck>],
-    st_counter: &mut u32,
-) {
-    let Some(first) = groups.first() else { return };
-    iw.begin_group("FA", first.gs.text(3), first.gs.text(2), exchange_core::x12::ack::X231A1);
-    for (group, acks) in groups.iter().zip(acks_per_group) {
-        *st_counter += 1;
-        let acks: Vec<&SetAck> = acks.iter().collect();
-        exchange_core::x12::ack::write_999(iw, &format!("{st_counter:04}"), group, &acks);
-    }
-    iw.end_group();
 }
 
 #[cfg(test)]

@@ -244,10 +244,7 @@ pub async fn post_eligibility(
                 .into_response()
             }
             Ok(None) => {}
-            Err(e) => {
-                tracing::error!(request_id = %ctx.request_id, error = %e, "idempotency lookup failed");
-                return Problem::unavailable().into_response();
-            }
+            Err(e) => return Problem::from_port(&ctx.request_id, &e).into_response(),
         }
     }
 
@@ -257,10 +254,7 @@ pub async fn post_eligibility(
     let answer = matching::answer(&inquiry, data.as_ref(), &app.repo, &ctx.partner, now.date()).await;
     let control = match control_numbers::next_interchange(app.store.as_ref(), &ctx.caller.partner).await {
         Ok(c) => c,
-        Err(e) => {
-            tracing::error!(request_id = %ctx.request_id, error = %e, "control number unavailable");
-            return Problem::unavailable().into_response();
-        }
+        Err(e) => return Problem::from_port(&ctx.request_id, &e).into_response(),
     };
     let payer_id =
         data.as_ref().map(|d| d.payer.id.clone()).unwrap_or_else(|| request.trading_partner_service_id.clone());
@@ -297,8 +291,7 @@ pub async fn post_eligibility(
         record::keep(&app, &ctx, "json/eligibility", &body, &bytes, "application/json", 200, &payer_id, idem_key, rec)
             .await
     {
-        tracing::error!(request_id = %ctx.request_id, error = %e, "recording the inquiry failed");
-        return Problem::unavailable().into_response();
+        return Problem::from_port(&ctx.request_id, &e).into_response();
     }
     tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, latency_ms, "eligibility answered");
     (StatusCode::OK, Json(out)).into_response()

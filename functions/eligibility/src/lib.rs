@@ -21,12 +21,14 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
+use exchange_core::domain::PartnerRole;
 use exchange_core::http::{
-    answer_response, media_type, read_body, require_caller, CallerContext, Problem, MAX_BODY_BYTES, X12_MEDIA_TYPE,
+    receive_x12, require_caller, x12_response, CallerContext, Problem, X12Request, X12Route, MAX_BODY_BYTES,
+    X12_MEDIA_TYPE,
 };
 
 pub use exchange_core::app::{App, TOKEN_ISSUER};
@@ -54,15 +56,11 @@ async fn health() -> Json<serde_json::Value> {
 
 /// Eligibility inquiries are made by provider partners; anyone else gets 403 with no data.
 pub fn require_provider(ctx: &CallerContext) -> Result<(), Problem> {
-    if ctx.caller.role == exchange_core::domain::PartnerRole::Provider && ctx.caller.has_scope("eligibility") {
+    if ctx.caller.role == PartnerRole::Provider && ctx.caller.has_scope("eligibility") {
         Ok(())
     } else {
         Err(Problem::forbidden("eligibility inquiries need a provider token with the eligibility scope"))
     }
-}
-
-fn x12_response(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response {
-    answer_response(status, X12_MEDIA_TYPE, body, replayed)
 }
 
 /// `POST /x12/270`: a 270 interchange in, a 271 interchange out (with a 999 when a set is rejected, or a TA1
@@ -75,34 +73,16 @@ async fn post_270(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    if let Err(p) = require_provider(&ctx) {
-        return p.into_response();
-    }
-    let mt = media_type(&headers);
-    if !matches!(mt.as_str(), "application/edi-x12" | "text/plain" | "application/x12" | "") {
-        return Problem::unsupported_media_type("application/edi-x12 or text/plain").into_response();
-    }
-    let body = match read_body(body) {
-        Ok(b) => b,
-        Err(p) => return p.into_response(),
+    let route = X12Route {
+        role: PartnerRole::Provider,
+        scope: "eligibility",
+        idempotency_scope: "X12-270",
+        max_bytes: MAX_BODY_BYTES,
     };
-
-    // A retried interchange (same sender and ISA13 from the same partner) gets the original answer.
-    let idem_key = x12_flow::interchange_identity(&body)
-        .map(|(sender, isa13)| record::idempotency_key(&ctx, "X12-270", &format!("{sender}#{isa13}")));
-    if let Some(key) = &idem_key {
-        match record::replay(&app, key, &body).await {
-            Ok(Some(Ok((rec, bytes)))) => {
-                return x12_response(StatusCode::from_u16(rec.status).unwrap_or(StatusCode::OK), bytes, true)
-            }
-            Ok(Some(Err(()))) => return duplicate_control_number(&app, &ctx, &body).await,
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(request_id = %ctx.request_id, error = %e, "idempotency lookup failed");
-                return Problem::unavailable().into_response();
-            }
-        }
-    }
+    let X12Request { body, idempotency_key: idem_key } = match receive_x12(&app, &ctx, route, &headers, body).await {
+        Ok(r) => r,
+        Err(answer) => return answer,
+    };
 
     let outcome = match x12_flow::answer_interchange(&app, &ctx, &body).await {
         Ok(o) => o,
@@ -110,10 +90,7 @@ async fn post_270(
             tracing::info!(request_id = %ctx.request_id, error = %e, "not an X12 interchange");
             return Problem::bad_request(format!("not an X12 interchange: {e}")).into_response();
         }
-        Err(FlowError::Unavailable(e)) => {
-            tracing::error!(request_id = %ctx.request_id, error = %e, "eligibility unavailable");
-            return Problem::unavailable().into_response();
-        }
+        Err(FlowError::Unavailable(e)) => return Problem::from_port(&ctx.request_id, &e).into_response(),
     };
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let record = InquiryRecord {
@@ -134,21 +111,17 @@ async fn post_270(
     let payer = outcome.payer_id.clone().unwrap_or_else(|| "unknown".into());
     // A TA1-rejected interchange is not remembered for idempotency: the partner will fix and resend it.
     let idem = if outcome.ta1_note.is_none() { idem_key } else { None };
+    let retry_key = idem.clone();
     if let Err(e) =
         record::keep(&app, &ctx, "x12/270", &body, &outcome.body, X12_MEDIA_TYPE, 200, &payer, idem, record).await
     {
-        if matches!(e, exchange_core::ports::PortError::Conflict(_)) {
+        if let (exchange_core::ports::PortError::Conflict(_), Some(key)) = (&e, &retry_key) {
             // A concurrent retry of the same interchange won the race: answer with its result.
-            if let Some(key) = x12_flow::interchange_identity(&body)
-                .map(|(s, n)| record::idempotency_key(&ctx, "X12-270", &format!("{s}#{n}")))
-            {
-                if let Ok(Some(Ok((_, bytes)))) = record::replay(&app, &key, &body).await {
-                    return x12_response(StatusCode::OK, bytes, true);
-                }
+            if let Ok(Some(Ok((_, bytes)))) = record::replay(&app, key, &body).await {
+                return x12_response(bytes, true);
             }
         }
-        tracing::error!(request_id = %ctx.request_id, error = %e, "recording the inquiry failed");
-        return Problem::unavailable().into_response();
+        return Problem::from_port(&ctx.request_id, &e).into_response();
     }
     tracing::info!(
         request_id = %ctx.request_id,
@@ -161,22 +134,5 @@ async fn post_270(
         latency_ms,
         "270 answered"
     );
-    x12_response(StatusCode::OK, outcome.body, false)
-}
-
-/// The same ISA13 reused for a different interchange: TA1 025 (duplicate interchange control number).
-async fn duplicate_control_number(app: &App, ctx: &CallerContext, body: &[u8]) -> Response {
-    let store = app.store.as_ref();
-    match exchange_core::control_numbers::ta1_rejection(store, &ctx.caller.partner, body, "025", app.clock.now()).await
-    {
-        Ok(Some(bytes)) => {
-            tracing::info!(request_id = %ctx.request_id, ta1 = "025", "duplicate interchange control number");
-            x12_response(StatusCode::OK, bytes, false)
-        }
-        Ok(None) => Problem::bad_request("not an X12 interchange").into_response(),
-        Err(e) => {
-            tracing::error!(request_id = %ctx.request_id, error = %e, "control number unavailable");
-            Problem::unavailable().into_response()
-        }
-    }
+    x12_response(outcome.body, false)
 }

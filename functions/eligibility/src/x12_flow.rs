@@ -68,11 +68,6 @@ pub enum FlowError {
     Unavailable(#[from] PortError),
 }
 
-/// The ISA06 sender id and ISA13, read without a full parse (for idempotency).
-pub fn interchange_identity(input: &[u8]) -> Option<(String, String)> {
-    exchange_core::x12::isa::salvage_fields(input).map(|f| (f.sender.1, f.control_number))
-}
-
 /// Answers one 270 interchange.
 pub async fn answer_interchange(app: &App, ctx: &CallerContext, input: &[u8]) -> Result<X12Outcome, FlowError> {
     let now = app.clock.now();
@@ -92,8 +87,7 @@ pub async fn answer_interchange(app: &App, ctx: &CallerContext, input: &[u8]) ->
     let delimiters: Delimiters = interchange.delimiters;
 
     // The interchange sender must be one the calling partner registered (TA1 006 otherwise).
-    let senders = &ctx.partner.x12_sender_ids;
-    if !senders.is_empty() && !senders.iter().any(|s| s.trim() == fields.sender.1) {
+    if !ctx.partner.sends_as(&fields.sender.1) {
         let body = ta1_interchange(delimiters, &fields, env, false, "006");
         return Ok(X12Outcome::ta1(body, "006", fields.control_number, control));
     }
@@ -166,7 +160,13 @@ pub async fn answer_interchange(app: &App, ctx: &CallerContext, input: &[u8]) ->
         acks_per_group.push(acks);
     }
 
-    exchange_core::x12::ack::write_999_group(&mut iw, &interchange.groups, &acks_per_group, &mut st_counter);
+    exchange_core::x12::ack::write_999_group(
+        &mut iw,
+        &interchange.groups,
+        &acks_per_group,
+        &mut st_counter,
+        exchange_core::x12::ack::Acknowledge::Rejections,
+    );
     outcome.body = iw.finish();
     Ok(outcome)
 }

@@ -7,13 +7,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use exchange_core::domain::prior_auth::{Decision, PaCase, Urgency};
 use exchange_core::domain::PartnerRole;
-use exchange_core::http::{answer_response, CallerContext, Problem};
+use exchange_core::http::{answer_response, CallerContext, Problem, ProblemQuery};
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime};
@@ -189,7 +189,7 @@ fn months(from: Date, to: Date) -> Vec<String> {
 pub async fn get_metrics(
     State(pa): State<Arc<PriorAuth>>,
     ctx: CallerContext,
-    Query(q): Query<MetricsQuery>,
+    ProblemQuery(q): ProblemQuery<MetricsQuery>,
 ) -> Result<Response, Problem> {
     if !matches!(ctx.caller.role, PartnerRole::Payer | PartnerRole::Admin) {
         return Err(Problem::forbidden("metrics are for payer and admin tokens"));

@@ -4,7 +4,7 @@
 use exchange_core::domain::notifications::{enqueue, NotificationJob};
 use exchange_core::domain::prior_auth::PaCase;
 use exchange_core::domain::subscriptions::SubscriptionRecord;
-use exchange_core::ports::{Delivery, PortError, WriteOp};
+use exchange_core::ports::{Delivery, Key, PortError, WriteOp};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
@@ -105,16 +105,17 @@ pub async fn deliver(pa: &PriorAuth, job: &NotificationJob, version: u64) -> Res
         pa.outbox.complete(job, version).await?;
         return Ok(JobOutcome::Dropped);
     };
-    let event_number = sub.events_delivered + 1;
+    // Event numbers come from a per-subscription counter, so concurrent deliveries never send the same number.
+    let event_number = pa.core.store.increment(&Key::new(format!("SUBSCRIPTION#{}", sub.id), "EVENT-NUMBERS")).await?;
     let body = serde_json::to_vec(&notification_bundle(&sub, event_number, &case, now)).unwrap_or_default();
     let result = pa.notifier.post(&sub.endpoint, &sub.header_pairs(), body).await;
     let error = match result {
         Ok(Delivery::Delivered(_)) => {
             pa.outbox.complete(job, version).await?;
             let mut updated = sub.clone();
-            updated.events_delivered = event_number;
+            updated.events_delivered = updated.events_delivered.max(event_number);
             updated.status = "active".into();
-            // The counter is advisory: losing a race with another delivery only skips a number.
+            // A status report only: losing a race with another delivery's save changes nothing that matters.
             let _ = pa.subscriptions.save(&updated, sub_version).await;
             tracing::info!(job = %job.id, case = %case.id, subscription = %sub.id, "notification delivered");
             return Ok(JobOutcome::Delivered);

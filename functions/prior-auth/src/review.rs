@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use exchange_core::domain::prior_auth::{Decision, PaCase};
 use exchange_core::domain::PartnerRole;
 use exchange_core::http::problem::FieldError;
-use exchange_core::http::{CallerContext, Problem};
+use exchange_core::http::{CallerContext, Problem, ProblemQuery};
 use exchange_core::ports::PortError;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -60,7 +60,7 @@ async fn payer_id(pa: &PriorAuth, ctx: &CallerContext) -> Result<String, Problem
 pub async fn list(
     State(pa): State<Arc<PriorAuth>>,
     ctx: CallerContext,
-    Query(q): Query<ListQuery>,
+    ProblemQuery(q): ProblemQuery<ListQuery>,
 ) -> Result<Response, Problem> {
     require_reviewer(&ctx)?;
     let payer = payer_id(&pa, &ctx).await?;

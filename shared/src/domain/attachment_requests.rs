@@ -100,9 +100,10 @@ pub struct AttachmentRequest {
 
 impl AttachmentRequest {
     /// Updates the status after attachment documents with `received_codes` arrived (`is_final`: no more follow).
-    pub fn record_answer(&mut self, attachment_id: &str, received_codes: &[&str], is_final: bool, at: &str) {
+    /// Returns whether anything changed (a closed request stays as it is).
+    pub fn record_answer(&mut self, attachment_id: &str, received_codes: &[&str], is_final: bool, at: &str) -> bool {
         if !self.status.is_open() {
-            return;
+            return false;
         }
         self.attachment_id = Some(attachment_id.to_owned());
         let all_codes = self.needed.iter().all(|n| received_codes.contains(&n.code.as_str()));
@@ -112,6 +113,7 @@ impl AttachmentRequest {
             RequestStatus::InProgress
         };
         self.last_modified = at.to_owned();
+        true
     }
 }
 
@@ -120,7 +122,7 @@ fn key(id: &str) -> Key {
 }
 
 fn tracking_key(payer: &str, tracking: &str) -> Key {
-    Key::new(format!("PAYER#{payer}#TASKS"), format!("TRACK#{}", tracking.replace('#', "%23")))
+    Key::new(format!("PAYER#{payer}#TASKS"), format!("TRACK#{}", super::attachments::index_value(tracking)))
 }
 
 fn owner_key(npi: &str, authored: &str, id: &str) -> Key {
@@ -169,11 +171,6 @@ impl AttachmentRequestRepo {
     /// The write that saves `req` read at `version`.
     pub fn save_op(req: &AttachmentRequest, version: u64) -> Result<WriteOp, PortError> {
         Ok(WriteOp::Update { item: Self::item(req)?, expected_version: version })
-    }
-
-    /// Saves `req` read at `version`.
-    pub async fn save(&self, req: &AttachmentRequest, version: u64) -> Result<(), PortError> {
-        self.store.transact(vec![Self::save_op(req, version)?]).await
     }
 
     /// The request `id`, with its version.
@@ -244,16 +241,16 @@ mod tests {
     #[test]
     fn status_follows_what_arrived() {
         let mut r = request();
-        r.record_answer("a", &["11506-3"], false, "t1");
+        assert!(r.record_answer("a", &["11506-3"], false, "t1"));
         assert_eq!(r.status, RequestStatus::InProgress);
-        r.record_answer("a", &["11506-3", "34117-2"], false, "t2");
+        assert!(r.record_answer("a", &["11506-3", "34117-2"], false, "t2"));
         assert_eq!(r.status, RequestStatus::Completed);
-        // Closed requests stay closed.
-        r.record_answer("a", &[], false, "t3");
+        // Closed requests stay closed, and nothing is saved for them.
+        assert!(!r.record_answer("a", &[], false, "t3"));
         assert_eq!((r.status, r.last_modified.as_str()), (RequestStatus::Completed, "t2"));
 
         let mut r = request();
-        r.record_answer("a", &[], true, "t1");
+        assert!(r.record_answer("a", &[], true, "t1"));
         assert_eq!(r.status, RequestStatus::Completed, "a final submission completes the request");
     }
 }

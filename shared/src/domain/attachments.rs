@@ -19,6 +19,9 @@ use crate::ports::{Item, Key, PortError, Query, StateStore, WriteOp};
 /// The largest document the exchange accepts (CAQH CORE asks for at least 64 MB per attachment).
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024 * 1024;
 
+/// The most documents one attachment holds (its record stays well under DynamoDB's 400 KB item limit).
+pub const MAX_DOCUMENTS_PER_ATTACHMENT: usize = 100;
+
 /// How many receipt-date index entries a date lookup reads.
 pub const RECEIVED_SCAN: usize = 10_000;
 
@@ -142,17 +145,6 @@ pub struct Attachment {
 }
 
 impl Attachment {
-    /// Line items over all documents, in first-seen order.
-    pub fn line_items(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = Vec::new();
-        for item in self.documents.iter().flat_map(|d| d.line_items.iter()) {
-            if !out.contains(&item.as_str()) {
-                out.push(item);
-            }
-        }
-        out
-    }
-
     /// LOINC codes over all documents, in first-seen order.
     pub fn codes(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
@@ -179,9 +171,10 @@ pub fn attachment_id(submitter: &str, tracking_id: &str) -> String {
     format!("att-{}", &hex::encode(h.finalize())[..24])
 }
 
-/// The vault path of document `index` of attachment `id`.
-pub fn document_path(id: &str, index: u32) -> String {
-    format!("attachments/{id}/{index}")
+/// The vault path of document `index` of attachment `id`, written by the submission that drew `nonce`: two
+/// submissions racing for the same index never write the same object.
+pub fn document_path(id: &str, index: u32, nonce: &str) -> String {
+    format!("attachments/{id}/{index}-{nonce}")
 }
 
 /// How a payer looks for attachments.
@@ -221,8 +214,13 @@ fn submitter_key(att: &Attachment) -> Key {
 }
 
 /// Index values are free text from the submitter: `#` would let one value read as a prefix of another's key.
-fn index_value(value: &str) -> String {
+pub(crate) fn index_value(value: &str) -> String {
     value.replace('%', "%25").replace('#', "%23")
+}
+
+/// Member ids compare as the payer data compares them: case-insensitively.
+fn member_index(member_id: &str) -> String {
+    index_value(&member_id.to_ascii_uppercase())
 }
 
 fn pointer(key: Key, id: &str) -> Item {
@@ -282,7 +280,7 @@ impl AttachmentRepo {
                 &att.id,
             )),
             WriteOp::PutNew(pointer(
-                index_key(&att.payer, format!("MEMBER#{}#{}", index_value(&att.member_id), att.id)),
+                index_key(&att.payer, format!("MEMBER#{}#{}", member_index(&att.member_id), att.id)),
                 &att.id,
             )),
         ];
@@ -335,7 +333,7 @@ impl AttachmentRepo {
                 return self.via_pointers(page).await;
             }
             Lookup::Tracking(t) => format!("TRACK#{}#", index_value(t)),
-            Lookup::Member(m) => format!("MEMBER#{}#", index_value(m)),
+            Lookup::Member(m) => format!("MEMBER#{}#", member_index(m)),
             Lookup::Reference(r) => format!("REF#{}#", index_value(r)),
             Lookup::Case(c) => format!("CASE#{c}#"),
         };
@@ -400,8 +398,9 @@ mod tests {
         let ids = |v: Vec<Attachment>| v.into_iter().map(|a| a.tracking_id).collect::<Vec<_>>();
         assert_eq!(ids(repo.addressed_to("P1", &Lookup::Tracking("T1".into()), 10).await.unwrap()), ["T1"]);
         assert_eq!(ids(repo.addressed_to("P1", &Lookup::Member("M#1".into()), 10).await.unwrap()).len(), 2);
-        // A member id that is a prefix of another with `#` does not match it.
+        // A member id that is a prefix of another with `#` does not match it; case does not matter.
         assert!(repo.addressed_to("P1", &Lookup::Member("M".into()), 10).await.unwrap().is_empty());
+        assert_eq!(ids(repo.addressed_to("P1", &Lookup::Member("m#1".into()), 10).await.unwrap()).len(), 2);
         let day = Lookup::Received { from: Some("2026-11-21".into()), to: Some("2026-11-22".into()) };
         assert_eq!(ids(repo.addressed_to("P1", &day, 10).await.unwrap()), ["T2"]);
         assert!(repo.addressed_to("P2", &Lookup::Tracking("T1".into()), 10).await.unwrap().is_empty());

@@ -85,6 +85,11 @@ impl fmt::Display for Npi {
     }
 }
 
+/// The longest caller-supplied identifier the exchange keys records by (submission identifiers, tracking ids,
+/// traces, claim references): DynamoDB refuses keys over 1,024 bytes, and a caller's mistake must be a 4xx, not a
+/// failed write.
+pub const MAX_REFERENCE_LEN: usize = 128;
+
 /// A payer-assigned member id (2..80 characters: letters, digits, hyphen). It is PHI: it is never logged, and its
 /// `Debug` form is redacted.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

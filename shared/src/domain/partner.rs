@@ -56,6 +56,11 @@ impl TradingPartner {
     pub fn may_submit_for(&self, id: &str) -> bool {
         self.npis.iter().any(|n| n.as_str() == id) || self.provider_ids.iter().any(|p| p == id)
     }
+
+    /// Whether the partner may send interchanges as ISA06 `sender` (any, when it registered none).
+    pub fn sends_as(&self, sender: &str) -> bool {
+        self.x12_sender_ids.is_empty() || self.x12_sender_ids.iter().any(|s| s.trim() == sender.trim())
+    }
 }
 
 /// The authenticated caller of a request: who the bearer token names, checked by the shared middleware.

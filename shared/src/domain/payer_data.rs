@@ -458,21 +458,10 @@ impl PayerData {
     }
 }
 
-/// A schema error message without the offending value (which may be PHI).
+/// A schema error message without the offending value (which may be PHI): jsonschema's own masking covers every
+/// keyword's message (`"…" is longer than 60 characters` as much as `does not match`).
 fn schema_message(e: &jsonschema::ValidationError<'_>) -> String {
-    let full = e.to_string();
-    // jsonschema messages start with the instance (`"19xx" does not match ...`); keep only the rule part.
-    match full.find(" is not ").or_else(|| full.find(" does not ")).or_else(|| full.find(" is a required")) {
-        Some(i)
-            if full.starts_with('"')
-                || full.starts_with('{')
-                || full.starts_with('[')
-                || full.starts_with(|c: char| c.is_ascii_digit()) =>
-        {
-            format!("value{}", &full[i..])
-        }
-        _ => full,
-    }
+    e.masked().to_string()
 }
 
 /// Where the current data set version is recorded.
@@ -528,6 +517,9 @@ pub struct CurrentDataSet {
 /// Plans by (data set version, plan id).
 type PlanCache = HashMap<(u64, String), Arc<Plan>>;
 
+/// Partner records (or their absence) by id, with when they were read.
+type PartnerCache = HashMap<PartnerId, (Instant, Option<TradingPartner>)>;
+
 /// Reads and writes payer data in the state store. Cheap to clone; caches the current version briefly.
 #[derive(Clone)]
 pub struct PayerDataRepo {
@@ -535,20 +527,35 @@ pub struct PayerDataRepo {
     cache: Arc<RwLock<Option<(Instant, CurrentDataSet)>>>,
     /// Plans never change within a data set version, so they are read once per instance.
     plans: Arc<RwLock<PlanCache>>,
+    /// Partner records, read on every authenticated request: kept for the same ttl as the current version.
+    partners: Arc<RwLock<PartnerCache>>,
     ttl: Duration,
 }
 
 impl PayerDataRepo {
     /// A repository over `store`. The current version is cached for `ttl` (a reload is visible after it).
     pub fn new(store: Arc<dyn StateStore>, ttl: Duration) -> Self {
-        PayerDataRepo { store, cache: Arc::new(RwLock::new(None)), plans: Arc::new(RwLock::new(HashMap::new())), ttl }
+        PayerDataRepo {
+            store,
+            cache: Arc::new(RwLock::new(None)),
+            plans: Arc::new(RwLock::new(HashMap::new())),
+            partners: Arc::new(RwLock::new(HashMap::new())),
+            ttl,
+        }
     }
 
-    /// Writes a validated data set under a new version, then makes it current. Partners are written in the same
-    /// final step. A failure before the switch leaves the previous data set current.
+    /// Writes a validated data set under a new version, then makes it current. Partners are written just before the
+    /// switch (in its transaction when there are fewer than 90). A failure before the switch leaves the previous data
+    /// set current, and a retry loads under a fresh version.
     pub async fn load(&self, data: &PayerData) -> Result<u64, PayerDataError> {
         let current = self.store.get(&current_key()).await?;
-        let version = current.as_ref().and_then(|i| i.body["version"].as_u64()).unwrap_or(0) + 1;
+        let current_version = current.as_ref().and_then(|i| i.body["version"].as_u64()).unwrap_or(0);
+        // Versions come from a counter, never reused: a load that failed half-way leaves items under its version,
+        // and a retry must not collide with them.
+        let mut version = self.store.increment(&Key::new("PAYERDATA", "VERSIONS")).await?;
+        while version <= current_version {
+            version = self.store.increment(&Key::new("PAYERDATA", "VERSIONS")).await?;
+        }
         let mut items = Vec::new();
         for plan in &data.plans {
             items.push(Item::new(plan_key(version, &plan.id), to_json(plan)?));
@@ -572,14 +579,6 @@ impl PayerDataRepo {
             self.store.transact(chunk.iter().cloned().map(WriteOp::PutNew).collect()).await?;
         }
         let mut final_ops = Vec::new();
-        let header = CurrentDataSet { version, payer: data.payer.clone() };
-        match current {
-            Some(item) => final_ops.push(WriteOp::Update {
-                item: Item::new(current_key(), to_json(&header)?),
-                expected_version: item.version,
-            }),
-            None => final_ops.push(WriteOp::PutNew(Item::new(current_key(), to_json(&header)?))),
-        }
         for p in &data.trading_partners {
             let key = partner_key(&p.id);
             match self.store.get(&key).await? {
@@ -588,10 +587,20 @@ impl PayerDataRepo {
                 None => final_ops.push(WriteOp::PutNew(Item::new(key, to_json(p)?))),
             }
         }
+        // The switch goes last, so it commits in the last chunk, after every partner.
+        let header = CurrentDataSet { version, payer: data.payer.clone() };
+        match current {
+            Some(item) => final_ops.push(WriteOp::Update {
+                item: Item::new(current_key(), to_json(&header)?),
+                expected_version: item.version,
+            }),
+            None => final_ops.push(WriteOp::PutNew(Item::new(current_key(), to_json(&header)?))),
+        }
         for chunk in final_ops.chunks(90) {
             self.store.transact(chunk.to_vec()).await?;
         }
         *self.cache.write().await = None;
+        self.partners.write().await.clear();
         Ok(version)
     }
 
@@ -638,12 +647,24 @@ impl PayerDataRepo {
         Ok(Some(plan))
     }
 
-    /// A trading partner.
+    /// A trading partner (cached for the repository's ttl, unknown ids too).
     pub async fn partner(&self, id: &PartnerId) -> Result<Option<TradingPartner>, PortError> {
-        match self.store.get(&partner_key(id)).await? {
-            Some(item) => Ok(Some(from_json(item.body)?)),
-            None => Ok(None),
+        if let Some((at, p)) = self.partners.read().await.get(id) {
+            if at.elapsed() < self.ttl {
+                return Ok(p.clone());
+            }
         }
+        let partner: Option<TradingPartner> = match self.store.get(&partner_key(id)).await? {
+            Some(item) => Some(from_json(item.body)?),
+            None => None,
+        };
+        let mut partners = self.partners.write().await;
+        // Bounded: tokens name registered partners, but a flood of unknown ids must not grow the map forever.
+        if partners.len() >= 1024 {
+            partners.clear();
+        }
+        partners.insert(id.clone(), (Instant::now(), partner.clone()));
+        Ok(partner)
     }
 }
 

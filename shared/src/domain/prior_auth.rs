@@ -11,7 +11,6 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use super::ids::MemberId;
 use crate::ports::{Item, Key, PortError, Query, StateStore, WriteOp};
 use crate::record::IdempotencyRecord;
 
@@ -454,7 +453,7 @@ fn trace_key(case: &PaCase, trace: &Trace) -> Key {
 
 /// Member ids compare as the payer data compares them (case-insensitively).
 fn member_index(member_id: &str) -> String {
-    MemberId::parse(member_id).map(|m| m.key()).unwrap_or_else(|_| member_id.to_ascii_uppercase())
+    member_id.to_ascii_uppercase()
 }
 
 fn member_key(submitter: &str, member_id: &str, case_id: &str) -> Key {
@@ -539,17 +538,10 @@ impl CaseRepo {
         Ok(ops)
     }
 
-    /// Creates a case ([`Self::create_ops`]) and any `extra` writes in one transaction: all or nothing.
+    /// Creates a case ([`Self::create_ops`]) in one transaction: all or nothing.
     /// `Conflict` when the submission is already known.
-    pub async fn create(
-        &self,
-        case: &PaCase,
-        answer: Option<IdempotencyRecord>,
-        extra: Vec<WriteOp>,
-    ) -> Result<(), PortError> {
-        let mut ops = Self::create_ops(case, answer)?;
-        ops.extend(extra);
-        self.store.transact(ops).await
+    pub async fn create(&self, case: &PaCase, answer: Option<IdempotencyRecord>) -> Result<(), PortError> {
+        self.store.transact(Self::create_ops(case, answer)?).await
     }
 
     /// The writes that save a changed case read at `version`, with the submission that changed it.
@@ -597,17 +589,12 @@ impl CaseRepo {
         Ok(Some((case, item.version)))
     }
 
-    async fn via_pointer(&self, key: &Key) -> Result<Option<(PaCase, u64)>, PortError> {
-        let Some(p) = self.store.get(key).await? else { return Ok(None) };
-        match p.body["caseId"].as_str() {
+    /// The case a pointer item (already read by a query) names.
+    async fn via_pointer(&self, pointer: &Item) -> Result<Option<(PaCase, u64)>, PortError> {
+        match pointer.body["caseId"].as_str() {
             Some(id) => self.get(id).await,
             None => Ok(None),
         }
-    }
-
-    /// The latest case `submitter` traced as `trace`.
-    pub async fn by_trace(&self, submitter: &str, trace: &Trace) -> Result<Option<(PaCase, u64)>, PortError> {
-        Ok(self.all_by_trace(submitter, trace).await?.pop())
     }
 
     /// Every case `submitter` traced as `trace`, oldest first.
@@ -615,7 +602,7 @@ impl CaseRepo {
         let page = self.store.query(&Query::prefix(format!("PARTNER#{submitter}"), trace_prefix(trace), 100)).await?;
         let mut out = Vec::with_capacity(page.items.len());
         for p in &page.items {
-            if let Some(found) = self.via_pointer(&p.key).await? {
+            if let Some(found) = self.via_pointer(p).await? {
                 out.push(found);
             }
         }
@@ -634,7 +621,7 @@ impl CaseRepo {
             .await?;
         let mut cases = Vec::with_capacity(page.items.len());
         for p in page.items {
-            if let Some((c, _)) = self.via_pointer(&p.key).await? {
+            if let Some((c, _)) = self.via_pointer(&p).await? {
                 cases.push(c);
             }
         }
@@ -661,10 +648,8 @@ impl CaseRepo {
         loop {
             let page = self.store.query(&query).await?;
             for p in &page.items {
-                if let Some(id) = p.body["caseId"].as_str() {
-                    if let Some((c, _)) = self.get(id).await? {
-                        out.push(c);
-                    }
+                if let Some((c, _)) = self.via_pointer(p).await? {
+                    out.push(c);
                 }
             }
             match page.next {
@@ -735,14 +720,14 @@ mod tests {
         let repo = CaseRepo::new(Arc::new(MemoryStateStore::default()));
         let at = datetime!(2026-11-25 10:00 UTC);
         let mut case = new_case("B1", Urgency::Standard).into_case("PA1".into(), at);
-        repo.create(&case, None, vec![]).await.unwrap();
+        repo.create(&case, None).await.unwrap();
         let again = new_case("B1", Urgency::Standard).into_case("PA2".into(), at);
-        assert!(matches!(repo.create(&again, None, vec![]).await, Err(PortError::Conflict(_))));
+        assert!(matches!(repo.create(&again, None).await, Err(PortError::Conflict(_))));
         assert!(repo.get("PA2").await.unwrap().is_none(), "the losing create wrote nothing");
         assert_eq!(repo.submission("demo-provider", "B1").await.unwrap().unwrap().case_id, "PA1");
         let trace = case.trace.clone().unwrap();
-        assert_eq!(repo.by_trace("demo-provider", &trace).await.unwrap().unwrap().0.id, "PA1");
-        assert!(repo.by_trace("other-provider", &trace).await.unwrap().is_none(), "traces are per submitter");
+        assert_eq!(repo.all_by_trace("demo-provider", &trace).await.unwrap().pop().unwrap().0.id, "PA1");
+        assert!(repo.all_by_trace("other-provider", &trace).await.unwrap().is_empty(), "traces are per submitter");
         assert_eq!(repo.by_member("demo-provider", "M1", 10).await.unwrap().len(), 1);
         assert_eq!(repo.pended("DEMOPAYER", 10).await.unwrap().len(), 1);
 
@@ -772,9 +757,9 @@ mod tests {
     async fn work_list_is_ordered_by_deadline_and_cancelled_items_stay_cancelled() {
         let repo = CaseRepo::new(Arc::new(MemoryStateStore::default()));
         let at = datetime!(2026-11-25 10:00 UTC);
-        repo.create(&new_case("S", Urgency::Standard).into_case("PA-S".into(), at), None, vec![]).await.unwrap();
+        repo.create(&new_case("S", Urgency::Standard).into_case("PA-S".into(), at), None).await.unwrap();
         let e = new_case("E", Urgency::Expedited).into_case("PA-E".into(), at + Duration::hours(1));
-        repo.create(&e, None, vec![]).await.unwrap();
+        repo.create(&e, None).await.unwrap();
         let list = repo.pended("DEMOPAYER", 10).await.unwrap();
         assert_eq!(list.iter().map(|(c, _)| c.id.as_str()).collect::<Vec<_>>(), vec!["PA-E", "PA-S"]);
         let mut case = list[0].0.clone();

@@ -7,12 +7,18 @@ use axum::response::{IntoResponse, Response};
 
 use super::{Problem, MAX_BODY_BYTES};
 
-/// Reads a body, mapping an over-limit body to 413 problem+json.
+/// Reads a body of at most [`MAX_BODY_BYTES`] (the Lambda payload limit), mapping an over-limit body to 413
+/// problem+json.
 pub fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
+    read_body_max(body, MAX_BODY_BYTES)
+}
+
+/// Reads a body of at most `limit` bytes; 413 problem+json above it, 400 when it could not be read.
+pub fn read_body_max(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, Problem> {
     match body {
-        Ok(b) if b.len() > MAX_BODY_BYTES => Err(Problem::too_large(MAX_BODY_BYTES)),
+        Ok(b) if b.len() > limit => Err(Problem::too_large(limit)),
         Ok(b) => Ok(b),
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Problem::too_large(MAX_BODY_BYTES)),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Problem::too_large(limit)),
         Err(e) => Err(Problem::bad_request(e.body_text())),
     }
 }

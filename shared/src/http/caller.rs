@@ -69,10 +69,8 @@ pub async fn require_caller(State(auth): State<Arc<Authenticator>>, mut req: Req
             }
             resp
         }
-        Err(AuthError::Unavailable(e)) => {
-            tracing::error!(error = %e, "token verification unavailable");
-            Problem::unavailable().into_response()
-        }
+        // A dependency fault is 503 only when a retry can help (the one mapping every route uses).
+        Err(AuthError::Unavailable(e)) => Problem::from_port(&random_id(), &e).into_response(),
         Err(e) => {
             tracing::info!(reason = %e, "request refused: unauthenticated");
             Problem::unauthorized(e.to_string()).into_response()

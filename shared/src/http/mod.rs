@@ -3,10 +3,14 @@
 pub mod body;
 pub mod caller;
 pub mod problem;
+pub mod query;
+pub mod x12_inbound;
 
-pub use body::{answer_response, media_type, read_body};
+pub use body::{answer_response, media_type, read_body, read_body_max};
 pub use caller::{require_caller, Authenticator, CallerContext};
 pub use problem::Problem;
+pub use query::ProblemQuery;
+pub use x12_inbound::{receive_x12, ta1_answer, x12_response, X12Request, X12Route};
 
 /// Lambda's synchronous payload limit: a request body above it is refused with 413.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;

@@ -188,20 +188,33 @@ pub fn ta1_interchange(
     iw.finish()
 }
 
-/// Writes the 999s of an answered interchange: one per inbound group with any rejected set (or rejected itself),
-/// together in one `FA` group addressed like the first of them. `acks_per_group[i]` holds the acks of
-/// `groups[i]`'s sets; `st_counter` numbers the sets of the outbound interchange and is advanced.
+/// Which inbound groups get a 999.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acknowledge {
+    /// Only groups with a rejected set (or rejected themselves): real-time flows, where the response set is the
+    /// answer to an accepted one.
+    Rejections,
+    /// Every group: flows with no response transaction (the 275), where the 999 is the only answer.
+    EveryGroup,
+}
+
+/// Writes the 999s of an answered interchange, one per inbound group that `which` names, together in one `FA`
+/// group addressed like the first of them. `acks_per_group[i]` holds the acks of `groups[i]`'s sets;
+/// `st_counter` numbers the sets of the outbound interchange and is advanced.
 pub fn write_999_group(
     iw: &mut InterchangeWriter,
     groups: &[Group<'_>],
     acks_per_group: &[Vec<SetAck>],
     st_counter: &mut u32,
+    which: Acknowledge,
 ) {
     let needs_999: Vec<usize> = groups
         .iter()
         .zip(acks_per_group)
         .enumerate()
-        .filter(|(_, (g, acks))| g.is_rejected() || acks.iter().any(SetAck::is_rejected))
+        .filter(|(_, (g, acks))| {
+            which == Acknowledge::EveryGroup || g.is_rejected() || acks.iter().any(SetAck::is_rejected)
+        })
         .map(|(i, _)| i)
         .collect();
     let Some(first) = needs_999.first() else { return };

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use exchange_core::domain::ids::MAX_REFERENCE_LEN;
 use exchange_core::domain::prior_auth::{CaseItem, FhirRefs, Requester, Subscriber, Trace, Urgency};
 use exchange_core::fhir::{first_coding, FhirError, Issue};
 use serde_json::Value;
@@ -165,6 +166,13 @@ pub fn index_bundle(bundle: &Value) -> Result<BundleIndex<'_>, FhirError> {
 pub fn bundle_identifier(bundle: &Value) -> Result<(String, String), FhirError> {
     let id = &bundle["identifier"];
     match (id["system"].as_str(), id["value"].as_str()) {
+        (system, Some(value)) if value.len() > MAX_REFERENCE_LEN || system.unwrap_or("").len() > 255 => {
+            Err(FhirError::unprocessable(
+                "value",
+                format!("Bundle.identifier.value is at most {MAX_REFERENCE_LEN} characters (system 255)"),
+                Some("Bundle.identifier"),
+            ))
+        }
         (system, Some(value)) if !value.is_empty() => Ok((system.unwrap_or("").to_owned(), value.to_owned())),
         _ => Err(FhirError::unprocessable(
             "required",
@@ -177,6 +185,17 @@ pub fn bundle_identifier(bundle: &Value) -> Result<(String, String), FhirError> 
 /// The trace a Claim.identifier carries (`urn:trnorg:ORIGINATOR` system, TRN02 value).
 pub fn claim_trace(claim: &Value) -> Option<Trace> {
     identifier_trace(claim["identifier"].as_array()?.first()?)
+}
+
+/// The Claim's trace, refused when it is too long to key a record by.
+fn bounded_trace(claim: &Value) -> Result<Option<Trace>, FhirError> {
+    match claim_trace(claim) {
+        Some(t) if t.value.len() > MAX_REFERENCE_LEN || t.originator.len() > 255 => Err(invalid(
+            format!("Claim.identifier.value is at most {MAX_REFERENCE_LEN} characters"),
+            "Claim.identifier",
+        )),
+        trace => Ok(trace),
+    }
 }
 
 /// The trace an Identifier carries: TRN02 is the value; TRN03 is the `urn:trnorg:` suffix of the system, else the
@@ -415,7 +434,7 @@ pub fn parse_submit(bundle: &Value) -> Result<PasRequest, FhirError> {
         payer_name: insurer["name"].as_str().unwrap_or("").to_owned(),
         subscriber,
         requester: requester_of(provider),
-        trace: claim_trace(claim),
+        trace: bounded_trace(claim)?,
         request_category,
         certification_type,
         diagnoses,
@@ -452,7 +471,7 @@ pub fn parse_inquiry(bundle: &Value) -> Result<Inquiry, FhirError> {
     if provider_id.is_empty() {
         return Err(invalid("the inquiry's provider needs an identifier (NPI)", "Claim.provider"));
     }
-    Ok(Inquiry { member_id, provider_id, trace: claim_trace(claim) })
+    Ok(Inquiry { member_id, provider_id, trace: bounded_trace(claim)? })
 }
 
 /// The member id: the focal Coverage's subscriberId (where PAS maps 2010C NM109), else the Patient's first
@@ -466,6 +485,11 @@ fn member_id_of(index: &BundleIndex<'_>, claim: &Value, patient: Option<&Value>)
         .or_else(|| patient.and_then(|p| p["identifier"][0]["value"].as_str()))
         .map(str::to_owned)
         .ok_or_else(|| invalid("the member id is missing (Coverage.subscriberId)", "Coverage.subscriberId"))
+        .and_then(|m| match m.len() {
+            // Longer than any member id (80): refused here rather than keyed by.
+            0..=80 => Ok(m),
+            _ => Err(invalid("the member id is at most 80 characters", "Coverage.subscriberId")),
+        })
 }
 
 /// The requesting provider: Claim.provider, or the organisation of a PractitionerRole that names one.

@@ -161,7 +161,7 @@ async fn submit_initial(
     };
     let answer = serde_json::to_vec(&response_bundle(&case, Flavor::Submit, now)).unwrap_or_default();
     let vaulted = vault_exchange(&pa.core, ctx, "pas/submit", kept.raw, &answer, &case.payer).await.map_err(port)?;
-    if let Err(e) = pa.cases.create(&case, Some(idempotency(&vaulted, kept, &case.payer)), vec![]).await {
+    if let Err(e) = pa.cases.create(&case, Some(idempotency(&vaulted, kept, &case.payer))).await {
         vaulted.discard(&pa.core).await;
         if !matches!(e, PortError::Conflict(_)) {
             return Err(port(e));

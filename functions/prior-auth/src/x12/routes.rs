@@ -13,9 +13,11 @@ use axum::response::{IntoResponse, Response};
 use exchange_core::control_numbers;
 use exchange_core::domain::prior_auth::{CaseRepo, PaCase};
 use exchange_core::domain::PartnerRole;
-use exchange_core::http::{answer_response, media_type, read_body, CallerContext, Problem, X12_MEDIA_TYPE};
+use exchange_core::http::{
+    receive_x12, ta1_answer, x12_response, CallerContext, Problem, X12Route, MAX_BODY_BYTES, X12_MEDIA_TYPE,
+};
 use exchange_core::ports::{PortError, WriteOp};
-use exchange_core::record::{idempotency_key, replay, vault_exchange};
+use exchange_core::record::vault_exchange;
 use exchange_core::x12::ack::{ta1_interchange, InterchangeWriter, OutboundEnvelope};
 use exchange_core::x12::envelope::{parse_interchange, SetAck};
 use exchange_core::x12::guide::{self, x217};
@@ -28,10 +30,6 @@ use crate::PriorAuth;
 /// Transaction sets per real-time interchange: everything an interchange writes commits in one transaction, and
 /// DynamoDB transactions hold at most 100 writes (a new case takes five).
 pub const MAX_SETS: usize = 16;
-
-fn x12_response(body: Vec<u8>, replayed: bool) -> Response {
-    answer_response(StatusCode::OK, X12_MEDIA_TYPE, body, replayed)
-}
 
 fn unavailable(ctx: &CallerContext, e: &PortError) -> Response {
     Problem::from_port(&ctx.request_id, e).into_response()
@@ -102,44 +100,19 @@ pub async fn post_278(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if ctx.caller.role != PartnerRole::Provider || !ctx.caller.has_scope("prior-auth") {
-        return Problem::forbidden("prior authorization needs a provider token with the prior-auth scope")
-            .into_response();
-    }
-    let mt = media_type(&headers);
-    if !matches!(mt.as_str(), "application/edi-x12" | "text/plain" | "application/x12" | "") {
-        return Problem::unsupported_media_type("application/edi-x12 or text/plain").into_response();
-    }
-    let body = match read_body(body) {
-        Ok(b) => b,
-        Err(p) => return p.into_response(),
+    let route = X12Route {
+        role: PartnerRole::Provider,
+        scope: "prior-auth",
+        idempotency_scope: "X12-278",
+        max_bytes: MAX_BODY_BYTES,
     };
-    let identity =
-        exchange_core::x12::isa::salvage_fields(&body).map(|f| format!("{}#{}", f.sender.1, f.control_number));
-    let idem_key = identity.as_ref().map(|id| idempotency_key(&ctx, "X12-278", id));
-    if let Some(key) = &idem_key {
-        match replay(&pa.core, key, &body).await {
-            Ok(Some(Ok((_, bytes)))) => return x12_response(bytes, true),
-            Ok(Some(Err(()))) => return ta1_only(&pa, &ctx, &body, "025").await,
-            Ok(None) => {}
-            Err(e) => return unavailable(&ctx, &e),
-        }
-    }
-    match answer(&pa, &ctx, &body, idem_key).await {
+    let request = match receive_x12(&pa.core, &ctx, route, &headers, body).await {
+        Ok(r) => r,
+        Err(answer) => return answer,
+    };
+    match answer(&pa, &ctx, &request.body, request.idempotency_key).await {
         Ok(resp) => resp,
         Err(e) => unavailable(&ctx, &e),
-    }
-}
-
-async fn ta1_only(pa: &PriorAuth, ctx: &CallerContext, body: &[u8], note: &str) -> Response {
-    let store = pa.core.store.as_ref();
-    match control_numbers::ta1_rejection(store, &ctx.caller.partner, body, note, pa.core.clock.now()).await {
-        Ok(Some(bytes)) => {
-            tracing::info!(request_id = %ctx.request_id, ta1 = note, "278 interchange rejected");
-            x12_response(bytes, false)
-        }
-        Ok(None) => Problem::bad_request("not an X12 interchange").into_response(),
-        Err(e) => unavailable(ctx, &e),
     }
 }
 
@@ -164,9 +137,8 @@ async fn answer(
         }
     };
     let fields = interchange.fields();
-    let senders = &ctx.partner.x12_sender_ids;
-    if !senders.is_empty() && !senders.iter().any(|s| s.trim() == fields.sender.1) {
-        return Ok(ta1_only(pa, ctx, input, "006").await);
+    if !ctx.partner.sends_as(&fields.sender.1) {
+        return Ok(ta1_answer(&pa.core, ctx, input, "006").await);
     }
     let set_count: usize = interchange.groups.iter().map(|g| g.sets.len()).sum();
     if set_count > MAX_SETS {
@@ -197,7 +169,14 @@ async fn answer(
                 let located = guide::validate(&x217::GUIDE_278, &set.body, &mut ack);
                 if !ack.is_rejected() {
                     let req = from_278(&located);
-                    let key = format!("X12#{}#{}#{}", fields.sender.1, fields.control_number, set.st.text(2));
+                    // ST02 is unique within its group only: the group's GS06 is part of the set's identity.
+                    let key = format!(
+                        "X12#{}#{}#{}#{}",
+                        fields.sender.1,
+                        fields.control_number,
+                        group.control_number(),
+                        set.st.text(2)
+                    );
                     let mut result = process_set(pa, ctx, &req, &key, now).await?;
                     // Two sets of one interchange may not change the same case: they would race in one
                     // transaction. The second is refused at its event.
@@ -237,7 +216,13 @@ async fn answer(
         }
         acks_per_group.push(acks);
     }
-    exchange_core::x12::ack::write_999_group(&mut iw, &interchange.groups, &acks_per_group, &mut st_counter);
+    exchange_core::x12::ack::write_999_group(
+        &mut iw,
+        &interchange.groups,
+        &acks_per_group,
+        &mut st_counter,
+        exchange_core::x12::ack::Acknowledge::Rejections,
+    );
     let out = iw.finish();
 
     let vaulted = vault_exchange(&pa.core, ctx, "x12/278", input, &out, &payer).await?;
