@@ -228,9 +228,9 @@ pub async fn post_eligibility(
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .filter(|k| (1..=128).contains(&k.len()))
-        .map(|k| record::idempotency_key(&ctx, "JSON-ELIGIBILITY", k));
+        .map(|k| exchange_core::record::idempotency_key(&ctx, "JSON-ELIGIBILITY", k));
     if let Some(key) = &idem_key {
-        match record::replay(&app, key, &body).await {
+        match exchange_core::record::replay(&app, key, &body).await {
             Ok(Some(Ok((_, bytes)))) => {
                 return exchange_core::http::answer_response(StatusCode::OK, "application/json", bytes, true);
             }

@@ -117,7 +117,7 @@ async fn post_270(
     {
         if let (exchange_core::ports::PortError::Conflict(_), Some(key)) = (&e, &retry_key) {
             // A concurrent retry of the same interchange won the race: answer with its result.
-            if let Ok(Some(Ok((_, bytes)))) = record::replay(&app, key, &body).await {
+            if let Ok(Some(Ok((_, bytes)))) = exchange_core::record::replay(&app, key, &body).await {
                 return x12_response(bytes, true);
             }
         }

@@ -5,7 +5,6 @@ use exchange_core::app::App;
 use exchange_core::http::CallerContext;
 use exchange_core::ports::{Item, Key, PortError, WriteOp};
 use exchange_core::record::vault_exchange;
-pub use exchange_core::record::{idempotency_key, replay, sha256_hex, IdempotencyRecord, IDEMPOTENCY_TTL_SECS};
 use serde::{Deserialize, Serialize};
 
 /// What one inquiry request did (no PHI: ids, control numbers, counts, codes, timing).

@@ -1,4 +1,4 @@
-//! The payer's reviewer API (JSON; documented in `openapi/prior-auth.yaml`): the pended work list by deadline,
+//! The payer's reviewer API (JSON; documented in `openapi/review.yaml`): the pended work list by deadline,
 //! one case, decisions per item with reason codes, requests for more documentation, and the notification dead
 //! letters. Every change is saved with its notification jobs in one transaction; delivery happens later, in the
 //! worker, so a slow subscriber never slows the reviewer down.

@@ -56,30 +56,40 @@ pub async fn sweep_deadlines(pa: &PriorAuth) -> Result<usize, PortError> {
     let Some(data) = pa.core.repo.current().await? else { return Ok(0) };
     let now = pa.core.clock.now();
     let mut flagged = 0;
-    for (mut case, version) in pa.cases.pended(&data.payer.id, 200).await? {
-        let Some(left) = case.time_left(now) else { continue };
-        if left > pa.settings.deadline_warning {
-            break; // The work list is ordered by deadline: the rest are further away.
-        }
-        if case.deadline_flagged {
-            continue;
-        }
-        case.deadline_flagged = true;
-        let note = if left.is_negative() { "deadline passed" } else { "deadline approaching" };
-        case.history.push(exchange_core::domain::prior_auth::StatusChange {
-            at: exchange_core::domain::prior_auth::rfc3339(now),
-            by: "worker".into(),
-            item: None,
-            action: "flagged".into(),
-            note: Some(note.into()),
-        });
-        match pa.cases.save(&case, version).await {
-            Ok(_) => {
-                flagged += 1;
-                tracing::warn!(case = %case.id, hours_left = left.whole_hours(), "{note}");
+    // Page by page: cases flagged earlier keep their place at the head of the list (their deadlines are the
+    // soonest), so a single page could hold nothing but them.
+    let mut after = None;
+    loop {
+        let (cases, next) = pa.cases.pended_page(&data.payer.id, 200, after).await?;
+        for (mut case, version) in cases {
+            let Some(left) = case.time_left(now) else { continue };
+            if left > pa.settings.deadline_warning {
+                return Ok(flagged); // The work list is ordered by deadline: the rest are further away.
             }
-            Err(PortError::Conflict(_)) => {} // Decided meanwhile, or flagged by another sweep.
-            Err(e) => return Err(e),
+            if case.deadline_flagged {
+                continue;
+            }
+            case.deadline_flagged = true;
+            let note = if left.is_negative() { "deadline passed" } else { "deadline approaching" };
+            case.history.push(exchange_core::domain::prior_auth::StatusChange {
+                at: exchange_core::domain::prior_auth::rfc3339(now),
+                by: "worker".into(),
+                item: None,
+                action: "flagged".into(),
+                note: Some(note.into()),
+            });
+            match pa.cases.save(&case, version).await {
+                Ok(_) => {
+                    flagged += 1;
+                    tracing::warn!(case = %case.id, hours_left = left.whole_hours(), "{note}");
+                }
+                Err(PortError::Conflict(_)) => {} // Decided meanwhile, or flagged by another sweep.
+                Err(e) => return Err(e),
+            }
+        }
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
         }
     }
     Ok(flagged)

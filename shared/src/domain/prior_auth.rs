@@ -631,14 +631,28 @@ impl CaseRepo {
 
     /// Pended cases of a payer, soonest deadline first.
     pub async fn pended(&self, payer: &str, limit: usize) -> Result<Vec<(PaCase, u64)>, PortError> {
-        let page = self.store.query_gsi1(&Query::prefix(pended_index(payer), "", limit)).await?;
-        page.items
+        Ok(self.pended_page(payer, limit, None).await?.0)
+    }
+
+    /// One page of the pended work list from `after` (a cursor from the previous page), with the next cursor.
+    pub async fn pended_page(
+        &self,
+        payer: &str,
+        limit: usize,
+        after: Option<String>,
+    ) -> Result<(Vec<(PaCase, u64)>, Option<String>), PortError> {
+        let mut query = Query::prefix(pended_index(payer), "", limit);
+        query.after = after;
+        let page = self.store.query_gsi1(&query).await?;
+        let cases = page
+            .items
             .into_iter()
             .map(|i| {
                 let v = i.version;
                 serde_json::from_value(i.body).map(|c| (c, v)).map_err(|e| PortError::undecodable("case", &e))
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((cases, page.next))
     }
 
     /// Cases of a payer received in the month `yyyy_mm` (`2026-11`).
@@ -762,6 +776,11 @@ mod tests {
         repo.create(&e, None).await.unwrap();
         let list = repo.pended("DEMOPAYER", 10).await.unwrap();
         assert_eq!(list.iter().map(|(c, _)| c.id.as_str()).collect::<Vec<_>>(), vec!["PA-E", "PA-S"]);
+        // Page by page, the same order and nothing twice.
+        let (first, next) = repo.pended_page("DEMOPAYER", 1, None).await.unwrap();
+        let (second, last) = repo.pended_page("DEMOPAYER", 1, next).await.unwrap();
+        assert_eq!((first[0].0.id.as_str(), second[0].0.id.as_str()), ("PA-E", "PA-S"));
+        assert!(last.is_none() || repo.pended_page("DEMOPAYER", 1, last).await.unwrap().0.is_empty());
         let mut case = list[0].0.clone();
         case.cancel("demo-provider", at);
         assert_eq!(case.status(), CaseStatus::Cancelled);
