@@ -2,7 +2,6 @@
 //! checked), and an idempotency record names the answer a retried request gets back.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::app::App;
@@ -32,7 +31,7 @@ pub struct IdempotencyRecord {
 
 /// SHA-256 in lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    hex::encode(crate::vault::sha256(bytes))
 }
 
 /// The idempotency key of a request in `scope` (`X12-270`, `PAS`, ...) identified by `id`.
@@ -41,7 +40,7 @@ pub fn idempotency_key(ctx: &CallerContext, scope: &str, id: &str) -> Key {
 }
 
 /// Reads the answer an idempotency record names.
-pub async fn stored_answer(app: &App, rec: &IdempotencyRecord) -> Result<Vec<u8>, PortError> {
+pub async fn stored_answer(app: &App, rec: &IdempotencyRecord) -> Result<bytes::Bytes, PortError> {
     let ctx = EncryptionContext::for_document(&rec.response_path, &rec.payer);
     app.vault.get(&rec.response_path, &ctx, Some(&rec.response_sha256)).await
 }
@@ -51,7 +50,7 @@ pub async fn replay(
     app: &App,
     key: &Key,
     body: &[u8],
-) -> Result<Option<Result<(IdempotencyRecord, Vec<u8>), ()>>, PortError> {
+) -> Result<Option<Result<(IdempotencyRecord, bytes::Bytes), ()>>, PortError> {
     let Some(item) = app.store.get(key).await? else { return Ok(None) };
     let rec: IdempotencyRecord =
         serde_json::from_value(item.body).map_err(|e| PortError::undecodable("idempotency record", &e))?;

@@ -18,12 +18,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use aws_lc_rs::digest::{digest, SHA256};
+use bytes::Bytes;
 use rand::rngs::OsRng;
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::ports::{BlobStore, EncryptionContext, KeyService, PortError, PortResult};
 
@@ -116,7 +116,7 @@ impl DocumentVault {
         path: &str,
         context: &EncryptionContext,
         expected_sha256: Option<&str>,
-    ) -> PortResult<Vec<u8>> {
+    ) -> PortResult<Bytes> {
         let expected = expected_sha256.map(parse_sha256).transpose()?;
         let object = self.blobs.get(path).await?;
         let header = Header::parse(&object)?;
@@ -183,42 +183,52 @@ fn associated_data(header: &[u8], context_bytes: &[u8]) -> Vec<u8> {
     aad
 }
 
+/// SHA-256 of `bytes` (aws-lc's SHA-NI / ARMv8 implementation).
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, bytes).as_ref());
+    out
+}
+
+fn cipher(key: &[u8; 32]) -> Option<LessSafeKey> {
+    UnboundKey::new(&AES_256_GCM, key).ok().map(LessSafeKey::new)
+}
+
 /// Hashes the plaintext at `object[header_len..]` into the header's hash slot, encrypts it in place and appends the
 /// tag. Returns the hash.
 fn seal(object: &mut Vec<u8>, header_len: usize, key: &[u8; 32], context_bytes: &[u8]) -> PortResult<[u8; 32]> {
     let failed = || PortError::Unavailable("document encryption failed".to_owned());
     let (header, body) = object.split_at_mut(header_len);
-    let sha256: [u8; 32] = Sha256::digest(&*body).into();
+    let sha256 = sha256(body);
     let nonce_at = header_len - SHA256_LEN - NONCE_LEN;
     header[header_len - SHA256_LEN..].copy_from_slice(&sha256);
-    let nonce = Nonce::from(to_array::<NONCE_LEN>(&header[nonce_at..nonce_at + NONCE_LEN])?);
+    let nonce = Nonce::try_assume_unique_for_key(&header[nonce_at..nonce_at + NONCE_LEN]).map_err(|_| failed())?;
     let aad = associated_data(header, context_bytes);
-    let cipher = Aes256Gcm::new_from_slice(key).map_err(|_| failed())?;
-    let tag = cipher.encrypt_in_place_detached(&nonce, &aad, body).map_err(|_| failed())?;
-    object.extend_from_slice(&tag);
+    let cipher = cipher(key).ok_or_else(failed)?;
+    let tag = cipher.seal_in_place_separate_tag(nonce, Aad::from(&aad), body).map_err(|_| failed())?;
+    object.extend_from_slice(tag.as_ref());
     Ok(sha256)
 }
 
-/// Authenticates and decrypts a vault object in place and checks the recorded hash. Returns the plaintext and its
-/// hash.
-fn open(mut object: Vec<u8>, key: &[u8; 32], context_bytes: &[u8]) -> PortResult<(Vec<u8>, [u8; 32])> {
+/// Authenticates and decrypts a vault object in place and checks the recorded hash. Returns the plaintext (a view
+/// into the decrypted object: a 64 MB document is not moved again) and its hash.
+fn open(mut object: Vec<u8>, key: &[u8; 32], context_bytes: &[u8]) -> PortResult<(Bytes, [u8; 32])> {
     let tampered = || PortError::Integrity("document was altered or belongs to another encryption context".into());
     let header = Header::parse(&object)?;
-    let (header_len, nonce, recorded) = (header.len, Nonce::from(header.nonce), header.sha256);
+    let (header_len, nonce, recorded) = (header.len, Nonce::assume_unique_for_key(header.nonce), header.sha256);
     let tag_at = object.len() - TAG_LEN;
-    let tag = Tag::from(to_array::<TAG_LEN>(&object[tag_at..])?);
     let aad = associated_data(&object[..header_len], context_bytes);
-    let cipher = Aes256Gcm::new_from_slice(key).map_err(|_| tampered())?;
-    cipher.decrypt_in_place_detached(&nonce, &aad, &mut object[header_len..tag_at], &tag).map_err(|_| tampered())?;
+    let cipher = cipher(key).ok_or_else(tampered)?;
+    let (body, tag) = object.split_at_mut(tag_at);
+    cipher.open_in_place_separate_tag(nonce, Aad::from(&aad), tag, &mut body[header_len..]).map_err(|_| tampered())?;
 
-    object.truncate(tag_at);
-    object.drain(..header_len);
-    let actual: [u8; 32] = Sha256::digest(&object).into();
+    let plaintext = Bytes::from(object).slice(header_len..tag_at);
+    let actual = sha256(&plaintext);
     if actual != recorded {
         // Unreachable without the key (the hash is authenticated), but the hash is the record callers rely on.
         return Err(PortError::Integrity("document does not match its recorded SHA-256".to_owned()));
     }
-    Ok((object, actual))
+    Ok((plaintext, actual))
 }
 
 /// Copies a slice whose length was already checked into an array (an `Integrity` error if it was not).
@@ -296,7 +306,7 @@ mod tests {
         let plaintext: Vec<u8> = (0..(INLINE_CRYPTO_LIMIT * 3 + 7)).map(|i| (i % 251) as u8).collect();
         let stored = vault.put("big", &context, &plaintext).await.unwrap();
         assert_eq!(stored.size, plaintext.len() as u64);
-        assert_eq!(stored.sha256, hex::encode(Sha256::digest(&plaintext)));
+        assert_eq!(stored.sha256, hex::encode(sha256(&plaintext)));
         assert_eq!(vault.get("big", &context, Some(&stored.sha256)).await.unwrap(), plaintext);
         let upper = stored.sha256.to_uppercase();
         assert_eq!(vault.get("big", &context, Some(&upper)).await.unwrap(), plaintext);

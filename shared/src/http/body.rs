@@ -33,8 +33,8 @@ pub fn media_type(headers: &HeaderMap) -> String {
 }
 
 /// An answer body with its media type; `replayed` marks the original answer returned to a retried request.
-pub fn answer_response(status: StatusCode, content_type: &str, body: Vec<u8>, replayed: bool) -> Response {
-    let mut resp = (status, body).into_response();
+pub fn answer_response(status: StatusCode, content_type: &str, body: impl Into<Bytes>, replayed: bool) -> Response {
+    let mut resp = (status, body.into()).into_response();
     if let Ok(v) = HeaderValue::from_str(content_type) {
         resp.headers_mut().insert(header::CONTENT_TYPE, v);
     }

@@ -40,7 +40,7 @@ pub struct X12Request {
 }
 
 /// An X12 answer (HTTP 200: the acknowledgment is the answer); `replayed` marks a retry's original answer.
-pub fn x12_response(body: Vec<u8>, replayed: bool) -> Response {
+pub fn x12_response(body: impl Into<bytes::Bytes>, replayed: bool) -> Response {
     answer_response(StatusCode::OK, X12_MEDIA_TYPE, body, replayed)
 }
 

@@ -60,7 +60,7 @@ fn unwrap_parameters(mut value: Value) -> Value {
     value
 }
 
-fn fhir_response(status: StatusCode, body: Vec<u8>, replayed: bool) -> Response {
+fn fhir_response(status: StatusCode, body: impl Into<axum::body::Bytes>, replayed: bool) -> Response {
     answer_response(status, FHIR_JSON, body, replayed)
 }
 

@@ -4,9 +4,8 @@ use std::fmt;
 use std::io::{ErrorKind, Write as _};
 use std::path::{Path, PathBuf};
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use async_trait::async_trait;
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use p384::ecdsa::signature::Signer as _;
 use p384::ecdsa::{Signature, SigningKey};
 use p384::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, LineEnding};
@@ -30,7 +29,7 @@ const WRAPPED_LEN: usize = NONCE_LEN + 32 + TAG_LEN;
 ///
 /// Both keys are generated with the OS random source on first use and stored in files of mode 0600.
 pub struct LocalKeyService {
-    master: Aes256Gcm,
+    master: LessSafeKey,
     signing: SigningKey,
 }
 
@@ -55,7 +54,8 @@ impl LocalKeyService {
             OsRng.fill_bytes(&mut key);
             Ok(key)
         })?;
-        let master = Aes256Gcm::new_from_slice(&master_bytes)
+        let master = UnboundKey::new(&AES_256_GCM, &master_bytes)
+            .map(LessSafeKey::new)
             .map_err(|_| PortError::Integrity(format!("{MASTER_KEY_FILE} must hold exactly 32 bytes")));
         master_bytes.fill(0);
         let master = master?;
@@ -85,14 +85,15 @@ impl KeyService for LocalKeyService {
         let mut nonce = [0u8; NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
         let aad = context.canonical_bytes();
+        let mut wrapped = Vec::with_capacity(WRAPPED_LEN);
+        wrapped.extend_from_slice(&nonce);
+        wrapped.extend_from_slice(&plaintext);
         let sealed = self
             .master
-            .encrypt(&Nonce::from(nonce), Payload { msg: &plaintext, aad: &aad })
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), &mut wrapped[NONCE_LEN..])
             .map_err(|_| PortError::Unavailable("cannot wrap a data key".to_owned()));
-        let data_key = sealed.map(|sealed| {
-            let mut wrapped = Vec::with_capacity(WRAPPED_LEN);
-            wrapped.extend_from_slice(&nonce);
-            wrapped.extend_from_slice(&sealed);
+        let data_key = sealed.map(|tag| {
+            wrapped.extend_from_slice(tag.as_ref());
             DataKey { plaintext, wrapped }
         });
         // `DataKey` zeroes its own copy on drop; this clears the stack copy.
@@ -106,10 +107,14 @@ impl KeyService for LocalKeyService {
             return Err(mismatch());
         }
         let (nonce, sealed) = wrapped.split_at(NONCE_LEN);
-        let nonce = Nonce::from(<[u8; NONCE_LEN]>::try_from(nonce).map_err(|_| mismatch())?);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| mismatch())?;
         let aad = context.canonical_bytes();
-        let mut opened = self.master.decrypt(&nonce, Payload { msg: sealed, aad: &aad }).map_err(|_| mismatch())?;
-        let key = <[u8; 32]>::try_from(opened.as_slice()).map_err(|_| mismatch());
+        let mut opened = sealed.to_vec();
+        let key = self
+            .master
+            .open_in_place(nonce, Aad::from(&aad), &mut opened)
+            .map_err(|_| mismatch())
+            .and_then(|key| <[u8; 32]>::try_from(&*key).map_err(|_| mismatch()));
         opened.fill(0);
         key
     }
