@@ -5,10 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::adapters::embedded::LocalTransfers;
 use crate::auth::TokenService;
 use crate::domain::payer_data::PayerDataRepo;
 use crate::http::Authenticator;
-use crate::ports::{Clock, KeyService, PortError, StateStore, SystemClock};
+use crate::ports::{Clock, KeyService, PortError, StateStore, SystemClock, TransferUrls};
 use crate::vault::DocumentVault;
 
 /// `iss`/`aud` of exchange tokens.
@@ -32,6 +33,9 @@ pub struct App {
     pub auth: Arc<Authenticator>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// Direct upload and download URLs for documents larger than a Lambda payload (S3 presigned URLs, or the
+    /// local runner's one-time URLs).
+    pub transfers: Arc<dyn TransferUrls>,
 }
 
 impl std::fmt::Debug for App {
@@ -47,18 +51,21 @@ impl App {
         vault: DocumentVault,
         keys: Arc<dyn KeyService>,
         clock: Arc<dyn Clock>,
+        transfers: Arc<dyn TransferUrls>,
     ) -> Self {
         let repo = PayerDataRepo::new(store.clone(), PAYER_DATA_CACHE);
         let tokens = Arc::new(TokenService::new(keys, TOKEN_ISSUER));
         let auth = Arc::new(Authenticator { tokens: tokens.clone(), repo: repo.clone(), clock: clock.clone() });
-        App { store, vault: Arc::new(vault), repo, tokens, auth, clock }
+        App { store, vault: Arc::new(vault), repo, tokens, auth, clock, transfers }
     }
 
-    /// The app over the embedded adapters in `data_dir` (local runner, tests, benchmarks).
-    pub fn embedded(data_dir: &Path) -> Result<Self, PortError> {
+    /// The app over the embedded adapters in `data_dir` (local runner, tests, benchmarks). Transfer URLs are
+    /// issued under `base_url` and served by [`crate::http::transfer::routes`] (empty: root-relative URLs).
+    pub fn embedded(data_dir: &Path, base_url: &str) -> Result<Self, PortError> {
         let adapters = crate::adapters::embedded::EmbeddedAdapters::open(data_dir)?;
         let vault = adapters.vault();
-        Ok(App::new(adapters.store, vault, adapters.keys, Arc::new(SystemClock)))
+        let transfers = Arc::new(LocalTransfers::new(adapters.store.clone(), base_url));
+        Ok(App::new(adapters.store, vault, adapters.keys, Arc::new(SystemClock), transfers))
     }
 
     /// The app over DynamoDB, S3 and KMS, configured from the environment (Lambda).
@@ -66,6 +73,6 @@ impl App {
     pub async fn from_aws_env() -> Result<Self, PortError> {
         let adapters = crate::adapters::aws::AwsAdapters::from_env().await?;
         let vault = adapters.vault();
-        Ok(App::new(adapters.store, vault, adapters.keys, Arc::new(SystemClock)))
+        Ok(App::new(adapters.store, vault, adapters.keys, Arc::new(SystemClock), adapters.transfers))
     }
 }

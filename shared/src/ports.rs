@@ -246,6 +246,43 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn get(&self, path: &str) -> PortResult<Vec<u8>>;
     /// Deletes the object at `path`; deleting a missing object is not an error.
     async fn delete(&self, path: &str) -> PortResult<()>;
+    /// The size in bytes of the object at `path` without reading it; `NotFound` when missing.
+    async fn size(&self, path: &str) -> PortResult<u64>;
+}
+
+/// A request the caller makes directly to the document store, bypassing the function (S3 presigned URL, or the
+/// local runner's one-time URL): documents larger than a Lambda payload travel this way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferUrl {
+    /// `PUT` (upload) or `GET` (download).
+    pub method: &'static str,
+    /// The URL, credentials included; it is a bearer capability until it expires.
+    pub url: String,
+    /// Headers the caller must send exactly as given (they are part of the signature).
+    pub headers: Vec<(String, String)>,
+    /// When the URL stops working.
+    pub expires_at: OffsetDateTime,
+}
+
+/// Issues [`TransferUrl`]s for blob paths. The blobs themselves are read and written through [`BlobStore`].
+#[async_trait]
+pub trait TransferUrls: Send + Sync + 'static {
+    /// A URL that accepts one `PUT` of an object of `content_type` at `path` until `now + ttl`.
+    async fn upload_url(
+        &self,
+        path: &str,
+        content_type: &str,
+        now: OffsetDateTime,
+        ttl: std::time::Duration,
+    ) -> PortResult<TransferUrl>;
+    /// A URL that serves the object at `path` as `content_type` until `now + ttl`.
+    async fn download_url(
+        &self,
+        path: &str,
+        content_type: &str,
+        now: OffsetDateTime,
+        ttl: std::time::Duration,
+    ) -> PortResult<TransferUrl>;
 }
 
 /// The clock port, so deadlines and dates are testable.

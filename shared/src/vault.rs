@@ -183,6 +183,34 @@ fn associated_data(header: &[u8], context_bytes: &[u8]) -> Vec<u8> {
     aad
 }
 
+/// Incremental SHA-256 (aws-lc), for digests over several parts.
+pub struct Sha256Hasher(aws_lc_rs::digest::Context);
+
+impl Default for Sha256Hasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sha256Hasher {
+    /// An empty digest.
+    pub fn new() -> Self {
+        Sha256Hasher(aws_lc_rs::digest::Context::new(&SHA256))
+    }
+
+    /// Adds `bytes`.
+    pub fn update(&mut self, bytes: impl AsRef<[u8]>) {
+        self.0.update(bytes.as_ref());
+    }
+
+    /// The digest of everything added.
+    pub fn finish(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.finish().as_ref());
+        out
+    }
+}
+
 /// SHA-256 of `bytes` (aws-lc's SHA-NI / ARMv8 implementation).
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];

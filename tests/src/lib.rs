@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use eligibility::App;
-use exchange_core::adapters::embedded::EmbeddedAdapters;
+use exchange_core::adapters::embedded::{EmbeddedAdapters, LocalTransfers};
 use exchange_core::domain::payer_data::PayerData;
 use exchange_core::domain::{PartnerId, TradingPartner};
 use exchange_core::ports::{BlobStore, FixedClock, KeyService, StateStore};
@@ -137,16 +137,27 @@ impl TestExchange {
         // The store's expiry checks use the same fixed clock as the app.
         let store: Arc<dyn StateStore> = Arc::new((*adapters.store).clone().with_clock(Arc::new(FixedClock(now))));
         let keys_for_wrap = keys.clone();
-        let app = App::new(store, DocumentVault::new(blobs, keys.clone()), keys, Arc::new(FixedClock(now)));
+        let transfers = Arc::new(LocalTransfers::new(store.clone(), ""));
+        let app = App::new(
+            store,
+            DocumentVault::new(blobs, keys.clone()),
+            keys,
+            Arc::new(FixedClock(now)),
+            transfers.clone(),
+        );
         let data = PayerData::parse(&std::fs::read(demo_data_path()).expect("demo data")).expect("demo data valid");
         if load {
             app.repo.load(&data).await.expect("load demo data");
         }
         // A wrapper (failure injection) goes around the same clock-bound store, after the data is loaded.
         let app = match wrap {
-            Some(wrap) => {
-                App::new(wrap(app.store.clone()), (*app.vault).clone(), keys_for_wrap, Arc::new(FixedClock(now)))
-            }
+            Some(wrap) => App::new(
+                wrap(app.store.clone()),
+                (*app.vault).clone(),
+                keys_for_wrap,
+                Arc::new(FixedClock(now)),
+                transfers,
+            ),
             None => app,
         };
         let app = Arc::new(app);

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use exchange_core::adapters::embedded::EmbeddedAdapters;
+use exchange_core::adapters::embedded::{EmbeddedAdapters, LocalTransfers};
 use exchange_core::adapters::notifier::HttpNotifier;
 use exchange_core::app::App;
 use exchange_core::domain::payer_data::PayerData;
@@ -69,7 +69,9 @@ impl PaExchange {
         let clock = Arc::new(SteppingClock(Mutex::new(now)));
         let store: Arc<dyn StateStore> = Arc::new((*adapters.store).clone().with_clock(clock.clone()));
         let keys = adapters.keys.clone();
-        let app = App::new(store, DocumentVault::new(adapters.blobs.clone(), keys.clone()), keys, clock.clone());
+        let transfers = Arc::new(LocalTransfers::new(store.clone(), ""));
+        let app =
+            App::new(store, DocumentVault::new(adapters.blobs.clone(), keys.clone()), keys, clock.clone(), transfers);
         let data = PayerData::parse(&std::fs::read(data).expect("payer data")).expect("payer data valid");
         app.repo.load(&data).await.expect("load payer data");
         let notifier = HttpNotifier::new(std::time::Duration::from_secs(2)).expect("notifier");
@@ -81,12 +83,14 @@ impl PaExchange {
 
     /// A bearer token for a registered partner.
     pub async fn token(&self, partner: &str) -> String {
-        let p = self
-            .partners
-            .iter()
-            .find(|p| p.id == PartnerId::parse(partner).expect("partner id"))
-            .expect("registered partner");
-        self.pa.core.tokens.issue(p, self.clock.now(), 3600).await.expect("token")
+        let p = self.partner(partner);
+        self.pa.core.tokens.issue(&p, self.clock.now(), 3600).await.expect("token")
+    }
+
+    /// The registered trading partner `id`.
+    pub fn partner(&self, id: &str) -> TradingPartner {
+        let id = PartnerId::parse(id).expect("partner id");
+        self.partners.iter().find(|p| p.id == id).cloned().expect("registered partner")
     }
 
     /// Sends an API Gateway v2 event (from `events/`).

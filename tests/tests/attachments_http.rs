@@ -25,8 +25,68 @@ fn cdex_dir() -> PathBuf {
 async fn exchange() -> PaExchange {
     let mut ex = PaExchange::new(&conformance_data_path(), datetime!(2026-11-25 10:00 UTC)).await;
     let svc = Arc::new(Attachments::new(ex.pa.core.clone()));
-    ex.router = ex.router.clone().merge(attachments::routes(svc));
+    ex.router = ex
+        .router
+        .clone()
+        .merge(attachments::routes(svc))
+        .merge(exchange_core::http::transfer::routes(ex.pa.core.clone()));
     ex
+}
+
+/// A plain HTTP request to a transfer URL, as a client (or S3) sees it: no bearer token, the body as is.
+async fn transfer(ex: &PaExchange, method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(axum::body::Body::from(body)).expect("request");
+    let resp = ex.router.clone().oneshot(req).await.expect("router is infallible");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
+    Reply { status, headers, body }
+}
+
+/// Declares an upload as `partner` and returns the reply.
+async fn declare(ex: &PaExchange, partner: &str, content_type: &str, doc: &[u8]) -> Reply {
+    let sha = exchange_core::record::sha256_hex(doc);
+    let body = json!({ "contentType": content_type, "size": doc.len(), "sha256": sha }).to_string();
+    call(ex, partner, "POST", "/attachments/uploads", "application/json", body.as_bytes()).await
+}
+
+/// PUTs `doc` to the upload URL a declaration answered.
+async fn put_upload(ex: &PaExchange, declared: &Value, doc: Vec<u8>) -> Reply {
+    let url = declared["upload"]["url"].as_str().expect("upload url");
+    let headers: Vec<(String, String)> = declared["upload"]["headers"]
+        .as_object()
+        .expect("headers")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect();
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(declared["upload"]["method"], "PUT");
+    transfer(ex, "PUT", url, &headers, doc).await
+}
+
+/// A `$submit-attachment` (based on CDex example 3) whose one document is the upload `content_url`.
+fn submit_upload(tracking: &str, content_type: &str, content_url: &str) -> Vec<u8> {
+    let body = with_param(
+        &cdex_example(3),
+        "TrackingId",
+        Some(json!({ "valueIdentifier": { "system": "http://example.org/tracking", "value": tracking } })),
+    );
+    with_param(
+        &body,
+        "Attachment",
+        Some(json!({ "part": [
+            { "name": "LineItem", "valueString": "1" },
+            { "name": "Code", "valueCodeableConcept": { "coding": [{ "system": "http://loinc.org", "code": "11506-3" }] } },
+            { "name": "Content", "resource": { "resourceType": "DocumentReference", "status": "current",
+                "content": [{ "attachment": { "contentType": content_type, "url": content_url } }] } }
+        ]})),
+    )
 }
 
 async fn call(ex: &PaExchange, partner: &str, method: &str, path: &str, ct: &str, body: &[u8]) -> Reply {
@@ -521,4 +581,194 @@ async fn an_oversized_task_is_413() {
         call(&ex, "sample-payer", "POST", "/fhir/Task", "application/fhir+json", task.to_string().as_bytes()).await;
     assert_eq!(reply.status, 413, "{}", reply.text());
     assert_eq!(reply.json()["resourceType"], "OperationOutcome");
+}
+
+/// CAQH CORE asks for at least 64 MB per document: a 64 MiB PDF goes up through a one-time upload URL, is
+/// submitted by reference, lands in the vault as ciphertext, and comes back through a one-time download URL byte
+/// for byte. Each URL works once; the staged copies are gone afterwards.
+#[tokio::test]
+async fn a_64_mib_document_travels_through_one_time_transfer_urls() {
+    let ex = exchange().await;
+    let doc: Vec<u8> = (0..(64usize << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let declared = declare(&ex, "cdex-provider", "application/pdf", &doc).await;
+    assert_eq!(declared.status, 201, "{}", declared.text());
+    let declared = declared.json();
+    let url = declared["upload"]["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with("/transfer/"), "{declared}");
+
+    // The declared media type is part of the URL, like a signed header.
+    let wrong = transfer(&ex, "PUT", &url, &[("content-type", "text/plain")], b"x".to_vec()).await;
+    assert_eq!(wrong.status, 403, "{}", wrong.text());
+    assert_eq!(put_upload(&ex, &declared, doc.clone()).await.status, 200);
+    let again = put_upload(&ex, &declared, doc.clone()).await;
+    assert_eq!(again.status, 404, "an upload URL works once: {}", again.text());
+
+    let content_url = declared["contentUrl"].as_str().unwrap();
+    let body = submit_upload("big-1", "application/pdf", content_url);
+    let reply = submit(&ex, "cdex-provider", &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // A retry of the same submission is answered as before, although the staged copy is gone.
+    let retry = submit(&ex, "cdex-provider", &body).await;
+    assert_eq!(retry.status, 200, "{}", retry.text());
+    assert_eq!(retry.header("idempotent-replayed"), "true");
+    // The same upload under another tracking id is not a second document.
+    let reused = submit(&ex, "cdex-provider", &submit_upload("big-2", "application/pdf", content_url)).await;
+    assert_eq!(reused.status, 409, "{}", reused.text());
+
+    // Only the vault document is left, and it is ciphertext.
+    let stored = files(&ex.dir.path().join("documents"));
+    assert_eq!(stored.len(), 1, "the staged copy is deleted once vaulted: {stored:?}");
+    let raw = std::fs::read(&stored[0]).unwrap();
+    assert!(!raw.windows(64).any(|w| w == &doc[1 << 20..(1 << 20) + 64]), "the vault holds ciphertext");
+
+    let list = get(&ex, "sample-payer", "/attachments?trackingId=big-1").await.json();
+    let d = &list["attachments"][0]["documents"][0];
+    assert_eq!(d["size"], doc.len());
+    let answer = get(&ex, "sample-payer", d["href"].as_str().unwrap()).await;
+    assert_eq!(answer.status, 303, "{}", answer.text());
+    let location = answer.header("location").to_owned();
+    assert_eq!(answer.json()["download"]["url"], location.as_str());
+    assert_eq!(answer.header("x-content-sha256"), exchange_core::record::sha256_hex(&doc));
+    let fetched = transfer(&ex, "GET", &location, &[], Vec::new()).await;
+    assert_eq!(fetched.status, 200);
+    assert_eq!(fetched.header("content-type"), "application/pdf");
+    assert!(fetched.body == doc, "the download is the upload, byte for byte");
+    assert_eq!(transfer(&ex, "GET", &location, &[], Vec::new()).await.status, 404, "a download URL works once");
+    // Inline delivery of a document that large is refused with a pointer to delivery=url.
+    let inline = get(&ex, "sample-payer", &format!("{}?delivery=inline", d["href"].as_str().unwrap())).await;
+    assert_eq!(inline.status, 422, "{}", inline.text());
+
+    // The download copy is swept once its URL has expired.
+    assert_eq!(files(&ex.dir.path().join("documents")).len(), 2, "vault document and download copy");
+    ex.clock.advance(time::Duration::minutes(10));
+    let ledger = exchange_core::domain::cleanup::CleanupLedger::new(ex.pa.core.store.clone());
+    ledger.sweep(ex.pa.core.vault.blobs().as_ref(), ex.pa.core.clock.now()).await.unwrap();
+    assert_eq!(files(&ex.dir.path().join("documents")).len(), 1, "only the vault document is left");
+}
+
+#[tokio::test]
+async fn uploads_that_do_not_match_their_declaration_are_refused() {
+    let ex = exchange().await;
+    let doc = b"%PDF-1.7 a small document".to_vec();
+    let tracking = |n: u32| format!("up-{n}");
+
+    // Declared but never PUT.
+    let declared = declare(&ex, "cdex-provider", "application/pdf", &doc).await.json();
+    let url = declared["contentUrl"].as_str().unwrap().to_owned();
+    let reply = submit(&ex, "cdex-provider", &submit_upload(&tracking(1), "application/pdf", &url)).await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    assert!(reply.text().contains("not been received"), "{}", reply.text());
+
+    // Other bytes than declared.
+    assert_eq!(put_upload(&ex, &declared, b"%PDF-1.7 another document".to_vec()).await.status, 200);
+    let reply = submit(&ex, "cdex-provider", &submit_upload(&tracking(2), "application/pdf", &url)).await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    assert!(reply.text().contains("size") || reply.text().contains("sha256"), "{}", reply.text());
+
+    // Same size, other bytes: the SHA-256 catches it.
+    let declared = declare(&ex, "cdex-provider", "application/pdf", &doc).await.json();
+    let mut other = doc.clone();
+    other[0] ^= 1;
+    assert_eq!(put_upload(&ex, &declared, other).await.status, 200);
+    let url = declared["contentUrl"].as_str().unwrap().to_owned();
+    let reply = submit(&ex, "cdex-provider", &submit_upload(&tracking(3), "application/pdf", &url)).await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    assert!(reply.text().contains("sha256"), "{}", reply.text());
+
+    // Another partner's upload, or a media type other than declared.
+    let declared = declare(&ex, "cdex-provider", "application/pdf", &doc).await.json();
+    assert_eq!(put_upload(&ex, &declared, doc.clone()).await.status, 200);
+    let url = declared["contentUrl"].as_str().unwrap().to_owned();
+    let reply = submit(&ex, "cdex-other-provider", &submit_upload(&tracking(4), "application/pdf", &url)).await;
+    assert!(matches!(reply.status, 403 | 422), "{}", reply.text());
+    let reply = submit(&ex, "cdex-provider", &submit_upload(&tracking(5), "text/plain", &url)).await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    let list = get(&ex, "sample-payer", "/attachments").await.json();
+    assert!(list["attachments"].as_array().unwrap().is_empty(), "nothing refused was stored: {list}");
+
+    // Declarations: too large, empty, a bad hash, a media type the payer does not take, a payer token.
+    let declare_raw = |v: Value| {
+        let ex = &ex;
+        async move {
+            call(ex, "cdex-provider", "POST", "/attachments/uploads", "application/json", v.to_string().as_bytes())
+                .await
+        }
+    };
+    let sha = "0".repeat(64);
+    let too_large = declare_raw(json!({ "contentType": "application/pdf", "size": 64u64 << 21, "sha256": sha })).await;
+    assert_eq!(too_large.status, 413, "{}", too_large.text());
+    assert_eq!(too_large.header("content-type"), "application/problem+json");
+    let empty = declare_raw(json!({ "contentType": "application/pdf", "size": 0, "sha256": sha })).await;
+    assert_eq!(empty.status, 422);
+    let bad_hash = declare_raw(json!({ "contentType": "application/pdf", "size": 3, "sha256": "abc" })).await;
+    assert_eq!(bad_hash.status, 422);
+    let zip = declare_raw(json!({ "contentType": "application/zip", "size": 3, "sha256": sha })).await;
+    assert_eq!(zip.status, 422);
+    let unknown = declare_raw(json!({ "contentType": "application/pdf", "size": 3, "sha256": sha, "x": 1 })).await;
+    assert_eq!(unknown.status, 400);
+    let payer = call(&ex, "sample-payer", "POST", "/attachments/uploads", "application/json", b"{}").await;
+    assert_eq!(payer.status, 403);
+
+    // Unknown and malformed transfer tokens say nothing.
+    for url in ["/transfer/0123456789abcdef0123456789abcdef", "/transfer/..%2F..%2Fkeys"] {
+        assert_eq!(transfer(&ex, "GET", url, &[], Vec::new()).await.status, 404, "{url}");
+    }
+}
+
+/// A submission whose function dies between writing its documents and committing its record leaves the ledger
+/// entry behind; once the grace period has passed the sweep deletes the documents: no content without a record.
+#[tokio::test]
+async fn documents_of_a_submission_that_never_committed_are_swept() {
+    let ex = exchange().await;
+    let svc = Attachments::new(ex.pa.core.clone());
+    let partner = ex.partner("cdex-provider");
+    let body = cdex_example(3);
+    let submission = attachments::cdex::parse_submit(&body).expect("example parses");
+    let plan = match attachments::intake::check(&svc, &partner, submission).await.expect("check") {
+        attachments::intake::Verdict::Store(plan) => plan,
+        other => panic!("expected a plan, got {other:?}"),
+    };
+    // Run the store until its documents are written, then drop it: the "crash" before the commit.
+    let store = attachments::intake::store(&svc, &partner, *plan);
+    let mut store = Box::pin(store);
+    let written = loop {
+        let n = ex.vaulted_documents();
+        if n > 0 {
+            break n;
+        }
+        match futures_poll_once(store.as_mut()).await {
+            Some(result) => panic!("the store finished before a crash could happen: {:?}", result.map(|_| ())),
+            None => tokio::task::yield_now().await,
+        }
+    };
+    drop(store);
+    assert!(written > 0);
+    let list = get(&ex, "sample-payer", "/attachments").await.json();
+    assert!(list["attachments"].as_array().unwrap().is_empty(), "no record was committed");
+
+    let ledger = exchange_core::domain::cleanup::CleanupLedger::new(ex.pa.core.store.clone());
+    let blobs = ex.pa.core.vault.blobs().clone();
+    assert_eq!(ledger.sweep(blobs.as_ref(), ex.pa.core.clock.now()).await.unwrap(), 0, "not yet due");
+    assert_eq!(ex.vaulted_documents(), written);
+    ex.clock.advance(time::Duration::minutes(16));
+    assert!(ledger.sweep(blobs.as_ref(), ex.pa.core.clock.now()).await.unwrap() >= written);
+    assert_eq!(ex.vaulted_documents(), 0, "the orphaned documents are gone");
+
+    // A committed submission's documents are not swept.
+    assert_eq!(submit(&ex, "cdex-provider", &body).await.status, 200);
+    let kept = ex.vaulted_documents();
+    ex.clock.advance(time::Duration::hours(1));
+    ledger.sweep(blobs.as_ref(), ex.pa.core.clock.now()).await.unwrap();
+    assert_eq!(ex.vaulted_documents(), kept);
+    let (_, docs) = retrieve(&ex, &tracking_of(&serde_json::from_slice(&body).unwrap())).await;
+    assert_eq!(docs, expected_documents(&body));
+}
+
+/// Polls a future once: `Some` when it completed.
+async fn futures_poll_once<F: std::future::Future + Unpin>(mut f: F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut f).poll(cx) {
+        std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
 }

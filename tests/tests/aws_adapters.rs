@@ -222,6 +222,7 @@ async fn aws_adapters_pass_the_contracts() {
 
     // AWS-specific behaviour.
     objects_are_sse_kms_encrypted_ciphertext(&fixture, &vault, &ns).await;
+    presigned_urls_move_documents_past_the_function(&fixture, &adapters, &ns).await;
     items_have_the_single_table_shape(&fixture, &adapters.store, &ns).await;
     expired_items_stay_in_the_table_but_not_in_reads(&fixture, &adapters.store, &ns).await;
     signatures_verify_with_kms(&fixture, adapters.keys.as_ref()).await;
@@ -257,6 +258,64 @@ async fn objects_are_sse_kms_encrypted_ciphertext(fixture: &Fixture, vault: &Doc
     let read = vault.get(&path, &context, Some(&stored.sha256)).await.expect("vault get");
     assert_eq!(read, plaintext, "the vault must read back the plaintext through S3 and KMS");
     vault.delete(&path).await.expect("vault delete");
+}
+
+/// A presigned upload URL accepts a `PUT` straight to S3 (with the signed SSE-KMS headers, so the object is
+/// encrypted under the project's key), and a presigned download URL serves the object with the media type asked.
+async fn presigned_urls_move_documents_past_the_function(fixture: &Fixture, adapters: &AwsAdapters, ns: &str) {
+    use exchange_core::ports::TransferUrls as _;
+    let path = format!("transfer/uploads/{ns}-presigned");
+    let now = time::OffsetDateTime::now_utc();
+    let ttl = Duration::from_secs(300);
+    let document = b"%PDF-1.7 uploaded past the function".repeat(100);
+
+    let up = adapters.transfers.upload_url(&path, "application/pdf", now, ttl).await.expect("presign PUT");
+    assert_eq!(up.method, "PUT");
+    assert!(up.url.contains("X-Amz-Signature="), "a SigV4 query-signed URL: {}", up.url);
+    assert!(up.url.contains("X-Amz-Expires=300"), "valid for the TTL asked: {}", up.url);
+    assert_eq!(up.expires_at, now + ttl);
+    let header = |name: &str| up.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+    assert_eq!(header("x-amz-server-side-encryption"), Some("aws:kms"), "{:?}", up.headers);
+    assert!(header("x-amz-server-side-encryption-aws-kms-key-id").is_some_and(|k| k.contains(&fixture.data_key_id)));
+    let (status, _) = http_request("PUT", &up.url, &up.headers, &document).await;
+    assert_eq!(status, 200, "S3 accepts the presigned PUT");
+
+    let s3 = s3_client(&fixture.config);
+    let head = s3.head_object().bucket(&fixture.bucket).key(&path).send().await.expect("HeadObject");
+    assert_eq!(head.server_side_encryption(), Some(&ServerSideEncryption::AwsKms), "uploads are SSE-KMS");
+    assert_eq!(adapters.blobs.size(&path).await.expect("size"), document.len() as u64);
+    assert_eq!(adapters.blobs.get(&path).await.expect("get"), document);
+
+    let down = adapters.transfers.download_url(&path, "application/pdf", now, ttl).await.expect("presign GET");
+    assert_eq!(down.method, "GET");
+    let (status, body) = http_request("GET", &down.url, &down.headers, b"").await;
+    assert_eq!(status, 200);
+    assert!(body.windows(document.len()).any(|w| w == document), "the presigned GET serves the object");
+    adapters.blobs.delete(&path).await.expect("delete");
+}
+
+/// A minimal HTTP/1.1 client for the emulator on loopback (the test must not trust the SDK to make the call the
+/// caller will make). Returns the status and the raw response (headers and body).
+async fn http_request(method: &str, url: &str, headers: &[(String, String)], body: &[u8]) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let rest = url.strip_prefix("http://").expect("the emulator is plain HTTP on loopback");
+    let (host, path) = rest.split_at(rest.find('/').expect("a path"));
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect to the emulator");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    stream.write_all(request.as_bytes()).await.expect("write");
+    stream.write_all(body).await.expect("write body");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let status = std::str::from_utf8(&response[..response.len().min(12)])
+        .ok()
+        .and_then(|l| l.get(9..12))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
 }
 
 /// Items are stored with the attribute names and types the template, the GSI and the stream consumers rely on.

@@ -539,5 +539,8 @@ mod async_trait_free {
             self.objects.lock().map_err(|_| PortError::Unavailable("poisoned".into()))?.remove(path);
             Ok(())
         }
+        async fn size(&self, path: &str) -> PortResult<u64> {
+            self.get(path).await.map(|b| b.len() as u64)
+        }
     }
 }

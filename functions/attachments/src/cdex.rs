@@ -16,6 +16,7 @@ use axum::response::Response;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use exchange_core::domain::attachments::{AttachTo, MAX_DOCUMENT_BYTES};
+use exchange_core::domain::uploads::referenced_upload;
 use exchange_core::domain::PartnerRole;
 use exchange_core::fhir::{FhirError, FHIR_JSON};
 use exchange_core::http::{answer_response, media_type, read_body_max, CallerContext};
@@ -166,6 +167,7 @@ pub fn parse_submit(raw: &[u8]) -> Result<Submission, FhirError> {
                 kind: kind.to_owned(),
                 content: raw_content.get().as_bytes().to_vec(),
                 location: format!("{expr}.part.where(name = 'Content').resource"),
+                upload: None,
             });
         }
     }
@@ -217,11 +219,26 @@ fn document_reference(
             return Err(invalid("attachment.contentType is required", &format!("{at}.contentType")));
         };
         let Some(data) = attachment["data"].as_str() else {
-            return Err(FhirError::unprocessable(
-                "not-supported",
-                "attachment content must be inline (data); the exchange does not fetch urls",
-                Some(&format!("{at}.url")),
-            ));
+            // Not inline: a document staged through POST /attachments/uploads, named by its reference.
+            let url = attachment["url"].as_str().unwrap_or_default();
+            let Some(upload) = referenced_upload(url) else {
+                return Err(FhirError::unprocessable(
+                    "not-supported",
+                    "attachment content must be inline (data) or an upload reference (url, from POST \
+                     /attachments/uploads); the exchange does not fetch other urls",
+                    Some(&format!("{at}.url")),
+                ));
+            };
+            out.push(Document {
+                codes: codes.clone(),
+                line_items: line_items.to_vec(),
+                content_type: content_type.to_ascii_lowercase(),
+                kind: "DocumentReference".into(),
+                content: Vec::new(),
+                location: format!("{at}.url"),
+                upload: Some(upload.to_owned()),
+            });
+            continue;
         };
         let bytes = STANDARD.decode(data.as_bytes()).map_err(|_| {
             FhirError::invalid("value", "attachment.data is not valid base64", Some(&format!("{at}.data")))
@@ -233,6 +250,7 @@ fn document_reference(
             kind: "DocumentReference".into(),
             content: bytes,
             location: format!("{at}.data"),
+            upload: None,
         });
     }
     Ok(out)
@@ -266,6 +284,10 @@ fn refusal_error(r: &Refusal) -> FhirError {
         Refusal::TooLong { what } => {
             FhirError::invalid("value", r.message(), Some(&format!("Parameters.parameter.where(name = '{what}')")))
         }
+        Refusal::UnknownUpload { location } => FhirError::unprocessable("not-found", r.message(), Some(location)),
+        Refusal::UploadNotReceived { location } => FhirError::unprocessable("incomplete", r.message(), Some(location)),
+        Refusal::UploadMismatch { location, .. } => FhirError::unprocessable("value", r.message(), Some(location)),
+        Refusal::UploadUsed => FhirError::Conflict(r.message()),
     }
 }
 

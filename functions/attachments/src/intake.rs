@@ -9,12 +9,13 @@ use exchange_core::domain::attachments::{
     attachment_id, document_path, AttachTo, AttachedDocument, Attachment, AttachmentRepo, SubmissionEntry,
     MAX_DOCUMENTS_PER_ATTACHMENT, MAX_DOCUMENT_BYTES,
 };
+use exchange_core::domain::cleanup::{CleanupLedger, Scheduled, WRITE_GRACE};
 use exchange_core::domain::ids::MAX_REFERENCE_LEN;
 use exchange_core::domain::prior_auth::rfc3339;
+use exchange_core::domain::uploads::{Upload, UploadRepo, UploadState};
 use exchange_core::domain::TradingPartner;
 use exchange_core::ports::{EncryptionContext, PortError, WriteOp};
 use exchange_core::record::sha256_hex;
-use sha2::{Digest, Sha256};
 
 use crate::Attachments;
 
@@ -29,10 +30,19 @@ pub struct Document {
     pub content_type: String,
     /// What arrived (`DocumentReference`, a resource type, `x12-bin`, `x12-bds`).
     pub kind: String,
-    /// The bytes.
+    /// The bytes (empty until [`check`] reads them when the document is a staged upload).
     pub content: Vec<u8>,
     /// Where the document sits in the request (FHIRPath or X12 position), for error answers.
     pub location: String,
+    /// The staged upload the request names instead of inline content (`Attachment.url`).
+    pub upload: Option<String>,
+}
+
+/// A document's staged upload, as [`check`] found it.
+#[derive(Debug, Clone)]
+struct Staged {
+    upload: Upload,
+    version: u64,
 }
 
 /// A submission, whichever channel it came through.
@@ -65,7 +75,7 @@ pub struct Submission {
 impl Submission {
     /// A hash of what the submission says (not how it was encoded): the same content again is a retry.
     fn content_sha256(&self, digests: &[String]) -> String {
-        let mut h = Sha256::new();
+        let mut h = exchange_core::vault::Sha256Hasher::new();
         for part in [
             self.tracking_id.as_str(),
             self.attach_to.as_str(),
@@ -83,7 +93,7 @@ impl Submission {
             }
             h.update([1]);
         }
-        hex::encode(h.finalize())
+        hex::encode(h.finish())
     }
 }
 
@@ -122,6 +132,25 @@ pub enum Refusal {
         /// Which: `TrackingId` or `MemberId`.
         what: &'static str,
     },
+    /// The named upload does not exist or belongs to another partner.
+    UnknownUpload {
+        /// Where.
+        location: String,
+    },
+    /// The named upload's bytes have not been received.
+    UploadNotReceived {
+        /// Where.
+        location: String,
+    },
+    /// The staged bytes or the submission disagree with what the upload declared.
+    UploadMismatch {
+        /// Which: `size`, `sha256` or `contentType`.
+        what: &'static str,
+        /// Where.
+        location: String,
+    },
+    /// The upload was already submitted as another attachment's document.
+    UploadUsed,
 }
 
 impl Refusal {
@@ -147,6 +176,14 @@ impl Refusal {
                 format!("an attachment holds at most {MAX_DOCUMENTS_PER_ATTACHMENT} documents")
             }
             Refusal::TooLong { what } => format!("{what} is too long"),
+            Refusal::UnknownUpload { .. } => "the attachment url names no upload of this trading partner".into(),
+            Refusal::UploadNotReceived { .. } => {
+                "the upload named by the attachment url has not been received; PUT it to its upload URL first".into()
+            }
+            Refusal::UploadMismatch { what, .. } => {
+                format!("the uploaded document does not match the {what} declared when the upload was created")
+            }
+            Refusal::UploadUsed => "the upload was already submitted as a document of another submission".into(),
         }
     }
 }
@@ -180,6 +217,46 @@ pub struct Plan {
     payer: String,
     existing: Option<(Attachment, u64)>,
     content_sha256: String,
+    /// Per document, its staged upload (read and checked), if it came as one.
+    staged: Vec<Option<Staged>>,
+}
+
+/// Reads and checks the staged upload `doc` names. `Ok(Err)` is the caller's mistake; a used upload is returned
+/// without its bytes (only a retry of the submission that used it may name it again).
+async fn stage(
+    svc: &Attachments,
+    partner: &TradingPartner,
+    doc: &mut Document,
+    id: &str,
+) -> Result<Result<Staged, Refusal>, PortError> {
+    let location = doc.location.clone();
+    let Some((upload, version)) = svc.uploads.get(id).await?.filter(|(u, _)| u.owner == partner.id.as_str()) else {
+        return Ok(Err(Refusal::UnknownUpload { location }));
+    };
+    if !upload.content_type.eq_ignore_ascii_case(&doc.content_type) {
+        return Ok(Err(Refusal::UploadMismatch { what: "contentType", location }));
+    }
+    if let UploadState::Pending = upload.state {
+        let blobs = svc.core.vault.blobs();
+        let size = match blobs.size(&upload.path).await {
+            Ok(size) => size,
+            Err(PortError::NotFound(_)) => return Ok(Err(Refusal::UploadNotReceived { location })),
+            Err(e) => return Err(e),
+        };
+        // Checked before reading: a staged object is whatever the caller PUT, not what it declared.
+        if size > MAX_DOCUMENT_BYTES as u64 {
+            return Ok(Err(Refusal::TooLarge { location }));
+        }
+        if size != upload.size {
+            return Ok(Err(Refusal::UploadMismatch { what: "size", location }));
+        }
+        let bytes = blobs.get(&upload.path).await?;
+        if sha256_hex(&bytes) != upload.sha256 {
+            return Ok(Err(Refusal::UploadMismatch { what: "sha256", location }));
+        }
+        doc.content = bytes;
+    }
+    Ok(Ok(Staged { upload, version }))
 }
 
 /// Checks a submission against the payer data, the caller and what its tracking id already holds, writing nothing.
@@ -201,11 +278,23 @@ pub async fn check(svc: &Attachments, partner: &TradingPartner, sub: Submission)
     if !ours(&sub.organization_npi) && !ours(&sub.provider_id) {
         return Ok(Verdict::Refused(Refusal::NotYourProvider));
     }
-    for doc in &sub.documents {
+    let mut sub = sub;
+    let mut staged = Vec::with_capacity(sub.documents.len());
+    for doc in &mut sub.documents {
+        let Some(id) = doc.upload.clone() else {
+            staged.push(None);
+            continue;
+        };
+        match stage(svc, partner, doc, &id).await? {
+            Ok(s) => staged.push(Some(s)),
+            Err(refusal) => return Ok(Verdict::Refused(refusal)),
+        }
+    }
+    for (doc, staged) in sub.documents.iter().zip(&staged) {
         if doc.content.len() > MAX_DOCUMENT_BYTES {
             return Ok(Verdict::Refused(Refusal::TooLarge { location: doc.location.clone() }));
         }
-        if doc.content.is_empty() {
+        if doc.content.is_empty() && staged.is_none() {
             return Ok(Verdict::Refused(Refusal::Empty { location: doc.location.clone() }));
         }
         if !payer.accepts_content_type(&doc.content_type) {
@@ -215,7 +304,12 @@ pub async fn check(svc: &Attachments, partner: &TradingPartner, sub: Submission)
             }));
         }
     }
-    let digests: Vec<String> = sub.documents.iter().map(|d| sha256_hex(&d.content)).collect();
+    let digests: Vec<String> = sub
+        .documents
+        .iter()
+        .zip(&staged)
+        .map(|(d, s)| s.as_ref().map_or_else(|| sha256_hex(&d.content), |s| s.upload.sha256.clone()))
+        .collect();
     let content_sha256 = sub.content_sha256(&digests);
     let existing = svc.attachments.get(&attachment_id(partner.id.as_str(), &sub.tracking_id)).await?;
     if let Some((att, _)) = &existing {
@@ -233,11 +327,15 @@ pub async fn check(svc: &Attachments, partner: &TradingPartner, sub: Submission)
             return Ok(Verdict::Refused(Refusal::DifferentSubject));
         }
     }
+    // Not a retry: every upload it names must still be unused.
+    if staged.iter().flatten().any(|s| s.upload.state != UploadState::Pending) {
+        return Ok(Verdict::Refused(Refusal::UploadUsed));
+    }
     let held = existing.as_ref().map_or(0, |(a, _)| a.documents.len());
     if held + sub.documents.len() > MAX_DOCUMENTS_PER_ATTACHMENT {
         return Ok(Verdict::Refused(Refusal::TooManyDocuments));
     }
-    Ok(Verdict::Store(Box::new(Plan { sub, payer: payer.id, existing, content_sha256 })))
+    Ok(Verdict::Store(Box::new(Plan { sub, payer: payer.id, existing, content_sha256, staged })))
 }
 
 /// Checks and stores a submission: [`check`], then [`store`].
@@ -253,11 +351,13 @@ pub async fn accept(
     }
 }
 
-/// Stores a checked submission: documents first, then the record, its index entries and the payer request it
-/// answers in one transaction. `Conflict` when another submission under the tracking id won a race (a retry then
-/// finds it).
+/// Stores a checked submission: the document paths are written down in the clean-up ledger, the documents
+/// written, then the record, its index entries, the payer request it answers, the uploads it used and the
+/// ledger entry's removal commit in one transaction. `Conflict` when another submission under the tracking id won a
+/// race (a retry then finds it). A function that dies half-way leaves the ledger entry, and the sweep deletes the
+/// documents: there is never content without a record, nor a record without content.
 pub async fn store(svc: &Attachments, partner: &TradingPartner, plan: Plan) -> Result<Accepted, PortError> {
-    let Plan { sub, payer, existing, content_sha256 } = plan;
+    let Plan { sub, payer, existing, content_sha256, staged } = plan;
     let core = &svc.core;
     let submitter = partner.id.as_str();
     let id = attachment_id(submitter, &sub.tracking_id);
@@ -288,17 +388,20 @@ pub async fn store(svc: &Attachments, partner: &TradingPartner, plan: Plan) -> R
 
     // Vault first: a record is only written once everything it points at exists.
     let first_index = att.documents.len() as u32 + 1;
+    // A path of its own per write: a submission that loses a race deletes only what it wrote.
+    let paths: Vec<String> =
+        (0..sub.documents.len()).map(|n| document_path(&id, first_index + n as u32, &random_id())).collect();
+    let ledger = CleanupLedger::new(core.store.clone());
+    let pending = ledger.schedule(paths.clone(), "attachment-write", core.clock.now() + WRITE_GRACE).await?;
     let mut written: Vec<String> = Vec::new();
     let mut added = Vec::new();
-    for (n, doc) in sub.documents.iter().enumerate() {
+    for ((n, doc), path) in sub.documents.iter().enumerate().zip(paths) {
         let index = first_index + n as u32;
-        // A path of its own per write: a submission that loses a race deletes only what it wrote.
-        let path = document_path(&id, index, &random_id());
         let context = EncryptionContext::for_document(&path, &payer);
         let stored = match core.vault.put(&path, &context, &doc.content).await {
             Ok(s) => s,
             Err(e) => {
-                discard(svc, &written).await;
+                discard(svc, &written, &ledger, &pending).await;
                 return Err(e);
             }
         };
@@ -332,9 +435,19 @@ pub async fn store(svc: &Attachments, partner: &TradingPartner, plan: Plan) -> R
         None => AttachmentRepo::create_ops(&att)?,
     };
     ops.extend(request_ops);
+    for s in staged.iter().flatten() {
+        ops.push(UploadRepo::mark_used_op(&s.upload, s.version, &att.id)?);
+    }
+    ops.push(pending.cancel_op());
     if let Err(e) = svc.attachments.commit(ops).await {
-        discard(svc, &written).await;
+        discard(svc, &written, &ledger, &pending).await;
         return Err(e);
+    }
+    // The staged copies are now vault documents; the upload's own ledger entry deletes any copy left here.
+    for s in staged.iter().flatten() {
+        if let Err(e) = core.vault.blobs().delete(&s.upload.path).await {
+            tracing::warn!(error = %e, "could not delete a used upload's staged copy");
+        }
     }
     let held = hold_reason(&att);
     Ok(Accepted { attachment: att, replayed: false, held })
@@ -392,11 +505,19 @@ fn hold_reason(att: &Attachment) -> Option<String> {
     })
 }
 
-/// Deletes documents written for a record that was not written (best effort: the write error is what matters).
-async fn discard(svc: &Attachments, paths: &[String]) {
+/// Deletes documents written for a record that was not written, then their ledger entry (best effort: the write
+/// error is what matters, and whatever is left here the sweep deletes).
+async fn discard(svc: &Attachments, paths: &[String], ledger: &CleanupLedger, pending: &Scheduled) {
+    let mut all = true;
     for path in paths {
         if let Err(e) = svc.core.vault.delete(path).await {
+            all = false;
             tracing::warn!(error = %e, "could not delete a document of an unwritten attachment");
+        }
+    }
+    if all {
+        if let Err(e) = ledger.cancel(pending).await {
+            tracing::warn!(error = %e, "could not remove a cleanup entry (the sweep will find nothing to delete)");
         }
     }
 }

@@ -5,7 +5,8 @@
 //! - [`intake`]: channel-neutral checks, vaulting, linking to the payer's request and the prior-auth case;
 //! - [`x12`]: `POST /x12/275`; [`cdex`]: `POST /fhir/$submit-attachment`;
 //! - [`tasks`]: payer-initiated attachment requests (`/fhir/Task`);
-//! - [`retrieval`]: `/attachments[...]` (JSON) and `GET /fhir/DocumentReference` (FHIR search).
+//! - [`retrieval`]: `/attachments[...]` (JSON) and `GET /fhir/DocumentReference` (FHIR search);
+//! - [`uploads`]: `POST /attachments/uploads`, a transfer URL for a document too large for a request body.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -14,6 +15,7 @@ pub mod cdex;
 pub mod intake;
 pub mod retrieval;
 pub mod tasks;
+pub mod uploads;
 pub mod x12;
 
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use exchange_core::app::App;
 use exchange_core::domain::attachment_requests::AttachmentRequestRepo;
 use exchange_core::domain::attachments::AttachmentRepo;
 use exchange_core::domain::prior_auth::CaseRepo;
+use exchange_core::domain::uploads::UploadRepo;
 use exchange_core::http::require_caller;
 
 /// The attachments function's state: the shared ports and the repositories it reads and writes.
@@ -37,6 +40,8 @@ pub struct Attachments {
     pub requests: AttachmentRequestRepo,
     /// Prior-authorization cases (attachments for a pended case are linked to it).
     pub cases: CaseRepo,
+    /// Staged uploads of documents too large for a request body.
+    pub uploads: UploadRepo,
 }
 
 impl std::fmt::Debug for Attachments {
@@ -52,6 +57,7 @@ impl Attachments {
             attachments: AttachmentRepo::new(core.store.clone()),
             requests: AttachmentRequestRepo::new(core.store.clone()),
             cases: CaseRepo::new(core.store.clone()),
+            uploads: UploadRepo::new(core.store.clone()),
             core,
         }
     }
@@ -63,7 +69,8 @@ pub fn router(svc: Arc<Attachments>) -> Router {
 }
 
 /// The protected routes (bearer token required): `/x12/275`, `/fhir/$submit-attachment`, `/fhir/Task[/ID]`,
-/// `/fhir/DocumentReference`, `/attachments`, `/attachments/ID` and `/attachments/ID/documents/N`.
+/// `/fhir/DocumentReference`, `/attachments`, `/attachments/uploads`, `/attachments/ID` and
+/// `/attachments/ID/documents/N`.
 pub fn routes(svc: Arc<Attachments>) -> Router {
     Router::new()
         .route("/x12/275", post(x12::post_275))
@@ -72,6 +79,7 @@ pub fn routes(svc: Arc<Attachments>) -> Router {
         .route("/fhir/Task/{id}", get(tasks::read))
         .route("/fhir/DocumentReference", get(retrieval::search_document_references))
         .route("/attachments", get(retrieval::list))
+        .route("/attachments/uploads", post(uploads::create))
         .route("/attachments/{id}", get(retrieval::read))
         .route("/attachments/{id}/documents/{index}", get(retrieval::download))
         .route_layer(middleware::from_fn_with_state(svc.core.auth.clone(), require_caller))

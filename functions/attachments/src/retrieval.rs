@@ -9,7 +9,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use exchange_core::auth::random_id;
 use exchange_core::domain::attachments::{AttachedDocument, Attachment, Lookup};
+use exchange_core::domain::cleanup::CleanupLedger;
 use exchange_core::domain::PartnerRole;
 use exchange_core::fhir::{FhirError, FHIR_JSON};
 use exchange_core::http::{CallerContext, Problem, ProblemQuery};
@@ -17,7 +19,42 @@ use exchange_core::ports::{EncryptionContext, PortError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::uploads::transfer_view;
 use crate::Attachments;
+
+/// Stages the checked plaintext for one download and answers 303 to its transfer URL.
+async fn transfer_download(
+    svc: &Attachments,
+    ctx: &CallerContext,
+    doc: &AttachedDocument,
+    bytes: bytes::Bytes,
+) -> Result<Response, Problem> {
+    let core = &svc.core;
+    let now = core.clock.now();
+    let path = format!("transfer/downloads/{}", random_id());
+    // Written down before the copy exists: the sweep deletes it once the URL has expired, used or not.
+    CleanupLedger::new(core.store.clone())
+        .schedule(vec![path.clone()], "download", now + DOWNLOAD_URL_TTL + std::time::Duration::from_secs(60))
+        .await
+        .map_err(|e| problem(ctx, &e))?;
+    core.vault.blobs().put(&path, bytes.to_vec()).await.map_err(|e| problem(ctx, &e))?;
+    let url = core.transfers.download_url(&path, &doc.content_type, now, DOWNLOAD_URL_TTL).await;
+    let url = url.map_err(|e| problem(ctx, &e))?;
+    let body = json!({
+        "download": transfer_view(&url),
+        "contentType": doc.content_type,
+        "size": doc.size,
+        "sha256": doc.sha256,
+    });
+    let mut resp = (StatusCode::SEE_OTHER, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&url.url) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&doc.sha256) {
+        resp.headers_mut().insert("x-content-sha256", v);
+    }
+    Ok(resp)
+}
 
 /// Most attachments one list answers.
 pub const MAX_LIST: usize = 100;
@@ -188,20 +225,52 @@ pub async fn read(
     Ok(Json(attachment_view(&att)).into_response())
 }
 
+/// Documents up to this size are answered in the response body. A Lambda response carries at most 6 MB, and API
+/// Gateway base64-encodes binary bodies (4/3 larger), so anything bigger goes through a transfer URL.
+pub const INLINE_DOWNLOAD_MAX: u64 = 4 * 1024 * 1024;
+/// How long a download URL works.
+pub const DOWNLOAD_URL_TTL: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// Query of a document download.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadQuery {
+    /// `url` asks for a transfer URL whatever the size; `inline` (the default up to [`INLINE_DOWNLOAD_MAX`]) for
+    /// the bytes.
+    pub delivery: Option<String>,
+}
+
 /// `GET /attachments/{id}/documents/{index}`: the document's bytes, decrypted and checked against the SHA-256
-/// recorded at receipt, with its media type and `x-content-sha256`.
+/// recorded at receipt, with its media type and `x-content-sha256`. A document larger than
+/// [`INLINE_DOWNLOAD_MAX`] (or any, with `?delivery=url`) is answered `303 See Other` to a one-time transfer URL
+/// serving the checked bytes for [`DOWNLOAD_URL_TTL`], with the URL in the JSON body too.
 pub async fn download(
     State(svc): State<Arc<Attachments>>,
     ctx: CallerContext,
     Path((id, index)): Path<(String, u32)>,
+    ProblemQuery(q): ProblemQuery<DownloadQuery>,
 ) -> Result<Response, Problem> {
+    let by_url = match q.delivery.as_deref() {
+        None => None,
+        Some("url") => Some(true),
+        Some("inline") => Some(false),
+        Some(_) => return Err(Problem::bad_request("delivery must be url or inline")),
+    };
     let att = visible(&svc, &ctx, &id).await?;
     let Some(doc) = att.documents.iter().find(|d| d.index == index) else {
         return Err(Problem::new(StatusCode::NOT_FOUND, "not-found", "No such document"));
     };
+    let by_url = by_url.unwrap_or(doc.size > INLINE_DOWNLOAD_MAX);
+    if !by_url && doc.size > INLINE_DOWNLOAD_MAX {
+        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "too-large-inline", "Document too large inline")
+            .with_detail(format!("documents over {INLINE_DOWNLOAD_MAX} bytes are downloaded with delivery=url")));
+    }
     let context = EncryptionContext::for_document(&doc.path, &att.payer);
     let bytes = svc.core.vault.get(&doc.path, &context, Some(&doc.sha256)).await.map_err(|e| problem(&ctx, &e))?;
-    tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, attachment = %att.id, index, "document read");
+    tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, attachment = %att.id, index, by_url, "document read");
+    if by_url {
+        return transfer_download(&svc, &ctx, doc, bytes).await;
+    }
     let mut resp = (StatusCode::OK, bytes).into_response();
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&doc.content_type) {

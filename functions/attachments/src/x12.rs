@@ -195,6 +195,7 @@ fn read_set(body: &[Segment<'_>], ack: &mut SetAck) -> Vec<(Submission, Position
             kind: kind.into(),
             content: bytes,
             location: format!("segment {content_at}"),
+            upload: None,
         };
         // Loops under one control number are one attachment's documents.
         if let Some((sub, _)) = out.iter_mut().find(|(s, _)| s.tracking_id == tracking_id) {
@@ -268,9 +269,15 @@ fn refusal_error(r: &Refusal, p: Positions) -> SegmentError {
             ("TRN", p.tracking, 2, 127)
         }
         Refusal::TooLong { .. } => ("NM1", p.member, 9, 67),
-        Refusal::ContentType { .. } | Refusal::TooLarge { .. } | Refusal::Empty { .. } | Refusal::TooManyDocuments => {
-            ("BIN", p.content, 2, 785)
-        }
+        // A 275 carries its documents inline: the upload refusals cannot arise, and would be the BIN's anyway.
+        Refusal::ContentType { .. }
+        | Refusal::TooLarge { .. }
+        | Refusal::Empty { .. }
+        | Refusal::TooManyDocuments
+        | Refusal::UnknownUpload { .. }
+        | Refusal::UploadNotReceived { .. }
+        | Refusal::UploadMismatch { .. }
+        | Refusal::UploadUsed => ("BIN", p.content, 2, 785),
     };
     segment_error(id, at, "8", Some((element, data_element, "7")))
 }

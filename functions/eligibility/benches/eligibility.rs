@@ -115,7 +115,7 @@ fn check(outcome: &X12Outcome, sets: usize) {
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = App::embedded(dir.path()).expect("embedded app");
+    let app = App::embedded(dir.path(), "").expect("embedded app");
     let data = PayerData::parse(&std::fs::read(DEMO_DATA).expect("demo data")).expect("demo data parses");
     let partner_id = PartnerId::parse("demo-provider").expect("partner id");
     let partner = rt.block_on(async {

@@ -40,7 +40,7 @@ struct Bench {
 
 async fn setup() -> Bench {
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = App::embedded(dir.path()).expect("embedded app");
+    let app = App::embedded(dir.path(), "").expect("embedded app");
     let data =
         PayerData::parse(&std::fs::read(format!("{ROOT}/infra/local-runner/demo/payer-data.json")).expect("demo"))
             .expect("demo data");

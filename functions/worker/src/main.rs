@@ -1,7 +1,8 @@
-//! The worker Lambda: delivers due prior-auth notifications and flags pended cases near their decision deadline.
+//! The worker Lambda: delivers due prior-auth notifications, flags pended cases near their decision deadline, and
+//! sweeps the clean-up ledger (documents of submissions that never committed, expired transfer copies).
 //!
 //! It is invoked by DynamoDB Streams batches (new `NOTIFY#` outbox records: deliver what is due) and by an
-//! EventBridge schedule (deliveries whose retry has come due, and the deadline sweep). The records' content is not
+//! EventBridge schedule (deliveries whose retry has come due, the deadline sweep and the clean-up sweep). The records' content is not
 //! read: a stream batch only says "there is new work". The state is built once per cold start. A failed pass is
 //! returned as a Lambda error, so the stream batch is retried (and, after the configured attempts, recorded on the
 //! event source's failure destination).
@@ -9,6 +10,7 @@
 use std::sync::Arc;
 
 use exchange_core::adapters::notifier::{HttpNotifier, DELIVERY_TIMEOUT};
+use exchange_core::domain::cleanup::CleanupLedger;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use prior_auth::worker::{deliver_due, run_once, Pass};
 use prior_auth::{PriorAuth, Settings};
@@ -26,22 +28,31 @@ async fn main() -> Result<(), Error> {
             // Stream batches carry `Records`; the schedule's event does not.
             let from_stream = event.payload.get("Records").is_some();
             let pass = if from_stream { deliver_due(&pa).await? } else { run_once(&pa).await? };
+            let cleaned = if from_stream {
+                0
+            } else {
+                CleanupLedger::new(pa.core.store.clone())
+                    .sweep(pa.core.vault.blobs().as_ref(), pa.core.clock.now())
+                    .await?
+            };
             tracing::info!(
                 delivered = pass.delivered,
                 retrying = pass.retrying,
                 dead_lettered = pass.dead_lettered,
                 flagged = pass.flagged,
+                cleaned,
                 "worker pass"
             );
-            Ok::<Value, Error>(summary(&pass))
+            Ok::<Value, Error>(summary(&pass, cleaned))
         }
     }))
     .await
 }
 
 /// The invocation's result: what the pass did, in the JSON casing the rest of the API uses.
-fn summary(pass: &Pass) -> Value {
+fn summary(pass: &Pass, cleaned: usize) -> Value {
     json!({
+        "cleanedUp": cleaned,
         "delivered": pass.delivered,
         "retrying": pass.retrying,
         "deadLettered": pass.dead_lettered,

@@ -66,8 +66,9 @@ fn main() -> ExitCode {
     }
 }
 
-async fn open_app(dir: &Path) -> Result<App, String> {
-    App::embedded(dir).map_err(|e| format!("cannot open the data directory {}: {e}", dir.display()))
+/// The app over the data directory; transfer URLs (large documents) are issued under `base_url`.
+async fn open_app(dir: &Path, base_url: &str) -> Result<App, String> {
+    App::embedded(dir, base_url).map_err(|e| format!("cannot open the data directory {}: {e}", dir.display()))
 }
 
 async fn load(app: &App, dir: &Path, data: &PayerData) -> Result<u64, String> {
@@ -80,7 +81,10 @@ async fn load(app: &App, dir: &Path, data: &PayerData) -> Result<u64, String> {
 async fn serve() -> Result<(), String> {
     let dir = data_dir();
     let addr = addr()?;
-    let app = open_app(&dir).await?;
+    // Bound first: the one-time transfer URLs name the address actually listened on.
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = open_app(&dir, &format!("http://{local}")).await?;
     if app.repo.current().await.map_err(|e| e.to_string())?.is_none() {
         let demo = PayerData::parse(DEMO_PAYER_DATA.as_bytes()).map_err(|e| format!("demo data: {e}"))?;
         load(&app, &dir, &demo).await?;
@@ -104,9 +108,11 @@ async fn serve() -> Result<(), String> {
     let pa = Arc::new(prior_auth::PriorAuth::new(app.clone(), Arc::new(notifier), settings));
     tokio::spawn(prior_auth::worker::run_forever(pa.clone(), std::time::Duration::from_secs(1)));
     let attachments = Arc::new(attachments::Attachments::new(app.clone()));
-    let router = eligibility::router(app.clone()).merge(prior_auth::routes(pa)).merge(attachments::routes(attachments));
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(exchange_core::domain::cleanup::run_forever(app.clone(), std::time::Duration::from_secs(60)));
+    let router = eligibility::router(app.clone())
+        .merge(prior_auth::routes(pa))
+        .merge(attachments::routes(attachments))
+        .merge(exchange_core::http::transfer::routes(app.clone()));
     // The banner is for a person at a terminal: a closed stdout must not take the server down with it.
     let banner = format!(
         "listening on http://{local}\n\ntoken for demo-provider (valid 12 hours; another: exchange-local token PARTNER):\n  export TOKEN={token}\n\nsend the sample 270:\n  curl -s -X POST http://{local}/x12/270 -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/edi-x12' --data-binary @{}\n",
@@ -157,7 +163,7 @@ async fn load_payer_data(file: &Path) -> Result<(), String> {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let data = PayerData::parse(&bytes).map_err(|e| format!("{}: {e}\nnothing was loaded", file.display()))?;
     let dir = data_dir();
-    let app = open_app(&dir).await?;
+    let app = open_app(&dir, "").await?;
     let version = load(&app, &dir, &data).await?;
     println!(
         "loaded {} plans, {} members, {} trading partners as version {version}",

@@ -295,6 +295,7 @@ async fn counters(store: &dyn StateStore, ns: &str) {
 pub async fn blob_store_contract(blobs: &dyn BlobStore, ns: &str) {
     let path = format!("{ns}/blobs/a.bin");
     not_found("get of a missing blob", blobs.get(&path).await);
+    not_found("size of a missing blob", blobs.size(&path).await);
 
     let all_bytes: Vec<u8> = (0..=255u8).collect();
     ok("put of a new blob", blobs.put(&path, all_bytes.clone()).await);
@@ -314,6 +315,9 @@ pub async fn blob_store_contract(blobs: &dyn BlobStore, ns: &str) {
     let large: Vec<u8> = (0..(1usize << 20)).map(|i| (i.wrapping_mul(31) % 251) as u8).collect();
     ok("put of a 1 MiB blob in nested folders", blobs.put(&nested, large.clone()).await);
     assert!(ok("get of a 1 MiB blob", blobs.get(&nested).await) == large, "a 1 MiB blob must round trip");
+    assert_eq!(ok("size of a 1 MiB blob", blobs.size(&nested).await), 1 << 20, "size without reading");
+    assert_eq!(ok("size of a shrunk blob", blobs.size(&path).await), 3, "size after a shorter put");
+    assert_eq!(ok("size of an empty blob", blobs.size(&empty).await), 0, "size of an empty blob");
 
     for p in [&path, &empty, &nested] {
         ok("delete of a blob", blobs.delete(p).await);

@@ -239,6 +239,11 @@ impl BlobStore for MemoryBlobStore {
         self.lock().remove(path);
         Ok(())
     }
+
+    async fn size(&self, path: &str) -> PortResult<u64> {
+        validate_blob_path(path)?;
+        self.lock().get(path).map(|b| b.len() as u64).ok_or_else(|| PortError::NotFound(format!("blob {path:?}")))
+    }
 }
 
 #[cfg(test)]

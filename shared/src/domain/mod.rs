@@ -3,6 +3,7 @@
 
 pub mod attachment_requests;
 pub mod attachments;
+pub mod cleanup;
 pub mod ids;
 pub mod notifications;
 pub mod partner;
@@ -10,6 +11,7 @@ pub mod payer_data;
 pub mod policy;
 pub mod prior_auth;
 pub mod subscriptions;
+pub mod uploads;
 
 pub use ids::{MemberId, Npi, PartnerId};
 pub use partner::{Caller, PartnerRole, TradingPartner};

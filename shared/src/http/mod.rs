@@ -4,6 +4,7 @@ pub mod body;
 pub mod caller;
 pub mod problem;
 pub mod query;
+pub mod transfer;
 pub mod x12_inbound;
 
 pub use body::{answer_response, media_type, read_body, read_body_max};

@@ -16,7 +16,7 @@ mod s3;
 
 pub use dynamodb::DynamoStateStore;
 pub use kms::KmsKeyService;
-pub use s3::S3BlobStore;
+pub use s3::{S3BlobStore, S3TransferUrls};
 
 use std::sync::Arc;
 
@@ -37,6 +37,8 @@ pub struct AwsAdapters {
     pub blobs: Arc<S3BlobStore>,
     /// The key service over the KMS keys named by `DATA_KEY_ID` and `SIGNING_KEY_ID`.
     pub keys: Arc<KmsKeyService>,
+    /// Presigned URLs into the same bucket, for documents larger than a Lambda payload.
+    pub transfers: Arc<S3TransferUrls>,
 }
 
 impl AwsAdapters {
@@ -61,6 +63,7 @@ impl AwsAdapters {
 
         Ok(AwsAdapters {
             store: Arc::new(DynamoStateStore::new(dynamodb, table)),
+            transfers: Arc::new(S3TransferUrls::new(s3.clone(), bucket.clone(), data_key_id.clone())),
             blobs: Arc::new(S3BlobStore::new(s3, bucket, data_key_id.clone())),
             keys: Arc::new(KmsKeyService::new(kms, data_key_id, signing_key_id)),
         })

@@ -88,6 +88,15 @@ impl BlobStore for FolderBlobStore {
             Err(e) => Err(io_error("delete", path, e)),
         }
     }
+
+    async fn size(&self, path: &str) -> PortResult<u64> {
+        let file = self.resolve(path)?;
+        match tokio::fs::metadata(&file).await {
+            Ok(meta) if meta.is_file() => Ok(meta.len()),
+            Ok(_) => Err(PortError::NotFound(format!("blob {path:?}"))),
+            Err(e) => Err(io_error("stat", path, e)),
+        }
+    }
 }
 
 /// Whether an I/O error means "no object at this path" (a directory there is not an object either).

@@ -3,12 +3,14 @@
 //! - [`RedbStateStore`]: the state store over one ACID redb database file (`state.redb`).
 //! - [`FolderBlobStore`]: the blob store over a directory (`documents/`), written atomically, files mode 0600.
 //! - [`LocalKeyService`]: a locally generated 256-bit master key and P-384 signing key (`keys/`, files mode 0600).
+//! - [`LocalTransfers`]: one-time upload and download URLs the runner serves, in place of S3 presigned URLs.
 //!
 //! These are not fakes: they keep data across restarts and give the same guarantees the AWS adapters give
 //! (conditional writes, all-or-nothing transactions, unique counters, encrypted documents).
 
 mod folder_blobs;
 mod local_keys;
+pub mod local_transfers;
 mod redb_store;
 
 use std::collections::BTreeSet;
@@ -20,6 +22,7 @@ use base64::Engine as _;
 
 pub use folder_blobs::FolderBlobStore;
 pub use local_keys::LocalKeyService;
+pub use local_transfers::LocalTransfers;
 pub use redb_store::RedbStateStore;
 
 use crate::ports::{BlobStore, Item, Key, KeyService, PortError, PortResult, Query, WriteOp};
