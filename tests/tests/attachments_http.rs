@@ -772,3 +772,46 @@ async fn futures_poll_once<F: std::future::Future + Unpin>(mut f: F) -> Option<F
     })
     .await
 }
+
+/// A reviewer's documentation request on a pended case is also a CDex attachment request: the provider lists it,
+/// answers it under its tracking id, and the answer completes it and is linked to the case.
+#[tokio::test]
+async fn a_reviewer_documentation_request_becomes_a_task_the_provider_answers() {
+    let ex = exchange().await;
+    let reply = ex.submit("sample-provider", &pas_example("Bundle-HomecareAuthorizationBundleExample.json")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let case = case_id(&reply.json());
+    let asked = json!({ "items": [1], "documentation": ["11506-3"] });
+    let reply = ex.review("POST", &format!("/review/cases/{case}/documentation-requests"), Some(asked)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let view = reply.json();
+    let task_id = view["attachmentRequest"]["taskId"].as_str().expect("a Task was created").to_owned();
+    let tracking = view["attachmentRequest"]["trackingId"].as_str().unwrap().to_owned();
+    assert_eq!(view["attachmentRequest"]["ownerNpi"], "8189991234");
+
+    let open = get(&ex, "sample-provider", "/fhir/Task").await.json();
+    assert_eq!(open["total"], 1, "{open}");
+    let task = &open["entry"][0]["resource"];
+    assert_eq!(task["id"], task_id.as_str());
+    assert_eq!(task["reasonCode"]["coding"][0]["code"], "preauthorization");
+    assert_eq!(task["input"][0]["valueCodeableConcept"]["coding"][0]["code"], "11506-3");
+    assert_fhir_valid(&[("reviewer-task.json", task)]);
+    assert_eq!(get(&ex, "cdex-provider", &format!("/fhir/Task/{task_id}")).await.status, 404, "not its organisation");
+
+    let answer = with_param(&cdex_example(5), "TrackingId", Some(json!({ "valueIdentifier": { "value": tracking } })));
+    let answer = with_param(&answer, "OrganizationId", Some(json!({ "valueIdentifier": { "value": "8189991234" } })));
+    let answer = with_param(&answer, "PayerId", Some(json!({ "valueIdentifier": { "value": "789312" } })));
+    let mut answer: Value = serde_json::from_slice(&answer).unwrap();
+    for p in answer["parameter"].as_array_mut().unwrap() {
+        if p["name"] == "Attachment" {
+            p["part"].as_array_mut().unwrap().push(json!({ "name": "Code", "valueCodeableConcept": { "coding": [{ "system": "http://loinc.org", "code": "11506-3" }] } }));
+        }
+    }
+    let reply = submit(&ex, "sample-provider", answer.to_string().as_bytes()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(!reply.text().contains("held"), "{}", reply.text());
+    let read = get(&ex, "sample-payer", &format!("/fhir/Task/{task_id}")).await.json();
+    assert_eq!(read["status"], "completed", "{read}");
+    let list = get(&ex, "sample-payer", &format!("/attachments?caseId={case}")).await.json();
+    assert_eq!(list["attachments"][0]["taskId"], task_id.as_str(), "{list}");
+}

@@ -307,8 +307,10 @@ pub async fn search(
         }
     }
     let mut entries = Vec::new();
-    for npi in &ctx.partner.npis {
-        for req in svc.requests.for_owner(npi.as_str(), 100).await.map_err(port(&ctx))? {
+    // Requests are addressed by the organisation identifier the payer holds: an NPI, or another provider id.
+    let owners = ctx.partner.npis.iter().map(|n| n.as_str()).chain(ctx.partner.provider_ids.iter().map(String::as_str));
+    for owner in owners {
+        for req in svc.requests.for_owner(owner, 100).await.map_err(port(&ctx))? {
             let keep = match &wanted {
                 Some(w) => w.iter().any(|s| s == req.status.as_str()),
                 None => req.status.is_open(),

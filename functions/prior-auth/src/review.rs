@@ -11,7 +11,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use exchange_core::domain::prior_auth::{Decision, PaCase};
+use exchange_core::domain::attachment_requests::{for_pended_case, AttachmentRequestRepo};
+use exchange_core::domain::prior_auth::{rfc3339, Decision, PaCase};
 use exchange_core::domain::PartnerRole;
 use exchange_core::http::problem::FieldError;
 use exchange_core::http::{CallerContext, Problem, ProblemQuery};
@@ -172,6 +173,7 @@ async fn apply(
     ctx: &CallerContext,
     id: &str,
     decisions: Vec<(u32, Decision)>,
+    documentation: Option<&DocumentationBody>,
 ) -> Result<Response, Problem> {
     let (mut case, version) = load(pa, ctx, id).await?;
     let now = pa.core.clock.now();
@@ -190,8 +192,14 @@ async fn apply(
         )
         .with_errors(errors));
     }
-    let jobs = crate::notify::jobs_for(pa, &case, now).await.map_err(|e| unavailable(ctx, &e))?;
+    let mut jobs = crate::notify::jobs_for(pa, &case, now).await.map_err(|e| unavailable(ctx, &e))?;
     let queued = jobs.len();
+    // A documentation request is also a CDex attachment request the provider can list and answer, written with
+    // the decision so that neither exists without the other.
+    let request = documentation.and_then(|d| for_pended_case(&case, &d.items, &d.documentation, &by, &rfc3339(now)));
+    if let Some(req) = &request {
+        jobs.extend(AttachmentRequestRepo::create_ops(req).map_err(|e| unavailable(ctx, &e))?);
+    }
     match pa.cases.save_with(&case, version, None, jobs).await {
         Ok(()) => {}
         Err(PortError::Conflict(_)) => {
@@ -204,7 +212,14 @@ async fn apply(
         pa.wake.notify_one();
     }
     tracing::info!(request_id = %ctx.request_id, case = %case.id, notifications = queued, "decision recorded");
-    Ok(Json(case_view(&case, now)).into_response())
+    let mut view = case_view(&case, now);
+    if documentation.is_some() {
+        view["attachmentRequest"] = match &request {
+            Some(req) => json!({ "taskId": req.id, "trackingId": req.tracking_id, "ownerNpi": req.owner_npi }),
+            None => Value::Null,
+        };
+    }
+    Ok(Json(view).into_response())
 }
 
 /// `POST /review/cases/{id}/decisions`.
@@ -229,7 +244,7 @@ pub async fn decide(
     if !errors.is_empty() {
         return Err(Problem::bad_request("some decisions are invalid").with_errors(errors));
     }
-    apply(&pa, &ctx, &id, parsed).await
+    apply(&pa, &ctx, &id, parsed, None).await
 }
 
 /// `POST /review/cases/{id}/documentation-requests` body.
@@ -242,7 +257,8 @@ pub struct DocumentationBody {
     pub documentation: Vec<String>,
 }
 
-/// `POST /review/cases/{id}/documentation-requests`: pends the items (A4) asking for the documents.
+/// `POST /review/cases/{id}/documentation-requests`: pends the items (A4) asking for the documents, and creates
+/// the CDex attachment request (Task) the provider answers; its id and tracking id are in `attachmentRequest`.
 pub async fn request_documentation(
     State(pa): State<Arc<PriorAuth>>,
     ctx: CallerContext,
@@ -260,7 +276,7 @@ pub async fn request_documentation(
     }
     let decisions =
         body.items.iter().map(|s| (*s, Decision::Pended { documentation: body.documentation.clone() })).collect();
-    apply(&pa, &ctx, &id, decisions).await
+    apply(&pa, &ctx, &id, decisions, Some(&body)).await
 }
 
 /// `GET /review/dead-letters`: notifications that could not be delivered.

@@ -153,19 +153,22 @@ impl AttachmentRequestRepo {
 
     /// Creates `req`; `Conflict` when the payer already used its tracking id.
     pub async fn create(&self, req: &AttachmentRequest) -> Result<(), PortError> {
-        self.store
-            .transact(vec![
-                WriteOp::PutNew(Self::item(req)?),
-                WriteOp::PutNew(Item::new(
-                    tracking_key(&req.payer, &req.tracking_id),
-                    serde_json::json!({ "taskId": req.id }),
-                )),
-                WriteOp::PutNew(Item::new(
-                    owner_key(&req.owner_npi, &req.authored, &req.id),
-                    serde_json::json!({ "taskId": req.id }),
-                )),
-            ])
-            .await
+        self.store.transact(Self::create_ops(req)?).await
+    }
+
+    /// The writes that create `req` (with its tracking-id and owner index entries), for a caller's transaction.
+    pub fn create_ops(req: &AttachmentRequest) -> Result<Vec<WriteOp>, PortError> {
+        Ok(vec![
+            WriteOp::PutNew(Self::item(req)?),
+            WriteOp::PutNew(Item::new(
+                tracking_key(&req.payer, &req.tracking_id),
+                serde_json::json!({ "taskId": req.id }),
+            )),
+            WriteOp::PutNew(Item::new(
+                owner_key(&req.owner_npi, &req.authored, &req.id),
+                serde_json::json!({ "taskId": req.id }),
+            )),
+        ])
     }
 
     /// The write that saves `req` read at `version`.
@@ -206,6 +209,98 @@ impl AttachmentRequestRepo {
         }
         Ok(out)
     }
+}
+
+const CDEX_TEMP: &str = "http://hl7.org/fhir/us/davinci-cdex/CodeSystem/cdex-temp";
+const PAS_TEMP: &str = "http://hl7.org/fhir/us/davinci-pas/CodeSystem/PASTempCodes";
+const PA_LINE_NUMBER: &str = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-paLineNumber";
+
+/// The CDex attachment request (a Task, profile `cdex-task-attachment-request`) a reviewer's documentation request
+/// on `case` becomes, so the provider finds it among its open requests and answers it with `$submit-attachment`
+/// (or a 275) under its tracking id. `None` when the case's requester is not identified by an NPI (the Task's
+/// owner must be).
+pub fn for_pended_case(
+    case: &super::prior_auth::PaCase,
+    items: &[u32],
+    codes: &[String],
+    requested_by: &str,
+    now: &str,
+) -> Option<AttachmentRequest> {
+    let npi = case.requester.npi()?.to_owned();
+    let suffix = crate::auth::random_id();
+    let id = format!("task-{suffix}");
+    let tracking_id = format!("{}-{}", case.id, &suffix[..8]);
+    let needed: Vec<NeededDocument> = items
+        .iter()
+        .flat_map(|line| codes.iter().map(move |code| NeededDocument { code: code.clone(), line: Some(*line) }))
+        .collect();
+    let due = case.deadline.get(..10).map(str::to_owned);
+    let mut input: Vec<serde_json::Value> = needed
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "extension": [{ "url": PA_LINE_NUMBER, "valueInteger": n.line }],
+                "type": { "coding": [{ "system": PAS_TEMP, "code": "attachments-needed" }] },
+                "valueCodeableConcept": { "coding": [{ "system": "http://loinc.org", "code": n.code }] },
+            })
+        })
+        .collect();
+    input.push(serde_json::json!({
+        "type": { "coding": [{ "system": PAS_TEMP, "code": "payer-url" }] },
+        "valueUrl": "/fhir/$submit-attachment",
+    }));
+    input.push(serde_json::json!({
+        "type": { "coding": [{ "system": CDEX_TEMP, "code": "purpose-of-use" }] },
+        "valueCodeableConcept": { "coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "COVAUTH",
+        }] },
+    }));
+    let mut task = serde_json::json!({
+        "resourceType": "Task",
+        "meta": { "profile": ["http://hl7.org/fhir/us/davinci-cdex/StructureDefinition/cdex-task-attachment-request"] },
+        "identifier": [{
+            "type": { "coding": [{ "system": CDEX_TEMP, "code": "tracking-id" }] },
+            "system": "urn:ietf:rfc:3986",
+            "value": tracking_id,
+        }],
+        "status": "requested",
+        "intent": "order",
+        "code": { "coding": [{ "system": PAS_TEMP, "code": "attachment-request-code" }] },
+        "for": { "identifier": {
+            "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MB" }] },
+            "value": case.subscriber.member_id,
+        } },
+        "authoredOn": now,
+        "lastModified": now,
+        "requester": { "identifier": { "value": case.payer } },
+        "owner": { "identifier": { "system": "http://hl7.org/fhir/sid/us-npi", "value": npi } },
+        "reasonCode": { "coding": [{ "system": "http://hl7.org/fhir/claim-use", "code": "preauthorization" }] },
+        "reasonReference": { "identifier": { "value": case.id } },
+        "input": input,
+    });
+    if let Some(due) = &due {
+        task["restriction"] = serde_json::json!({ "period": { "end": due } });
+    }
+    Some(AttachmentRequest {
+        id,
+        payer: case.payer.clone(),
+        requested_by: requested_by.to_owned(),
+        owner_npi: npi,
+        tracking_id,
+        tracking_system: Some("urn:ietf:rfc:3986".to_owned()),
+        attach_to: AttachTo::Preauthorization,
+        reference: case.id.clone(),
+        case_id: Some(case.id.clone()),
+        member_id: Some(case.subscriber.member_id.clone()),
+        needed,
+        questionnaires: Vec::new(),
+        due,
+        status: RequestStatus::Requested,
+        attachment_id: None,
+        authored: now.to_owned(),
+        last_modified: now.to_owned(),
+        task,
+    })
 }
 
 #[cfg(test)]
