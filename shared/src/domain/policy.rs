@@ -75,6 +75,20 @@ pub enum PolicyOutcome {
     Unknown,
 }
 
+/// The policy code system (`CPT`, `HCPCS`, `X12-1365`) of a FHIR coding system URL; other systems are kept as
+/// given. One mapping for every FHIR channel (PAS items, CRD orders, DTR), so they ask the policy the same question.
+/// CMS publishes the HCPCS system with both `http` and `https`; both are seen in Da Vinci examples.
+pub fn fhir_code_system(system: &str) -> String {
+    match system {
+        "http://www.ama-assn.org/go/cpt" => "CPT".into(),
+        "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+        | "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+        | "https://bluebutton.cms.gov/resources/codesystem/hcpcs" => "HCPCS".into(),
+        "https://codesystem.x12.org/005010/1365" => "X12-1365".into(),
+        other => other.to_owned(),
+    }
+}
+
 /// Evaluates the plan's policy for one code.
 pub fn evaluate(plan: &Plan, code_system: &str, code: &str) -> PolicyOutcome {
     let Some(rule) = plan.policy.iter().find(|r| same_system(&r.code_system, code_system) && r.code == code) else {
@@ -115,6 +129,15 @@ pub fn auto_decision(outcome: &PolicyOutcome, supplied_documentation: &[String])
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fhir_systems_map_to_policy_systems() {
+        assert_eq!(fhir_code_system("http://www.ama-assn.org/go/cpt"), "CPT");
+        assert_eq!(fhir_code_system("http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"), "HCPCS");
+        assert_eq!(fhir_code_system("https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"), "HCPCS");
+        assert_eq!(fhir_code_system("https://codesystem.x12.org/005010/1365"), "X12-1365");
+        assert_eq!(fhir_code_system("http://loinc.org"), "http://loinc.org");
+    }
     use crate::domain::payer_data::PayerData;
 
     fn gold() -> Plan {

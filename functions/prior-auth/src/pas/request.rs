@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use exchange_core::domain::ids::MAX_REFERENCE_LEN;
+use exchange_core::domain::policy::fhir_code_system;
 use exchange_core::domain::prior_auth::{CaseItem, FhirRefs, Requester, Subscriber, Trace, Urgency};
 use exchange_core::fhir::{first_coding, FhirError, Issue};
 use serde_json::Value;
@@ -211,17 +212,6 @@ fn identifier_trace(id: &Value) -> Option<Trace> {
     Some(Trace { value, originator: originator.to_owned() })
 }
 
-/// The policy code system of a FHIR coding system.
-pub fn code_system(system: &str) -> String {
-    match system {
-        "http://www.ama-assn.org/go/cpt" => "CPT".into(),
-        "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
-        | "https://bluebutton.cms.gov/resources/codesystem/hcpcs" => "HCPCS".into(),
-        "https://codesystem.x12.org/005010/1365" => "X12-1365".into(),
-        other => other.to_owned(),
-    }
-}
-
 fn ext_code<'a>(resource: &'a Value, name: &str) -> Option<&'a str> {
     let url = format!("{PAS_EXT}{name}");
     let ext = resource["extension"].as_array()?.iter().find(|e| e["url"].as_str() == Some(url.as_str()))?;
@@ -274,7 +264,7 @@ fn item_of(item: &Value, index: usize) -> Result<CaseItem, FhirError> {
         .map(str::to_owned);
     Ok(CaseItem {
         sequence,
-        code_system: code_system(system),
+        code_system: fhir_code_system(system),
         code: code.to_owned(),
         quantity,
         service_from: from,
