@@ -225,6 +225,12 @@ pub fn random_id() -> String {
     hex::encode(bytes)
 }
 
+/// Whether `s` is exactly `len` hex digits (a [`random_id`] is 32; a SHA-256 is 64). Checked before such a value
+/// from a caller becomes part of a key or a path.
+pub fn is_hex_digest(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -290,6 +290,8 @@ async fn presigned_urls_move_documents_past_the_function(fixture: &Fixture, adap
     assert_eq!(down.method, "GET");
     let (status, body) = http_request("GET", &down.url, &down.headers, b"").await;
     assert_eq!(status, 200);
+    let head = String::from_utf8_lossy(&body[..body.len().min(1024)]).to_ascii_lowercase();
+    assert!(head.contains("content-type: application/pdf"), "served as the media type asked: {head}");
     assert!(body.windows(document.len()).any(|w| w == document), "the presigned GET serves the object");
     adapters.blobs.delete(&path).await.expect("delete");
 }

@@ -683,4 +683,28 @@ async fn identifiers_too_long_to_key_by_are_refused() {
     assert_eq!(reply.status, 422, "{}", reply.text());
     assert!(reply.text().contains("Bundle.identifier"), "{}", reply.text());
     assert!(ex.cases().await.is_empty());
+
+    // An update naming the earlier Claim by an identifier too long to key by (a DynamoDB 500 in AWS, where the
+    // embedded store would not notice).
+    let mut update = pas_example("Bundle-HomecareAuthorizationBundleExample.json");
+    let claim = &mut update["entry"][0]["resource"];
+    claim["related"] = json!([{ "claim": { "identifier": { "system": "urn:trnorg:1", "value": "Y".repeat(300) } } }]);
+    let reply = ex.submit("sample-provider", &update).await;
+    assert!(matches!(reply.status, 400 | 422), "{}", reply.text());
+    assert!(reply.text().contains("Claim.related"), "{}", reply.text());
+    assert!(ex.cases().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_partner_holds_a_bounded_number_of_subscriptions() {
+    let ex = exchange().await;
+    let cap = exchange_core::domain::subscriptions::MAX_SUBSCRIPTIONS_PER_OWNER;
+    for n in 0..cap {
+        let reply = ex.subscribe("sample-provider", "8189991234", &format!("https://example.org/hook/{n}")).await;
+        assert_eq!(reply.status, 201, "{}", reply.text());
+    }
+    let reply = ex.subscribe("sample-provider", "8189991234", "https://example.org/hook/over").await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    assert_eq!(reply.json()["resourceType"], "OperationOutcome");
+    assert!(reply.text().contains("at most"), "{}", reply.text());
 }

@@ -288,6 +288,9 @@ fn refusal_error(r: &Refusal) -> FhirError {
         Refusal::UploadNotReceived { location } => FhirError::unprocessable("incomplete", r.message(), Some(location)),
         Refusal::UploadMismatch { location, .. } => FhirError::unprocessable("value", r.message(), Some(location)),
         Refusal::UploadUsed => FhirError::Conflict(r.message()),
+        Refusal::TooMuchStaged => {
+            FhirError::unprocessable("too-costly", r.message(), Some("Parameters.parameter.where(name = 'Attachment')"))
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use exchange_core::domain::attachments::{
 };
 use exchange_core::domain::cleanup::{CleanupLedger, Scheduled, WRITE_GRACE};
 use exchange_core::domain::ids::MAX_REFERENCE_LEN;
+use exchange_core::domain::payer_data::bare_media_type;
 use exchange_core::domain::prior_auth::rfc3339;
 use exchange_core::domain::uploads::{Upload, UploadRepo, UploadState};
 use exchange_core::domain::TradingPartner;
@@ -149,8 +150,10 @@ pub enum Refusal {
         /// Where.
         location: String,
     },
-    /// The upload was already submitted as another attachment's document.
+    /// The upload was already submitted as another attachment's document, or is named twice.
     UploadUsed,
+    /// The staged uploads one submission names add up to more than [`MAX_STAGED_BYTES_PER_SUBMISSION`].
+    TooMuchStaged,
 }
 
 impl Refusal {
@@ -183,7 +186,11 @@ impl Refusal {
             Refusal::UploadMismatch { what, .. } => {
                 format!("the uploaded document does not match the {what} declared when the upload was created")
             }
-            Refusal::UploadUsed => "the upload was already submitted as a document of another submission".into(),
+            Refusal::UploadUsed => "the upload was already submitted, or is named twice in this submission".into(),
+            Refusal::TooMuchStaged => format!(
+                "the uploads one submission names may add up to {MAX_STAGED_BYTES_PER_SUBMISSION} bytes; submit the \
+                 rest as further non-final parts"
+            ),
         }
     }
 }
@@ -221,42 +228,51 @@ pub struct Plan {
     staged: Vec<Option<Staged>>,
 }
 
-/// Reads and checks the staged upload `doc` names. `Ok(Err)` is the caller's mistake; a used upload is returned
-/// without its bytes (only a retry of the submission that used it may name it again).
-async fn stage(
+/// Most bytes one submission may bring in as staged uploads: every staged document is held in memory (and copied
+/// once more while it is sealed) by a function with 2 GB.
+pub const MAX_STAGED_BYTES_PER_SUBMISSION: u64 = 2 * MAX_DOCUMENT_BYTES as u64;
+
+/// The upload record `doc` names, if it is the caller's and of the document's media type (no bytes read).
+async fn resolve_upload(
     svc: &Attachments,
     partner: &TradingPartner,
-    doc: &mut Document,
+    doc: &Document,
     id: &str,
 ) -> Result<Result<Staged, Refusal>, PortError> {
     let location = doc.location.clone();
     let Some((upload, version)) = svc.uploads.get(id).await?.filter(|(u, _)| u.owner == partner.id.as_str()) else {
         return Ok(Err(Refusal::UnknownUpload { location }));
     };
-    if !upload.content_type.eq_ignore_ascii_case(&doc.content_type) {
+    if upload.content_type != bare_media_type(&doc.content_type) {
         return Ok(Err(Refusal::UploadMismatch { what: "contentType", location }));
     }
-    if let UploadState::Pending = upload.state {
-        let blobs = svc.core.vault.blobs();
-        let size = match blobs.size(&upload.path).await {
-            Ok(size) => size,
-            Err(PortError::NotFound(_)) => return Ok(Err(Refusal::UploadNotReceived { location })),
-            Err(e) => return Err(e),
-        };
-        // Checked before reading: a staged object is whatever the caller PUT, not what it declared.
-        if size > MAX_DOCUMENT_BYTES as u64 {
-            return Ok(Err(Refusal::TooLarge { location }));
-        }
-        if size != upload.size {
-            return Ok(Err(Refusal::UploadMismatch { what: "size", location }));
-        }
-        let bytes = blobs.get(&upload.path).await?;
-        if sha256_hex(&bytes) != upload.sha256 {
-            return Ok(Err(Refusal::UploadMismatch { what: "sha256", location }));
-        }
-        doc.content = bytes;
-    }
     Ok(Ok(Staged { upload, version }))
+}
+
+/// Reads a pending upload's staged bytes into `doc`, checked against its declaration.
+async fn read_staged(svc: &Attachments, doc: &mut Document, upload: &Upload) -> Result<Result<(), Refusal>, PortError> {
+    let location = doc.location.clone();
+    let blobs = svc.core.vault.blobs();
+    let path = upload.path();
+    let size = match blobs.size(&path).await {
+        Ok(size) => size,
+        Err(PortError::NotFound(_)) => return Ok(Err(Refusal::UploadNotReceived { location })),
+        Err(e) => return Err(e),
+    };
+    // Checked before reading: a staged object is whatever the caller PUT, not what it declared.
+    if size != upload.size {
+        return Ok(Err(Refusal::UploadMismatch { what: "size", location }));
+    }
+    let bytes = blobs.get(&path).await?;
+    // Replaced between the two reads (a presigned URL works until it expires): the read is what counts.
+    if bytes.len() as u64 != upload.size {
+        return Ok(Err(Refusal::UploadMismatch { what: "size", location }));
+    }
+    if sha256_hex(&bytes) != upload.sha256 {
+        return Ok(Err(Refusal::UploadMismatch { what: "sha256", location }));
+    }
+    doc.content = bytes;
+    Ok(Ok(()))
 }
 
 /// Checks a submission against the payer data, the caller and what its tracking id already holds, writing nothing.
@@ -279,13 +295,17 @@ pub async fn check(svc: &Attachments, partner: &TradingPartner, sub: Submission)
         return Ok(Verdict::Refused(Refusal::NotYourProvider));
     }
     let mut sub = sub;
-    let mut staged = Vec::with_capacity(sub.documents.len());
-    for doc in &mut sub.documents {
-        let Some(id) = doc.upload.clone() else {
+    // Upload records only: their bytes are read last, once nothing cheaper refuses the submission.
+    let mut staged: Vec<Option<Staged>> = Vec::with_capacity(sub.documents.len());
+    for doc in &sub.documents {
+        let Some(id) = &doc.upload else {
             staged.push(None);
             continue;
         };
-        match stage(svc, partner, doc, &id).await? {
+        if staged.iter().flatten().any(|s| &s.upload.id == id) {
+            return Ok(Verdict::Refused(Refusal::UploadUsed));
+        }
+        match resolve_upload(svc, partner, doc, id).await? {
             Ok(s) => staged.push(Some(s)),
             Err(refusal) => return Ok(Verdict::Refused(refusal)),
         }
@@ -334,6 +354,17 @@ pub async fn check(svc: &Attachments, partner: &TradingPartner, sub: Submission)
     let held = existing.as_ref().map_or(0, |(a, _)| a.documents.len());
     if held + sub.documents.len() > MAX_DOCUMENTS_PER_ATTACHMENT {
         return Ok(Verdict::Refused(Refusal::TooManyDocuments));
+    }
+    let staged_bytes: u64 = staged.iter().flatten().map(|s| s.upload.size).sum();
+    if staged_bytes > MAX_STAGED_BYTES_PER_SUBMISSION {
+        return Ok(Verdict::Refused(Refusal::TooMuchStaged));
+    }
+    for (doc, s) in sub.documents.iter_mut().zip(&staged) {
+        if let Some(s) = s {
+            if let Err(refusal) = read_staged(svc, doc, &s.upload).await? {
+                return Ok(Verdict::Refused(refusal));
+            }
+        }
     }
     Ok(Verdict::Store(Box::new(Plan { sub, payer: payer.id, existing, content_sha256, staged })))
 }
@@ -428,24 +459,28 @@ pub async fn store(svc: &Attachments, partner: &TradingPartner, plan: Plan) -> R
         is_final: sub.is_final,
     });
 
-    let mut request_ops: Vec<WriteOp> = Vec::new();
-    link(svc, partner, &payer, &mut att, &at, &mut request_ops).await?;
-    let mut ops = match &existing {
-        Some((before, version)) => AttachmentRepo::save_ops(&att, before, *version)?,
-        None => AttachmentRepo::create_ops(&att)?,
-    };
-    ops.extend(request_ops);
-    for s in staged.iter().flatten() {
-        ops.push(UploadRepo::mark_used_op(&s.upload, s.version, &att.id)?);
+    // Whatever fails from here on (linking, building the writes, the commit) deletes the documents just written.
+    let committed = async {
+        let mut ops: Vec<WriteOp> = Vec::new();
+        link(svc, partner, &payer, &mut att, &at, &mut ops).await?;
+        ops.extend(match &existing {
+            Some((before, version)) => AttachmentRepo::save_ops(&att, before, *version)?,
+            None => AttachmentRepo::create_ops(&att)?,
+        });
+        for s in staged.iter().flatten() {
+            ops.push(UploadRepo::mark_used_op(&s.upload, s.version, &att.id)?);
+        }
+        ops.push(pending.cancel_op());
+        svc.attachments.commit(ops).await
     }
-    ops.push(pending.cancel_op());
-    if let Err(e) = svc.attachments.commit(ops).await {
+    .await;
+    if let Err(e) = committed {
         discard(svc, &written, &ledger, &pending).await;
         return Err(e);
     }
     // The staged copies are now vault documents; the upload's own ledger entry deletes any copy left here.
     for s in staged.iter().flatten() {
-        if let Err(e) = core.vault.blobs().delete(&s.upload.path).await {
+        if let Err(e) = core.vault.blobs().delete(&s.upload.path()).await {
             tracing::warn!(error = %e, "could not delete a used upload's staged copy");
         }
     }

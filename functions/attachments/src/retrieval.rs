@@ -9,9 +9,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use exchange_core::auth::random_id;
 use exchange_core::domain::attachments::{AttachedDocument, Attachment, Lookup};
 use exchange_core::domain::cleanup::CleanupLedger;
+use exchange_core::domain::uploads::download_path;
 use exchange_core::domain::PartnerRole;
 use exchange_core::fhir::{FhirError, FHIR_JSON};
 use exchange_core::http::{CallerContext, Problem, ProblemQuery};
@@ -31,7 +31,7 @@ async fn transfer_download(
 ) -> Result<Response, Problem> {
     let core = &svc.core;
     let now = core.clock.now();
-    let path = format!("transfer/downloads/{}", random_id());
+    let path = download_path();
     // Written down before the copy exists: the sweep deletes it once the URL has expired, used or not.
     CleanupLedger::new(core.store.clone())
         .schedule(vec![path.clone()], "download", now + DOWNLOAD_URL_TTL + std::time::Duration::from_secs(60))

@@ -15,9 +15,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use exchange_core::auth::random_id;
+use exchange_core::auth::{is_hex_digest, random_id};
 use exchange_core::domain::attachments::MAX_DOCUMENT_BYTES;
 use exchange_core::domain::cleanup::CleanupLedger;
+use exchange_core::domain::payer_data::bare_media_type;
 use exchange_core::domain::prior_auth::rfc3339;
 use exchange_core::domain::uploads::{upload_path, upload_reference, Upload, UploadState, RECORD_RETENTION_SECS};
 use exchange_core::domain::PartnerRole;
@@ -79,13 +80,13 @@ pub async fn create(
     if d.size == 0 {
         return Err(unprocessable("empty-document", "size must be at least 1 byte"));
     }
-    if d.sha256.len() != 64 || !d.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !is_hex_digest(&d.sha256, 64) {
         return Err(unprocessable("invalid-sha256", "sha256 must be 64 hex digits"));
     }
     let core = &svc.core;
     let port = |e| Problem::from_port(&ctx.request_id, &e);
     let data = core.repo.current().await.map_err(port)?.ok_or_else(Problem::unavailable)?;
-    let content_type = d.content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let content_type = bare_media_type(&d.content_type);
     if !data.payer.accepts_content_type(&content_type) {
         return Err(unprocessable(
             "unsupported-content-type",
@@ -103,7 +104,6 @@ pub async fn create(
         content_type: content_type.clone(),
         size: d.size,
         sha256: d.sha256.to_ascii_lowercase(),
-        path: path.clone(),
         expires: rfc3339(expires_at),
         retain_until: expires_at.unix_timestamp() + RECORD_RETENTION_SECS,
         state: UploadState::Pending,

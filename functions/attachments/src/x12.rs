@@ -277,7 +277,8 @@ fn refusal_error(r: &Refusal, p: Positions) -> SegmentError {
         | Refusal::UnknownUpload { .. }
         | Refusal::UploadNotReceived { .. }
         | Refusal::UploadMismatch { .. }
-        | Refusal::UploadUsed => ("BIN", p.content, 2, 785),
+        | Refusal::UploadUsed
+        | Refusal::TooMuchStaged => ("BIN", p.content, 2, 785),
     };
     segment_error(id, at, "8", Some((element, data_element, "7")))
 }

@@ -173,11 +173,18 @@ async fn apply(
     ctx: &CallerContext,
     id: &str,
     decisions: Vec<(u32, Decision)>,
-    documentation: Option<&DocumentationBody>,
 ) -> Result<Response, Problem> {
     let (mut case, version) = load(pa, ctx, id).await?;
     let now = pa.core.clock.now();
     let by = ctx.caller.partner.as_str().to_owned();
+    // Items pended asking for documents, however the reviewer said so (a decision or a documentation request).
+    let pended: Vec<(u32, Vec<String>)> = decisions
+        .iter()
+        .filter_map(|(seq, d)| match d {
+            Decision::Pended { documentation } if !documentation.is_empty() => Some((*seq, documentation.clone())),
+            _ => None,
+        })
+        .collect();
     let mut errors = Vec::new();
     for (i, (seq, decision)) in decisions.into_iter().enumerate() {
         if let Err(e) = case.decide(seq, decision, &by, now) {
@@ -196,7 +203,7 @@ async fn apply(
     let queued = jobs.len();
     // A documentation request is also a CDex attachment request the provider can list and answer, written with
     // the decision so that neither exists without the other.
-    let request = documentation.and_then(|d| for_pended_case(&case, &d.items, &d.documentation, &by, &rfc3339(now)));
+    let request = for_pended_case(&case, &pended, &by, &rfc3339(now));
     if let Some(req) = &request {
         jobs.extend(AttachmentRequestRepo::create_ops(req).map_err(|e| unavailable(ctx, &e))?);
     }
@@ -213,7 +220,7 @@ async fn apply(
     }
     tracing::info!(request_id = %ctx.request_id, case = %case.id, notifications = queued, "decision recorded");
     let mut view = case_view(&case, now);
-    if documentation.is_some() {
+    if !pended.is_empty() {
         view["attachmentRequest"] = match &request {
             Some(req) => json!({ "taskId": req.id, "trackingId": req.tracking_id, "ownerNpi": req.owner_npi }),
             None => Value::Null,
@@ -244,7 +251,7 @@ pub async fn decide(
     if !errors.is_empty() {
         return Err(Problem::bad_request("some decisions are invalid").with_errors(errors));
     }
-    apply(&pa, &ctx, &id, parsed, None).await
+    apply(&pa, &ctx, &id, parsed).await
 }
 
 /// `POST /review/cases/{id}/documentation-requests` body.
@@ -276,7 +283,7 @@ pub async fn request_documentation(
     }
     let decisions =
         body.items.iter().map(|s| (*s, Decision::Pended { documentation: body.documentation.clone() })).collect();
-    apply(&pa, &ctx, &id, decisions, Some(&body)).await
+    apply(&pa, &ctx, &id, decisions).await
 }
 
 /// `GET /review/dead-letters`: notifications that could not be delivered.

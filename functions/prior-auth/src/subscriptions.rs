@@ -9,7 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use exchange_core::domain::subscriptions::SubscriptionRecord;
+use exchange_core::domain::subscriptions::{SubscriptionRecord, MAX_SUBSCRIPTIONS_PER_OWNER};
 use exchange_core::fhir::{FhirError, FHIR_JSON};
 use exchange_core::http::{answer_response, CallerContext};
 use exchange_core::ports::PortError;
@@ -143,6 +143,14 @@ pub async fn create(
     require_submitter(&ctx)?;
     let sub = fhir_body(&headers, body)?.resource;
     let record = to_record(&pa, &ctx, &sub, exchange_core::auth::random_id())?;
+    let held = pa.subscriptions.of_owner(ctx.caller.partner.as_str()).await.map_err(port(&ctx))?.len();
+    if held >= MAX_SUBSCRIPTIONS_PER_OWNER {
+        return Err(FhirError::unprocessable(
+            "too-costly",
+            format!("a trading partner holds at most {MAX_SUBSCRIPTIONS_PER_OWNER} subscriptions; delete one first"),
+            Some("Subscription"),
+        ));
+    }
     pa.subscriptions.create(&record).await.map_err(port(&ctx))?;
     tracing::info!(request_id = %ctx.request_id, subscription = %record.id, "subscription created");
     Ok(resource_response(StatusCode::CREATED, &record))

@@ -215,24 +215,28 @@ const CDEX_TEMP: &str = "http://hl7.org/fhir/us/davinci-cdex/CodeSystem/cdex-tem
 const PAS_TEMP: &str = "http://hl7.org/fhir/us/davinci-pas/CodeSystem/PASTempCodes";
 const PA_LINE_NUMBER: &str = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-paLineNumber";
 
-/// The CDex attachment request (a Task, profile `cdex-task-attachment-request`) a reviewer's documentation request
-/// on `case` becomes, so the provider finds it among its open requests and answers it with `$submit-attachment`
-/// (or a 275) under its tracking id. `None` when the case's requester is not identified by an NPI (the Task's
-/// owner must be).
+/// The CDex attachment request (a Task, profile `cdex-task-attachment-request`) that items a reviewer pended asking
+/// for documents (`pended`: item sequence and LOINC codes) become, so the provider finds it among its open requests and answers it with `$submit-attachment`
+/// (or a 275) under its tracking id. `None` when no documents are asked for, or when the case's requester is not
+/// identified by an NPI (the Task's owner must be).
 pub fn for_pended_case(
     case: &super::prior_auth::PaCase,
-    items: &[u32],
-    codes: &[String],
+    pended: &[(u32, Vec<String>)],
     requested_by: &str,
     now: &str,
 ) -> Option<AttachmentRequest> {
+    if pended.iter().all(|(_, codes)| codes.is_empty()) {
+        return None;
+    }
     let npi = case.requester.npi()?.to_owned();
     let suffix = crate::auth::random_id();
     let id = format!("task-{suffix}");
     let tracking_id = format!("{}-{}", case.id, &suffix[..8]);
-    let needed: Vec<NeededDocument> = items
+    let needed: Vec<NeededDocument> = pended
         .iter()
-        .flat_map(|line| codes.iter().map(move |code| NeededDocument { code: code.clone(), line: Some(*line) }))
+        .flat_map(|(line, codes)| {
+            codes.iter().map(move |code| NeededDocument { code: code.clone(), line: Some(*line) })
+        })
         .collect();
     let due = case.deadline.get(..10).map(str::to_owned);
     let mut input: Vec<serde_json::Value> = needed

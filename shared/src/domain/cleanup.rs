@@ -26,8 +26,10 @@ use crate::ports::{BlobStore, Item, Key, PortError, PortResult, Query, StateStor
 pub const WRITE_GRACE: Duration = Duration::from_secs(15 * 60);
 /// Partitions the entries are spread over.
 pub const SHARDS: u32 = 8;
-/// Entries one sweep of one shard reads at most.
+/// Entries one query reads.
 const SWEEP_PAGE: usize = 200;
+/// Pages one sweep reads per shard at most (entries held back by failing deletes cannot stall the ones after).
+const SWEEP_PAGES: usize = 10;
 
 /// One ledger entry: blob paths to delete once due.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,37 +95,52 @@ impl CleanupLedger {
     }
 
     /// Deletes the blobs of every entry due by `now`, then the entry. Returns how many blobs were deleted.
-    /// An entry whose blobs cannot all be deleted stays for the next sweep.
+    /// An entry whose blobs cannot all be deleted stays for the next sweep; one that cannot be read is skipped (and
+    /// logged): neither stops the sweep from reaching the entries after it.
     pub async fn sweep(&self, blobs: &dyn BlobStore, now: OffsetDateTime) -> PortResult<usize> {
         let now = rfc3339(now);
         let mut deleted = 0;
         for shard in 0..SHARDS {
-            let page = self.store.query(&Query::prefix(shard_pk(shard), "", SWEEP_PAGE)).await?;
-            for item in page.items {
-                // Sorted by due time: the first entry not yet due ends this shard.
-                let due = item.key.sk.split('#').next().unwrap_or_default();
-                if due > now.as_str() {
-                    break;
-                }
-                let entry: Entry =
-                    serde_json::from_value(item.body).map_err(|e| PortError::undecodable("cleanup entry", &e))?;
-                let mut all = true;
-                for path in &entry.paths {
-                    match blobs.delete(path).await {
-                        Ok(()) => deleted += 1,
-                        Err(e) => {
-                            all = false;
-                            tracing::warn!(error = %e, reason = %entry.reason, "cleanup could not delete a blob");
-                        }
+            let mut query = Query::prefix(shard_pk(shard), "", SWEEP_PAGE);
+            'pages: for _ in 0..SWEEP_PAGES {
+                let page = self.store.query(&query).await?;
+                for item in page.items {
+                    // Sorted by due time: the first entry not yet due ends this shard.
+                    if item.key.sk.split('#').next().unwrap_or_default() > now.as_str() {
+                        break 'pages;
                     }
+                    deleted += self.clear(blobs, item).await?;
                 }
-                if all {
-                    let op = WriteOp::Delete { key: item.key, expected_version: item.version };
-                    match self.store.transact(vec![op]).await {
-                        Ok(()) | Err(PortError::Conflict(_) | PortError::NotFound(_)) => {}
-                        Err(e) => return Err(e),
-                    }
+                match page.next {
+                    Some(next) => query.after = Some(next),
+                    None => break,
                 }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes one due entry's blobs, then the entry when they are all gone. Returns how many were deleted.
+    async fn clear(&self, blobs: &dyn BlobStore, item: Item) -> PortResult<usize> {
+        let entry: Entry = match serde_json::from_value(item.body) {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!(error = %PortError::undecodable("cleanup entry", &e), "cleanup skipped an entry");
+                return Ok(0);
+            }
+        };
+        let mut deleted = 0;
+        for path in &entry.paths {
+            match blobs.delete(path).await {
+                Ok(()) => deleted += 1,
+                Err(e) => tracing::warn!(error = %e, reason = %entry.reason, "cleanup could not delete a blob"),
+            }
+        }
+        if deleted == entry.paths.len() {
+            let op = WriteOp::Delete { key: item.key, expected_version: item.version };
+            match self.store.transact(vec![op]).await {
+                Ok(()) | Err(PortError::Conflict(_) | PortError::NotFound(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(deleted)
@@ -172,5 +189,22 @@ mod tests {
         assert_eq!(ledger.sweep(&blobs, now).await.unwrap(), 0, "a swept entry is gone");
         assert_eq!(ledger.sweep(&blobs, now + Duration::from_secs(61)).await.unwrap(), 1);
         assert!(matches!(blobs.get("c/1").await, Err(PortError::NotFound(_))));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_entry_does_not_stop_the_sweep() {
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
+        let blobs = MemoryBlobStore::new();
+        let ledger = CleanupLedger::new(store.clone());
+        let now = datetime!(2026-11-25 10:00 UTC);
+        // An unreadable entry at the head of every shard.
+        for shard in 0..SHARDS {
+            let key = Key::new(shard_pk(shard), format!("{}#0", rfc3339(now - Duration::from_secs(60))));
+            store.put_new(Item::new(key, serde_json::json!({ "not": "an entry" }))).await.unwrap();
+        }
+        blobs.put("d/1", b"x".to_vec()).await.unwrap();
+        ledger.schedule(vec!["d/1".into()], "attachment-write", now).await.unwrap();
+        assert_eq!(ledger.sweep(&blobs, now).await.unwrap(), 1);
+        assert!(matches!(blobs.get("d/1").await, Err(PortError::NotFound(_))));
     }
 }

@@ -80,9 +80,14 @@ impl Payer {
 
     /// Whether the payer accepts attachment documents of media type `content_type` (parameters ignored).
     pub fn accepts_content_type(&self, content_type: &str) -> bool {
-        let bare = content_type.split(';').next().unwrap_or("").trim();
-        self.attachment_content_types.iter().any(|t| t.eq_ignore_ascii_case(bare))
+        let bare = bare_media_type(content_type);
+        self.attachment_content_types.iter().any(|t| t.eq_ignore_ascii_case(&bare))
     }
+}
+
+/// A media type without its parameters, trimmed and lowercased (`Text/Plain; charset=utf-8` → `text/plain`).
+pub fn bare_media_type(content_type: &str) -> String {
+    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
 }
 
 /// What a benefit line says (EB01).

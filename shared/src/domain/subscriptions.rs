@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::ports::{Item, Key, PortError, Query, StateStore, WriteOp};
 
+/// Subscriptions one trading partner may hold: every decision on its cases queues one notification per
+/// subscription in the decision's own transaction, which must stay well under DynamoDB's 100 writes.
+pub const MAX_SUBSCRIPTIONS_PER_OWNER: usize = 20;
+
 /// A stored subscription.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -105,7 +109,7 @@ impl SubscriptionRepo {
         self.store.transact(ops).await
     }
 
-    /// The subscriptions `owner` created.
+    /// The subscriptions `owner` created (at most [`MAX_SUBSCRIPTIONS_PER_OWNER`]).
     pub async fn of_owner(&self, owner: &str) -> Result<Vec<SubscriptionRecord>, PortError> {
         let page = self.store.query(&Query::prefix(format!("PARTNER#{owner}"), "SUBSCRIPTION#", 100)).await?;
         let mut out = Vec::with_capacity(page.items.len());

@@ -41,8 +41,6 @@ pub struct Upload {
     pub size: u64,
     /// Declared SHA-256, lowercase hex.
     pub sha256: String,
-    /// The staging blob path.
-    pub path: String,
     /// When the upload URL expires (RFC 3339).
     pub expires: String,
     /// Until when the record is kept (Unix seconds): the URL's expiry plus [`RECORD_RETENTION_SECS`].
@@ -55,6 +53,18 @@ pub struct Upload {
 /// The staging blob path of upload `id`.
 pub fn upload_path(id: &str) -> String {
     format!("transfer/uploads/{id}")
+}
+
+/// A fresh staging blob path for one download copy.
+pub fn download_path() -> String {
+    format!("transfer/downloads/{}", crate::auth::random_id())
+}
+
+impl Upload {
+    /// Where its bytes are staged.
+    pub fn path(&self) -> String {
+        upload_path(&self.id)
+    }
 }
 
 /// The reference a provider puts in `Attachment.url` to submit upload `id`.
@@ -72,7 +82,7 @@ pub fn referenced_upload(url: &str) -> Option<&str> {
         None => url,
     };
     let id = path.strip_prefix(UPLOAD_REFERENCE_PATH)?;
-    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+    crate::auth::is_hex_digest(id, 32).then_some(id)
 }
 
 fn key(id: &str) -> Key {

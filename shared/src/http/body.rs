@@ -28,7 +28,7 @@ pub fn media_type(headers: &HeaderMap) -> String {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(crate::domain::payer_data::bare_media_type)
         .unwrap_or_default()
 }
 

@@ -39,7 +39,7 @@ fn port_problem(e: &PortError) -> Problem {
 /// The grant for `token` if it allows `method` now; not consumed.
 async fn grant(app: &App, token: &str, method: &str) -> Result<(Grant, u64), Problem> {
     // Tokens are 32 hex digits; anything else cannot name a grant (and must not reach the store as a key).
-    if token.len() != 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !crate::auth::is_hex_digest(token, 32) {
         return Err(no_such_url());
     }
     let item = app.store.get(&grant_key(token)).await.map_err(|e| port_problem(&e))?.ok_or_else(no_such_url)?;

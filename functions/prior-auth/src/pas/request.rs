@@ -371,6 +371,15 @@ pub fn parse_submit(bundle: &Value) -> Result<PasRequest, FhirError> {
             let trace = trace.ok_or_else(|| {
                 invalid("Claim.related.claim must identify the earlier Claim", "Claim.related[0].claim")
             })?;
+            // It becomes a key prefix, like the Claim's own identifier: bounded the same way.
+            if trace.value.len() > MAX_REFERENCE_LEN || trace.originator.len() > 255 {
+                return Err(invalid(
+                    format!(
+                        "Claim.related.claim identifies the earlier Claim in at most {MAX_REFERENCE_LEN} characters"
+                    ),
+                    "Claim.related[0].claim",
+                ));
+            }
             (ClaimKind::Update, Some(trace))
         }
         None => (ClaimKind::Initial, None),

@@ -101,7 +101,10 @@ impl BlobStore for S3BlobStore {
     async fn size(&self, path: &str) -> PortResult<u64> {
         check_path(path)?;
         match self.client.head_object().bucket(&self.bucket).key(path).send().await {
-            Ok(head) => Ok(head.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0)),
+            Ok(head) => head
+                .content_length()
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| PortError::Unavailable(format!("HeadObject {path}: no content length"))),
             Err(err) => {
                 if let Some(HeadObjectError::NotFound(_)) = err.as_service_error() {
                     return Err(PortError::NotFound(format!("blob {path}")));
