@@ -245,6 +245,8 @@ mod tests {
             provider_ids: vec![],
             x12_sender_ids: vec![],
             scopes: vec!["eligibility".into()],
+            jwks: None,
+            cds_issuers: vec![],
         }
     }
 

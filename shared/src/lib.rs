@@ -20,6 +20,7 @@ pub mod control_numbers;
 pub mod domain;
 pub mod fhir;
 pub mod http;
+pub mod jose;
 pub mod ports;
 pub mod record;
 pub mod telemetry;

@@ -30,6 +30,11 @@ impl Clock for SteppingClock {
 }
 
 impl SteppingClock {
+    /// A clock reading `now`.
+    pub fn at(now: OffsetDateTime) -> Self {
+        SteppingClock(Mutex::new(now))
+    }
+
     /// Moves the clock.
     pub fn advance(&self, by: Duration) {
         let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());

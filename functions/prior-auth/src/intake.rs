@@ -3,7 +3,7 @@
 //! decided [`PaCase`] or the [`Rejection`] that stops it (an X12 AAA segment / a PAS `ClaimResponse.error`).
 
 use exchange_core::app::App;
-use exchange_core::domain::payer_data::{names_match, CurrentDataSet, MemberRecord, Plan};
+use exchange_core::domain::payer_data::{names_match, CurrentDataSet, Plan};
 use exchange_core::domain::policy::{auto_decision, evaluate, PolicyOutcome};
 use exchange_core::domain::prior_auth::{
     CaseItem, Decision, FhirRefs, NewCase, PaCase, Requester, Subscriber, Trace, Urgency,
@@ -148,14 +148,11 @@ pub async fn take(
     let Ok(member_id) = MemberId::parse(&request.subscriber.member_id) else {
         return Ok(Intake::Rejected(Rejection::new(Party::Subscriber, "72", "C", "NM109")));
     };
-    let Some(MemberRecord { subscriber, dependent }) = app.repo.member(data.version, &member_id).await? else {
+    let Some(record) = app.repo.member(data.version, &member_id).await? else {
         return Ok(Intake::Rejected(Rejection::new(Party::Subscriber, "75", "C", "NM109")));
     };
     // The person on file must be the one named (as eligibility checks it): last name, and birth date when sent.
-    let person = match dependent.and_then(|d| subscriber.dependents.get(d)) {
-        Some(d) => &d.person,
-        None => &subscriber.person,
-    };
+    let person = record.person();
     if !names_match(Some(&request.subscriber.last_name), &person.last_name) {
         return Ok(Intake::Rejected(Rejection::new(Party::Subscriber, "73", "C", "NM103")));
     }
@@ -164,11 +161,7 @@ pub async fn take(
     }
     // The coverage on the first requested service date (or today).
     let on = request.items.iter().filter_map(|i| i.service_from.clone()).min().unwrap_or_else(|| ccyymmdd(now));
-    let coverage = match dependent.and_then(|d| subscriber.dependents.get(d)).and_then(|d| d.coverage.as_ref()) {
-        Some(own) => own.as_slice(),
-        None => subscriber.coverage.as_slice(),
-    };
-    let Some(active) = coverage.iter().find(|c| c.covers(&on, &on)) else {
+    let Some(active) = record.active_coverage(&on) else {
         return Ok(Intake::Rejected(Rejection::new(Party::Subscriber, "95", "N", "NM109")));
     };
     let plan = app.repo.plan(data.version, &active.plan_id).await?;

@@ -109,9 +109,20 @@ async fn serve() -> Result<(), String> {
     tokio::spawn(prior_auth::worker::run_forever(pa.clone(), std::time::Duration::from_secs(1)));
     let attachments = Arc::new(attachments::Attachments::new(app.clone()));
     tokio::spawn(exchange_core::domain::cleanup::run_forever(app.clone(), std::time::Duration::from_secs(60)));
+    // Locally the CRD services may read missing prefetch from a plain-HTTP EHR sandbox, and CDS client JWTs name
+    // this address as their audience.
+    let davinci_settings = davinci::Settings {
+        public_base_url: Some(format!("http://{local}")),
+        fetch_from_ehr: true,
+        allow_http_ehr: true,
+    };
+    let dv =
+        Arc::new(davinci::Davinci::new(app.clone(), Arc::new(davinci::crd::ehr::HttpEhr::new()), davinci_settings));
     let router = eligibility::router(app.clone())
         .merge(prior_auth::routes(pa))
         .merge(attachments::routes(attachments))
+        .merge(davinci::open_routes(dv.clone()))
+        .merge(davinci::routes(dv))
         .merge(exchange_core::http::transfer::routes(app.clone()));
     // The banner is for a person at a terminal: a closed stdout must not take the server down with it.
     let banner = format!(

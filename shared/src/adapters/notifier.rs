@@ -50,6 +50,36 @@ impl HttpNotifier {
     }
 }
 
+impl HttpNotifier {
+    /// GETs `url` with `headers` and reads at most `limit` bytes of the answer: how the exchange reads from a
+    /// partner's FHIR server (CRD prefetch it was not sent). `Unavailable` when it cannot be reached in time or
+    /// the answer is larger than `limit`.
+    pub async fn get(&self, url: &str, headers: &[(&str, &str)], limit: usize) -> PortResult<(u16, Bytes)> {
+        use http_body_util::BodyExt as _;
+        let mut req =
+            Request::builder().method(Method::GET).uri(url).header(header::USER_AGENT, "payer-provider-exchange");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Full::new(Bytes::new())).map_err(|e| PortError::Invalid(e.to_string()))?;
+        let exchange = async {
+            let resp =
+                self.client.request(req).await.map_err(|e| PortError::Unavailable(format!("unreachable: {e}")))?;
+            let status = resp.status().as_u16();
+            let body = http_body_util::Limited::new(resp.into_body(), limit)
+                .collect()
+                .await
+                .map_err(|e| PortError::Unavailable(format!("answer unreadable or too large: {e}")))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Err(_) => Err(PortError::Unavailable("timed out".into())),
+            Ok(result) => result,
+        }
+    }
+}
+
 #[async_trait]
 impl Notifier for HttpNotifier {
     async fn post(&self, endpoint: &str, headers: &[(String, String)], body: Vec<u8>) -> PortResult<Delivery> {

@@ -4,12 +4,14 @@
 pub mod attachment_requests;
 pub mod attachments;
 pub mod cleanup;
+pub mod forms;
 pub mod ids;
 pub mod notifications;
 pub mod partner;
 pub mod payer_data;
 pub mod policy;
 pub mod prior_auth;
+pub mod replay;
 pub mod subscriptions;
 pub mod uploads;
 

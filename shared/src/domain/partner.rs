@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ids::{Npi, PartnerId};
+use crate::jose::Jwks;
 
 /// What a trading partner is to the exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -49,6 +50,12 @@ pub struct TradingPartner {
     /// Scopes granted to the partner's tokens.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Public keys the partner signs its assertions with (CDS Hooks request JWTs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<Jwks>,
+    /// CDS Hooks: the `iss` of each CDS client (EHR) calling the CRD services on the partner's behalf.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cds_issuers: Vec<String>,
 }
 
 impl TradingPartner {

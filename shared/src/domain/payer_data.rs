@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
+use super::forms::{canonical_url, canonical_version, dependencies, link_ids, Form};
 use super::ids::{MemberId, PartnerId};
 use super::partner::TradingPartner;
 use crate::ports::{Item, Key, PortError, StateStore, WriteOp};
@@ -376,6 +377,15 @@ pub struct PayerData {
     pub members: Vec<Member>,
     /// Trading partners.
     pub trading_partners: Vec<TradingPartner>,
+    /// DTR forms (Questionnaires with their pre-fill rules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub questionnaires: Vec<Form>,
+    /// ValueSets the forms use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub value_sets: Vec<serde_json::Value>,
+    /// Libraries the forms use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub libraries: Vec<serde_json::Value>,
 }
 
 fn compiled_schema() -> Result<&'static jsonschema::Validator, PayerDataError> {
@@ -453,15 +463,91 @@ impl PayerData {
                 }
             }
         }
+        self.check_forms()?;
         let mut partner_ids = HashSet::new();
+        let mut cds_issuers = HashSet::new();
         for (i, p) in self.trading_partners.iter().enumerate() {
             if !partner_ids.insert(p.id.as_str()) {
                 return Err(PayerDataError::Inconsistent(format!("/tradingPartners/{i}: partner id used twice")));
+            }
+            if !p.cds_issuers.is_empty() && p.jwks.as_ref().is_none_or(|k| k.keys.is_empty()) {
+                return Err(PayerDataError::Inconsistent(format!(
+                    "/tradingPartners/{i}: cdsIssuers need the keys (jwks) their requests are verified with"
+                )));
+            }
+            for iss in &p.cds_issuers {
+                if !cds_issuers.insert(iss.as_str()) {
+                    return Err(PayerDataError::Inconsistent(format!(
+                        "/tradingPartners/{i}: a CDS issuer is registered to two partners"
+                    )));
+                }
             }
         }
         Ok(())
     }
 }
+
+impl PayerData {
+    /// Forms: unique canonicals, pre-fill naming real items, dependencies present, every questionnaire a policy
+    /// names present (so CRD never points a provider at a form DTR cannot serve), and each small enough to store.
+    fn check_forms(&self) -> Result<(), PayerDataError> {
+        let mut canonicals: HashMap<&str, Option<&str>> = HashMap::new();
+        let resources = self
+            .questionnaires
+            .iter()
+            .map(|f| ("questionnaires", &f.resource))
+            .chain(self.value_sets.iter().map(|v| ("valueSets", v)))
+            .chain(self.libraries.iter().map(|l| ("libraries", l)));
+        for (i, (list, r)) in resources.enumerate() {
+            let url = r["url"].as_str().unwrap_or_default();
+            if canonicals.insert(url, r["version"].as_str()).is_some() {
+                return Err(PayerDataError::Inconsistent(format!("/{list}: a canonical URL is used twice (#{i})")));
+            }
+            if r.to_string().len() > MAX_FORM_BYTES {
+                return Err(PayerDataError::Inconsistent(format!(
+                    "/{list}: a resource exceeds {MAX_FORM_BYTES} bytes"
+                )));
+            }
+        }
+        let resolves = |canonical: &str| match canonicals.get(canonical_url(canonical)) {
+            Some(version) => canonical_version(canonical).is_none_or(|v| *version == Some(v)),
+            None => false,
+        };
+        for (i, form) in self.questionnaires.iter().enumerate() {
+            let ids = link_ids(&form.resource["item"]);
+            for (j, p) in form.prefill.iter().enumerate() {
+                if !ids.contains(&p.link_id.as_str()) {
+                    return Err(PayerDataError::Inconsistent(format!(
+                        "/questionnaires/{i}/prefill/{j}: no item with this linkId"
+                    )));
+                }
+            }
+            for dep in dependencies(&form.resource) {
+                if !resolves(&dep) {
+                    return Err(PayerDataError::Inconsistent(format!(
+                        "/questionnaires/{i}: it uses {dep}, which is not in valueSets or libraries"
+                    )));
+                }
+            }
+        }
+        for (i, plan) in self.plans.iter().enumerate() {
+            for (j, rule) in plan.policy.iter().enumerate() {
+                if let Some(q) = &rule.questionnaire {
+                    let known = self.questionnaires.iter().any(|f| f.url() == canonical_url(q));
+                    if !known {
+                        return Err(PayerDataError::Inconsistent(format!(
+                            "/plans/{i}/policy/{j}: names a questionnaire that is not in /questionnaires"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Largest form, ValueSet or Library stored (a DynamoDB item holds 400 KB).
+pub const MAX_FORM_BYTES: usize = 300 * 1024;
 
 /// A schema error message without the offending value (which may be PHI): jsonschema's own masking covers every
 /// keyword's message (`"…" is longer than 60 characters` as much as `does not match`).
@@ -487,6 +573,15 @@ pub fn partner_key(id: &PartnerId) -> Key {
     Key::new(format!("PARTNER#{}", id.as_str()), "PROFILE")
 }
 
+/// The index item naming the partner a CDS Hooks issuer belongs to (issuers are URLs: hashed into the key).
+fn cds_issuer_key(issuer: &str) -> Key {
+    Key::new(format!("CDSISSUER#{}", hex::encode(crate::vault::sha256(issuer.as_bytes()))), "PARTNER")
+}
+
+fn canonical_key(version: u64, url: &str) -> Key {
+    Key::new(format!("DATA#{version}#CANONICAL#{}", hex::encode(crate::vault::sha256(url.as_bytes()))), "RESOURCE")
+}
+
 fn name_index(version: u64, last: &str, dob: &str) -> String {
     format!("DATA#{version}#NAME#{}#{dob}", normalize_name(last))
 }
@@ -508,6 +603,29 @@ pub struct MemberRecord {
     pub subscriber: Member,
     /// Index into `subscriber.dependents` when the looked-up id is a dependent's own id.
     pub dependent: Option<usize>,
+}
+
+impl MemberRecord {
+    /// The person the looked-up id belongs to: the dependent, or the subscriber.
+    pub fn person(&self) -> &Person {
+        match self.dependent.and_then(|d| self.subscriber.dependents.get(d)) {
+            Some(d) => &d.person,
+            None => &self.subscriber.person,
+        }
+    }
+
+    /// The coverage that applies to that person: a dependent's own, else the subscriber's.
+    pub fn coverage(&self) -> &[Coverage] {
+        match self.dependent.and_then(|d| self.subscriber.dependents.get(d)).and_then(|d| d.coverage.as_ref()) {
+            Some(own) => own.as_slice(),
+            None => self.subscriber.coverage.as_slice(),
+        }
+    }
+
+    /// The coverage active on `on` (CCYYMMDD), if any. Every channel (PA intake, CRD, DTR) picks the plan here.
+    pub fn active_coverage(&self, on: &str) -> Option<&Coverage> {
+        self.coverage().iter().find(|c| c.covers(on, on))
+    }
 }
 
 /// The current data set's header.
@@ -579,17 +697,29 @@ impl PayerDataRepo {
                 }
             }
         }
+        for form in &data.questionnaires {
+            items.push(Item::new(canonical_key(version, form.url()), to_json(form)?));
+        }
+        for r in data.value_sets.iter().chain(&data.libraries) {
+            let form = Form { resource: r.clone(), prefill: Vec::new() };
+            items.push(Item::new(canonical_key(version, r["url"].as_str().unwrap_or_default()), to_json(&form)?));
+        }
         // Data items go in chunks (DynamoDB transactions hold at most 100 writes); none is visible until the switch.
         for chunk in items.chunks(25) {
             self.store.transact(chunk.iter().cloned().map(WriteOp::PutNew).collect()).await?;
         }
         let mut final_ops = Vec::new();
         for p in &data.trading_partners {
-            let key = partner_key(&p.id);
-            match self.store.get(&key).await? {
-                Some(existing) => final_ops
-                    .push(WriteOp::Update { item: Item::new(key, to_json(p)?), expected_version: existing.version }),
-                None => final_ops.push(WriteOp::PutNew(Item::new(key, to_json(p)?))),
+            let mut records = vec![(partner_key(&p.id), to_json(p)?)];
+            for iss in &p.cds_issuers {
+                records.push((cds_issuer_key(iss), serde_json::json!({ "partner": p.id })));
+            }
+            for (key, body) in records {
+                match self.store.get(&key).await? {
+                    Some(existing) => final_ops
+                        .push(WriteOp::Update { item: Item::new(key, body), expected_version: existing.version }),
+                    None => final_ops.push(WriteOp::PutNew(Item::new(key, body))),
+                }
             }
         }
         // The switch goes last, so it commits in the last chunk, after every partner.
@@ -650,6 +780,28 @@ impl PayerDataRepo {
         plans.retain(|(v, _), _| *v >= version);
         plans.insert(key, plan.clone());
         Ok(Some(plan))
+    }
+
+    /// A Questionnaire (with its pre-fill rules), ValueSet or Library of data set `version` by canonical
+    /// (`url` or `url|version`; a version that is not the stored one finds nothing).
+    pub async fn canonical(&self, version: u64, canonical: &str) -> Result<Option<Form>, PortError> {
+        let Some(item) = self.store.get(&canonical_key(version, canonical_url(canonical))).await? else {
+            return Ok(None);
+        };
+        let form: Form = from_json(item.body)?;
+        let wanted = canonical_version(canonical);
+        Ok(form.clone().resource["version"]
+            .as_str()
+            .map_or(wanted.is_none(), |v| wanted.is_none_or(|w| w == v))
+            .then_some(form))
+    }
+
+    /// The partner a CDS Hooks issuer (`iss`) is registered to. The index may outlive a registration (a reload can
+    /// drop an issuer), so the partner's current record must still name the issuer.
+    pub async fn partner_by_cds_issuer(&self, issuer: &str) -> Result<Option<TradingPartner>, PortError> {
+        let Some(item) = self.store.get(&cds_issuer_key(issuer)).await? else { return Ok(None) };
+        let Some(id) = item.body["partner"].as_str().and_then(|s| PartnerId::parse(s).ok()) else { return Ok(None) };
+        Ok(self.partner(&id).await?.filter(|p| p.cds_issuers.iter().any(|i| i == issuer)))
     }
 
     /// A trading partner (cached for the repository's ttl, unknown ids too).

@@ -36,6 +36,9 @@ pub enum FhirError {
     /// 422: well-formed, but the business rules (profiles, references) refuse it.
     #[error("unprocessable request")]
     Unprocessable(Vec<Issue>),
+    /// 401: the caller's credentials (a CDS Hooks JWT) did not verify.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     /// 403.
     #[error("forbidden: {0}")]
     Forbidden(String),
@@ -86,6 +89,7 @@ impl FhirError {
         match self {
             FhirError::Invalid(_) => StatusCode::BAD_REQUEST,
             FhirError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            FhirError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             FhirError::Forbidden(_) => StatusCode::FORBIDDEN,
             FhirError::NotFound(_) => StatusCode::NOT_FOUND,
             FhirError::Conflict(_) => StatusCode::CONFLICT,
@@ -99,6 +103,7 @@ impl FhirError {
     fn issues(&self) -> Vec<Issue> {
         match self {
             FhirError::Invalid(i) | FhirError::Unprocessable(i) => i.clone(),
+            FhirError::Unauthorized(d) => vec![Issue::error("login", d.clone(), None)],
             FhirError::Forbidden(d) => vec![Issue::error("forbidden", d.clone(), None)],
             FhirError::NotFound(d) => vec![Issue::error("not-found", d.clone(), None)],
             FhirError::Conflict(d) => vec![Issue::error("conflict", d.clone(), None)],
@@ -137,6 +142,9 @@ impl IntoResponse for FhirError {
         let body = serde_json::to_vec(&self.operation_outcome()).unwrap_or_default();
         let mut resp = (self.status(), body).into_response();
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+        if matches!(self, FhirError::Unauthorized(_)) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if matches!(self, FhirError::Unavailable) {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

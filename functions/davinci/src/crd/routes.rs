@@ -1,0 +1,76 @@
+//! The CDS Hooks HTTP handlers. Errors are answered as OperationOutcome with the CDS Hooks status codes: 400 for a
+//! malformed request or an unknown service's hook, 401 for a client JWT that does not verify, 404 for a service
+//! this exchange does not offer, 503 when a dependency is down.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use exchange_core::auth::random_id;
+use exchange_core::fhir::FhirError;
+use exchange_core::http::MAX_BODY_BYTES;
+
+use super::request::{self, Hook};
+use super::{client_auth, discovery, service};
+use crate::Davinci;
+
+/// `GET /cds-services` (open, as discovery documents are).
+pub async fn discover(State(dv): State<Arc<Davinci>>) -> Response {
+    let name = match dv.core.repo.current().await {
+        Ok(Some(data)) => data.payer.name,
+        _ => "Payer".to_owned(),
+    };
+    Json(discovery::services(&name)).into_response()
+}
+
+/// `POST /cds-services/{id}`.
+pub async fn invoke(
+    State(dv): State<Arc<Davinci>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request_id = random_id();
+    let mut resp = match handle(&dv, &id, &headers, &body, &request_id).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => e.into_response(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn handle(
+    dv: &Davinci,
+    id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    request_id: &str,
+) -> Result<serde_json::Value, FhirError> {
+    let Some(hook) = Hook::for_service(id) else {
+        return Err(FhirError::NotFound("no such CDS service: see GET /cds-services".into()));
+    };
+    if body.len() > MAX_BODY_BYTES {
+        return Err(FhirError::TooLarge(MAX_BODY_BYTES));
+    }
+    let now = dv.core.clock.now();
+    let audience = format!("{}/cds-services/{}", dv.base_url(headers), hook.service_id());
+    let client =
+        client_auth::authenticate(&dv.core.repo, headers.get(header::AUTHORIZATION), &audience, now.unix_timestamp())
+            .await?;
+    let request = request::parse(hook, body)?;
+    let started = std::time::Instant::now();
+    let answer = service::answer(dv, &client, request, now, request_id).await?;
+    tracing::info!(
+        request_id,
+        partner = client.partner.id.as_str(),
+        hook = hook.name(),
+        micros = started.elapsed().as_micros() as u64,
+        "CRD hook answered"
+    );
+    Ok(answer)
+}
