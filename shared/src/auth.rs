@@ -1,20 +1,19 @@
 //! Bearer tokens signed by the exchange's own key (ES384 JWTs), and their verification.
 //!
-//! The token names a trading partner, its role and scopes. It is signed through the [`KeyService`] port (KMS
-//! asymmetric key in AWS, a key file in the data directory locally) and verified with the public half, fetched once
-//! and cached. A verified token is remembered until it expires (bounded, [`VERIFIED_CACHE_CAPACITY`] tokens), so a
-//! partner reusing its token pays the P-384 verification (about a millisecond, most of a request's CPU) once, not
-//! on every call; the cache holds only tokens whose signature, issuer and audience checked, keyed by the whole token,
-//! and expiry is checked again on every use. The SMART Backend Services token endpoint that issues tokens to partners comes with the security
-//! issue; until then tokens are issued by the admin tooling (`exchange-local token PARTNER`).
+//! The token names a trading partner, its role, the scopes granted and the client that asked. It is signed through
+//! the [`KeyService`] port (KMS asymmetric key in AWS, a key file in the data directory locally) and verified with
+//! the public half (aws-lc-rs), fetched once and cached. A verified token is remembered until it expires (bounded,
+//! [`VERIFIED_CACHE_CAPACITY`] tokens), so a partner reusing its token pays the P-384 verification (about 0.2 ms)
+//! once, not on every call; the cache holds only tokens whose signature, issuer and audience checked, keyed by the
+//! whole token, and expiry is checked again on every use. Partners get tokens from the SMART Backend Services token
+//! endpoint (`functions/auth`); locally also from `exchange-local token PARTNER`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use p384::ecdsa::signature::Verifier;
-use p384::ecdsa::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
@@ -73,6 +72,9 @@ pub struct Claims {
     pub scope: String,
     /// Partner role.
     pub role: PartnerRole,
+    /// The client that asked for the token (SMART `client_id`; tokens from the admin tooling name the partner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -85,7 +87,7 @@ struct Header {
 pub struct TokenService {
     keys: Arc<dyn KeyService>,
     issuer: String,
-    verifying_key: OnceCell<VerifyingKey>,
+    verifying_key: OnceCell<UnparsedPublicKey<Vec<u8>>>,
     verified: Mutex<HashMap<String, Verified>>,
     cache_capacity: usize,
 }
@@ -114,10 +116,24 @@ impl TokenService {
         }
     }
 
-    /// Issues a token for `partner`, valid for `lifetime_secs` from `now`.
+    /// Issues a token for `partner` with every scope it is allowed, valid for `lifetime_secs` from `now` (admin
+    /// tooling and the local runner).
     pub async fn issue(
         &self,
         partner: &TradingPartner,
+        now: OffsetDateTime,
+        lifetime_secs: i64,
+    ) -> Result<String, PortError> {
+        self.issue_scoped(partner, &partner.scopes, partner.id.as_str(), now, lifetime_secs).await
+    }
+
+    /// Issues a token for `partner` granting `scopes`, asked for by `client_id`, valid for `lifetime_secs` from
+    /// `now`. The caller decides the grant (the token endpoint grants only scopes the partner is allowed).
+    pub async fn issue_scoped(
+        &self,
+        partner: &TradingPartner,
+        scopes: &[String],
+        client_id: &str,
         now: OffsetDateTime,
         lifetime_secs: i64,
     ) -> Result<String, PortError> {
@@ -129,8 +145,9 @@ impl TokenService {
             exp: iat + lifetime_secs,
             iat,
             jti: random_id(),
-            scope: partner.scopes.join(" "),
+            scope: scopes.join(" "),
             role: partner.role,
+            client_id: Some(client_id.to_owned()),
         };
         let header = Header { alg: "ES384".into(), typ: "JWT".into() };
         let signing_input = format!("{}.{}", b64_json(&header)?, b64_json(&claims)?);
@@ -138,12 +155,15 @@ impl TokenService {
         Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig)))
     }
 
-    async fn verifying_key(&self) -> Result<&VerifyingKey, AuthError> {
+    async fn verifying_key(&self) -> Result<&UnparsedPublicKey<Vec<u8>>, AuthError> {
         self.verifying_key
             .get_or_try_init(|| async {
                 let sec1 = self.keys.signing_public_key().await?;
-                VerifyingKey::from_sec1_bytes(&sec1)
-                    .map_err(|_| AuthError::Unavailable(PortError::Invalid("signing public key is not P-384".into())))
+                // An uncompressed P-384 point: 0x04, then 48 bytes each of x and y.
+                if sec1.len() != 97 || sec1[0] != 0x04 {
+                    return Err(AuthError::Unavailable(PortError::Invalid("signing public key is not P-384".into())));
+                }
+                Ok(UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, sec1))
             })
             .await
     }
@@ -185,8 +205,10 @@ impl TokenService {
         if header.alg != "ES384" {
             return Err(AuthError::Malformed);
         }
-        let sig_bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| AuthError::Malformed)?;
-        let sig = Signature::from_slice(&sig_bytes).map_err(|_| AuthError::Malformed)?;
+        let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| AuthError::Malformed)?;
+        if sig.len() != 96 {
+            return Err(AuthError::Malformed);
+        }
         let key = self.verifying_key().await?;
         let signing_input = &token[..h.len() + 1 + c.len()];
         key.verify(signing_input.as_bytes(), &sig).map_err(|_| AuthError::BadSignature)?;
@@ -199,11 +221,13 @@ impl TokenService {
             return Err(AuthError::Expired);
         }
         let partner = PartnerId::parse(&claims.sub).map_err(|_| AuthError::Malformed)?;
+        let client_id = claims.client_id.unwrap_or_else(|| claims.sub.clone());
         let caller = Caller {
             partner,
             role: claims.role,
             scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
             token_id: claims.jti,
+            client_id,
         };
         Ok((caller, claims.exp))
     }

@@ -77,6 +77,42 @@ pub struct Jwk {
     pub other: serde_json::Map<String, Value>,
 }
 
+impl Jwk {
+    /// The ES384 public JWK of a P-384 key given as an uncompressed SEC1 point (`0x04 || x || y`); `None` for
+    /// anything else.
+    pub fn ec_p384(kid: &str, sec1_uncompressed: &[u8]) -> Option<Jwk> {
+        if sec1_uncompressed.len() != 97 || sec1_uncompressed[0] != 0x04 {
+            return None;
+        }
+        Some(Jwk {
+            kty: "EC".into(),
+            kid: Some(kid.into()),
+            alg: Some("ES384".into()),
+            crv: Some("P-384".into()),
+            x: Some(URL_SAFE_NO_PAD.encode(&sec1_uncompressed[1..49])),
+            y: Some(URL_SAFE_NO_PAD.encode(&sec1_uncompressed[49..])),
+            n: None,
+            e: None,
+            other: Default::default(),
+        })
+    }
+
+    /// The RS384 public JWK of an RSA key given by its big-endian modulus and exponent.
+    pub fn rsa(kid: &str, modulus: &[u8], exponent: &[u8]) -> Jwk {
+        Jwk {
+            kty: "RSA".into(),
+            kid: Some(kid.into()),
+            alg: Some("RS384".into()),
+            crv: None,
+            x: None,
+            y: None,
+            n: Some(URL_SAFE_NO_PAD.encode(modulus)),
+            e: Some(URL_SAFE_NO_PAD.encode(exponent)),
+            other: Default::default(),
+        }
+    }
+}
+
 /// A JWK Set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Jwks {
@@ -228,15 +264,44 @@ pub struct RegisteredClaims {
     pub sub: Option<String>,
     /// Expiry, epoch seconds.
     pub exp: i64,
-    /// Issued at, epoch seconds.
-    pub iat: i64,
+    /// Issued at, epoch seconds (absent only where the specification makes it optional).
+    pub iat: Option<i64>,
     /// Token id.
     pub jti: String,
 }
 
-/// Checks `iss`, `aud` (a string or an array naming `audience`), `exp` (not passed), `iat` (not in the future) and
-/// `jti` (present), and that the token lives at most `max_lifetime_secs` from now.
+/// Checks `iss`, `aud` (a string or an array naming `audience`), `exp` (not passed), `iat` (present, not in the
+/// future) and `jti` (present), and that the token lives at most `max_lifetime_secs` from now: CDS Hooks' rules.
 pub fn check_claims(
+    claims: &Value,
+    audience: &str,
+    now: i64,
+    max_lifetime_secs: i64,
+) -> Result<RegisteredClaims, JoseError> {
+    let registered = check_claims_optional_iat(claims, audience, now, max_lifetime_secs)?;
+    if registered.iat.is_none() {
+        return Err(JoseError::Claim("iat"));
+    }
+    Ok(registered)
+}
+
+/// A SMART Backend Services client assertion (RFC 7523): the registered claims of [`check_claims`], except that
+/// `iat` is optional, plus `sub` equal to `iss` (both the client id). Returns the checked claims; `iss` is the
+/// client id.
+pub fn check_client_assertion(
+    claims: &Value,
+    audience: &str,
+    now: i64,
+    max_lifetime_secs: i64,
+) -> Result<RegisteredClaims, JoseError> {
+    let registered = check_claims_optional_iat(claims, audience, now, max_lifetime_secs)?;
+    if registered.sub.as_deref() != Some(registered.iss.as_str()) {
+        return Err(JoseError::Claim("sub"));
+    }
+    Ok(registered)
+}
+
+fn check_claims_optional_iat(
     claims: &Value,
     audience: &str,
     now: i64,
@@ -252,7 +317,10 @@ pub fn check_claims(
     let iss = text("iss")?;
     let jti = text("jti")?;
     let exp = number("exp")?;
-    let iat = number("iat")?;
+    let iat = match claims.get("iat") {
+        None => None,
+        Some(_) => Some(number("iat")?),
+    };
     let sub = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
     let aud_ok = match claims.get("aud") {
         Some(Value::String(a)) => same_url(a, audience),
@@ -265,7 +333,8 @@ pub fn check_claims(
     if exp + CLOCK_SKEW_SECS <= now {
         return Err(JoseError::Expired);
     }
-    if iat > now + CLOCK_SKEW_SECS || exp > now + max_lifetime_secs + CLOCK_SKEW_SECS || exp < iat {
+    let iat_wrong = iat.is_some_and(|iat| iat > now + CLOCK_SKEW_SECS || exp < iat);
+    if iat_wrong || exp > now + max_lifetime_secs + CLOCK_SKEW_SECS {
         return Err(JoseError::Lifetime);
     }
     Ok(RegisteredClaims { iss, sub, exp, iat, jti })
@@ -294,17 +363,8 @@ mod tests {
         let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
         let sig: p384::ecdsa::Signature = key.sign(input.as_bytes());
         let point = key.verifying_key().to_encoded_point(false);
-        let jwk = Jwk {
-            kty: "EC".into(),
-            kid: Some("ec-1".into()),
-            alg: None,
-            crv: Some("P-384".into()),
-            x: point.x().map(|x| b64url(x)),
-            y: point.y().map(|y| b64url(y)),
-            n: None,
-            e: None,
-            other: Default::default(),
-        };
+        // No `alg`: a key that does not state one fits its curve's algorithm.
+        let jwk = Jwk { alg: None, ..Jwk::ec_p384("ec-1", point.as_bytes()).expect("P-384 point") };
         (format!("{input}.{}", b64url(&sig.to_bytes())), jwk)
     }
 
@@ -314,17 +374,7 @@ mod tests {
         let mut sig = vec![0; key.public_modulus_len()];
         key.sign(&signature::RSA_PKCS1_SHA384, &SystemRandom::new(), input.as_bytes(), &mut sig).expect("sign");
         let public = RsaPublicKeyComponents::<Vec<u8>>::from(key.public_key());
-        let jwk = Jwk {
-            kty: "RSA".into(),
-            kid: Some("rsa-1".into()),
-            alg: Some("RS384".into()),
-            crv: None,
-            x: None,
-            y: None,
-            n: Some(b64url(&public.n)),
-            e: Some(b64url(&public.e)),
-            other: Default::default(),
-        };
+        let jwk = Jwk::rsa("rsa-1", &public.n, &public.e);
         (format!("{input}.{}", b64url(&sig)), jwk)
     }
 
@@ -390,5 +440,23 @@ mod tests {
         let mut no_jti = claims(now);
         no_jti.as_object_mut().expect("object").remove("jti");
         assert_eq!(check_claims(&no_jti, aud, now, 600), Err(JoseError::Claim("jti")));
+    }
+
+    #[test]
+    fn client_assertions_need_sub_equal_to_iss_and_may_omit_iat() {
+        let now = 1_700_000_000;
+        let aud = "https://exchange/auth/token";
+        let mut c = json!({"iss": "demo-provider", "sub": "demo-provider", "aud": aud, "exp": now + 240, "jti": "a1"});
+        let reg = check_client_assertion(&c, aud, now, 300).expect("no iat is fine for SMART");
+        assert_eq!((reg.iss.as_str(), reg.iat), ("demo-provider", None));
+        assert_eq!(check_claims(&c, aud, now, 300), Err(JoseError::Claim("iat")), "CDS Hooks requires iat");
+        c["sub"] = json!("someone-else");
+        assert_eq!(check_client_assertion(&c, aud, now, 300), Err(JoseError::Claim("sub")));
+        c["sub"] = json!("demo-provider");
+        c["iat"] = json!("yesterday");
+        assert_eq!(check_client_assertion(&c, aud, now, 300), Err(JoseError::Claim("iat")));
+        c["iat"] = json!(now);
+        c["exp"] = json!(now + 3600);
+        assert_eq!(check_client_assertion(&c, aud, now, 300), Err(JoseError::Lifetime), "over five minutes");
     }
 }

@@ -45,18 +45,7 @@ pub struct DvExchange {
 
 /// The public JWK of a P-384 key.
 pub fn jwk(key: &p384::ecdsa::SigningKey, kid: &str) -> Jwk {
-    let point = key.verifying_key().to_encoded_point(false);
-    Jwk {
-        kty: "EC".into(),
-        kid: Some(kid.into()),
-        alg: Some("ES384".into()),
-        crv: Some("P-384".into()),
-        x: point.x().map(|x| URL_SAFE_NO_PAD.encode(x)),
-        y: point.y().map(|y| URL_SAFE_NO_PAD.encode(y)),
-        n: None,
-        e: None,
-        other: Default::default(),
-    }
+    Jwk::ec_p384(kid, key.verifying_key().to_encoded_point(false).as_bytes()).expect("a P-384 point")
 }
 
 /// Signs `claims` as a compact ES384 JWS with `kid`.

@@ -77,12 +77,7 @@ impl Davinci {
 
     /// The public base URL: configured, else from the request's headers.
     pub fn base_url(&self, headers: &HeaderMap) -> String {
-        if let Some(base) = &self.settings.public_base_url {
-            return base.trim_end_matches('/').to_owned();
-        }
-        let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-        let proto = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("https");
-        format!("{proto}://{host}")
+        exchange_core::http::public_base_url(self.settings.public_base_url.as_deref(), headers)
     }
 }
 

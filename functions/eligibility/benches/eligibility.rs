@@ -128,6 +128,7 @@ fn benches(c: &mut Criterion) {
             role: PartnerRole::Provider,
             scopes: vec!["eligibility".into()],
             token_id: "bench".into(),
+            client_id: "demo-provider".into(),
         },
         partner: Arc::new(partner),
         request_id: "bench-0000000000000000".into(),

@@ -118,7 +118,11 @@ async fn serve() -> Result<(), String> {
     };
     let dv =
         Arc::new(davinci::Davinci::new(app.clone(), Arc::new(davinci::crd::ehr::HttpEhr::new()), davinci_settings));
+    // Client assertions name this address's token URL as their audience.
+    let token_endpoint =
+        Arc::new(auth::Auth::new(app.clone(), auth::Settings { public_base_url: Some(format!("http://{local}")) }));
     let router = eligibility::router(app.clone())
+        .merge(auth::routes(token_endpoint))
         .merge(prior_auth::routes(pa))
         .merge(attachments::routes(attachments))
         .merge(davinci::open_routes(dv.clone()))

@@ -81,6 +81,8 @@ pub struct Caller {
     pub scopes: Vec<String>,
     /// Token id (for audit).
     pub token_id: String,
+    /// The client the token was issued to (for audit).
+    pub client_id: String,
 }
 
 impl Caller {

@@ -13,6 +13,19 @@ pub use problem::Problem;
 pub use query::ProblemQuery;
 pub use x12_inbound::{receive_x12, ta1_answer, x12_response, X12Request, X12Route};
 
+/// The exchange's public base URL (`https://api.example.com`): `configured` when set, else the request's `Host`
+/// with `X-Forwarded-Proto` (https when absent). The audiences of partner-signed JWTs (CDS client JWTs, SMART client
+/// assertions) are URLs under it, so in AWS it should be configured (`PUBLIC_BASE_URL`) rather than trusted from
+/// headers.
+pub fn public_base_url(configured: Option<&str>, headers: &axum::http::HeaderMap) -> String {
+    if let Some(base) = configured {
+        return base.trim_end_matches('/').to_owned();
+    }
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let proto = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("https");
+    format!("{proto}://{host}")
+}
+
 /// Lambda's synchronous payload limit: a request body above it is refused with 413.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 

@@ -1,0 +1,281 @@
+//! The SMART Backend Services token endpoint (`functions/auth`) end to end: API Gateway v2 events through the auth
+//! router merged with the eligibility router, over the real embedded adapters, with demo-provider's keys (one
+//! P-384, one RSA) registered in the payer data. A token from `/auth/token` must open the routes its scopes allow,
+//! and every bad assertion must get RFC 6749's `invalid_client` (401) without echoing it.
+
+use std::sync::Arc;
+
+use exchange_core::jose::{b64url, Jwk};
+use exchange_tests::davinci::{jwk, sign};
+use exchange_tests::prior_auth::SteppingClock;
+use exchange_tests::{demo_data_path, post_event, Reply};
+use serde_json::{json, Value};
+use time::macros::datetime;
+
+const BASE: &str = "https://exchange.test";
+const TOKEN_URL: &str = "https://exchange.test/auth/token";
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+struct Fixture {
+    router: axum::Router,
+    clock: Arc<SteppingClock>,
+    key: p384::ecdsa::SigningKey,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        Self::with_keys(vec![]).await
+    }
+
+    /// demo-provider registers its P-384 key and `extra` keys.
+    async fn with_keys(extra: Vec<Jwk>) -> Self {
+        use exchange_core::adapters::embedded::{EmbeddedAdapters, LocalTransfers};
+        use exchange_core::app::App;
+        use exchange_core::domain::payer_data::PayerData;
+        use exchange_core::jose::Jwks;
+        use exchange_core::ports::StateStore;
+        use exchange_core::vault::DocumentVault;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let adapters = EmbeddedAdapters::open(dir.path()).expect("adapters");
+        let clock = Arc::new(SteppingClock::at(datetime!(2026-03-10 10:00 UTC)));
+        let store: Arc<dyn StateStore> = Arc::new((*adapters.store).clone().with_clock(clock.clone()));
+        let keys = adapters.keys.clone();
+        let app = Arc::new(App::new(
+            store.clone(),
+            DocumentVault::new(adapters.blobs.clone(), keys.clone()),
+            keys,
+            clock.clone(),
+            Arc::new(LocalTransfers::new(store, "")),
+        ));
+        let mut data = PayerData::parse(&std::fs::read(demo_data_path()).expect("demo")).expect("demo valid");
+        let key = p384::ecdsa::SigningKey::random(&mut rand::thread_rng());
+        for p in &mut data.trading_partners {
+            if p.id.as_str() == "demo-provider" {
+                let mut keys = vec![jwk(&key, "backend-1")];
+                keys.extend(extra.iter().cloned());
+                p.jwks = Some(Jwks { keys });
+            }
+        }
+        app.repo.load(&data).await.expect("load");
+        let settings = auth::Settings { public_base_url: Some(BASE.into()) };
+        let router = auth::routes(Arc::new(auth::Auth::new(app.clone(), settings))).merge(eligibility::router(app));
+        Fixture { router, clock, key, _dir: dir }
+    }
+
+    fn now(&self) -> i64 {
+        use exchange_core::ports::Clock;
+        self.clock.now().unix_timestamp()
+    }
+
+    /// A client assertion for demo-provider, claims overridable (`null` removes a claim).
+    fn assertion(&self, overrides: Value) -> String {
+        let now = self.now();
+        let mut claims = json!({
+            "iss": "demo-provider", "sub": "demo-provider", "aud": TOKEN_URL,
+            "exp": now + 240, "jti": exchange_tests::davinci::random_jti()
+        });
+        if let (Some(c), Some(o)) = (claims.as_object_mut(), overrides.as_object()) {
+            for (k, v) in o {
+                if v.is_null() {
+                    c.remove(k);
+                } else {
+                    c.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        sign(&self.key, "backend-1", &claims)
+    }
+
+    async fn send(&self, path: &str, content_type: &str, token: Option<&str>, body: &[u8]) -> Reply {
+        let event = post_event(path, content_type, token, body);
+        let req = lambda_http::request::from_str(&event.to_string()).expect("event");
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let resp = self.router.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
+        Reply { status, headers, body }
+    }
+
+    async fn token_request(&self, form: &[(&str, &str)]) -> Reply {
+        let body: String = form.iter().map(|(k, v)| format!("{k}={}", form_encode(v))).collect::<Vec<_>>().join("&");
+        self.send("/auth/token", "application/x-www-form-urlencoded", None, body.as_bytes()).await
+    }
+
+    async fn ask(&self, assertion: &str, scope: &str) -> Reply {
+        self.token_request(&[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", assertion),
+            ("scope", scope),
+        ])
+        .await
+    }
+}
+
+fn form_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b' ' => "+".to_owned(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn sample_270() -> Vec<u8> {
+    std::fs::read(exchange_tests::repo_root().join("events/eligibility/sample-270.x12")).expect("sample 270")
+}
+
+fn assert_oauth_error(reply: &Reply, status: u16, code: &str, secret: &str) {
+    assert_eq!(reply.status, status, "{}", reply.text());
+    assert_eq!(reply.json()["error"], code, "{}", reply.text());
+    assert_eq!(reply.header("cache-control"), "no-store");
+    assert!(!secret.is_empty() && !reply.text().contains(secret), "the answer echoes the assertion");
+}
+
+#[tokio::test]
+async fn a_granted_token_opens_the_routes_of_its_scopes_and_only_those() {
+    let fx = Fixture::new().await;
+    // Asked for more than it is allowed: granted the allowed part, in the order asked.
+    let reply = fx.ask(&fx.assertion(json!({})), "prior-auth admin eligibility reviewer").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("cache-control"), "no-store");
+    let body = reply.json();
+    assert_eq!(body["token_type"], "bearer");
+    assert_eq!(body["expires_in"], 300);
+    assert_eq!(body["scope"], "prior-auth eligibility");
+    let token = body["access_token"].as_str().expect("access_token").to_owned();
+
+    let answer = fx.send("/x12/270", "application/edi-x12", Some(&token), &sample_270()).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(answer.segments().iter().any(|s| s.starts_with("ST*271")), "a 271: {}", answer.text());
+
+    // A token without the route's scope is refused (RFC 6750 insufficient scope: 403), without data.
+    let narrow = fx.ask(&fx.assertion(json!({})), "prior-auth").await.json();
+    let narrow = narrow["access_token"].as_str().expect("token");
+    let refused = fx.send("/x12/270", "application/edi-x12", Some(narrow), &sample_270()).await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert!(!refused.text().contains("ST*271"));
+
+    // Five minutes later the token has expired.
+    fx.clock.advance(time::Duration::seconds(301));
+    let late = fx.send("/x12/270", "application/edi-x12", Some(&token), &sample_270()).await;
+    assert_eq!(late.status, 401, "{}", late.text());
+}
+
+#[tokio::test]
+async fn every_assertion_that_does_not_authenticate_is_invalid_client() {
+    let fx = Fixture::new().await;
+    let now = fx.now();
+    let other_key = p384::ecdsa::SigningKey::random(&mut rand::thread_rng());
+    let claims =
+        json!({"iss": "demo-provider", "sub": "demo-provider", "aud": TOKEN_URL, "exp": now + 240, "jti": "x-1"});
+    let cases: Vec<(&str, String)> = vec![
+        ("signed by a key nobody registered, under the registered kid", sign(&other_key, "backend-1", &claims)),
+        ("an unknown kid", sign(&fx.key, "backend-9", &claims)),
+        ("expired", fx.assertion(json!({"exp": now - 120}))),
+        ("living over five minutes", fx.assertion(json!({"exp": now + 3600}))),
+        ("another audience", fx.assertion(json!({"aud": "https://exchange.test/cds-services/order-sign-crd"}))),
+        ("sub other than iss", fx.assertion(json!({"sub": "other-provider"}))),
+        ("an unknown client id", fx.assertion(json!({"iss": "nobody", "sub": "nobody"}))),
+        ("a registered partner without keys", fx.assertion(json!({"iss": "other-provider", "sub": "other-provider"}))),
+        ("no jti", fx.assertion(json!({"jti": null}))),
+        ("not a JWS", "not-a-token".to_owned()),
+        ("alg none", {
+            let parts: Vec<String> = fx.assertion(json!({})).split('.').map(str::to_owned).collect();
+            let none = exchange_core::jose::b64url(br#"{"alg":"none","typ":"JWT"}"#);
+            format!("{none}.{}.", parts[1])
+        }),
+    ];
+    for (what, assertion) in cases {
+        let reply = fx.ask(&assertion, "eligibility").await;
+        assert_eq!(reply.status, 401, "{what}: {}", reply.text());
+        assert_oauth_error(&reply, 401, "invalid_client", &assertion);
+    }
+
+    // Replayed: the same assertion is good once.
+    let once = fx.assertion(json!({}));
+    assert_eq!(fx.ask(&once, "eligibility").await.status, 200);
+    let replay = fx.ask(&once, "eligibility").await;
+    assert_oauth_error(&replay, 401, "invalid_client", &once);
+    assert!(replay.json()["error_description"].as_str().unwrap_or("").contains("jti"));
+}
+
+#[tokio::test]
+async fn malformed_requests_are_invalid_request_and_use_up_nothing() {
+    let fx = Fixture::new().await;
+    let assertion = fx.assertion(json!({}));
+    let a = assertion.as_str();
+    let grant = ("grant_type", "client_credentials");
+    let kind = ("client_assertion_type", ASSERTION_TYPE);
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "another grant",
+            vec![("grant_type", "password"), kind, ("client_assertion", a), ("scope", "eligibility")],
+            "unsupported_grant_type",
+        ),
+        ("no grant", vec![kind, ("client_assertion", a), ("scope", "eligibility")], "invalid_request"),
+        ("no assertion", vec![grant, kind, ("scope", "eligibility")], "invalid_request"),
+        (
+            "another assertion type",
+            vec![grant, ("client_assertion_type", "urn:x"), ("client_assertion", a), ("scope", "eligibility")],
+            "invalid_request",
+        ),
+        ("no scope", vec![grant, kind, ("client_assertion", a)], "invalid_request"),
+        (
+            "a scope twice",
+            vec![grant, kind, ("client_assertion", a), ("scope", "eligibility"), ("scope", "admin")],
+            "invalid_request",
+        ),
+        (
+            "only scopes not allowed",
+            vec![grant, kind, ("client_assertion", a), ("scope", "admin reviewer")],
+            "invalid_scope",
+        ),
+    ];
+    for (what, form, code) in cases {
+        let reply = fx.token_request(&form).await;
+        assert_eq!(reply.status, 400, "{what}: {}", reply.text());
+        assert_oauth_error(&reply, 400, code, a);
+    }
+    let json = fx.send("/auth/token", "application/json", None, br#"{"grant_type":"client_credentials"}"#).await;
+    assert_eq!((json.status, json.json()["error"].as_str()), (400, Some("invalid_request")));
+
+    // None of the refusals used the assertion up.
+    assert_eq!(fx.ask(&assertion, "eligibility").await.status, 200);
+}
+
+#[tokio::test]
+async fn an_rs384_key_is_accepted_too() {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{KeyPair as _, RsaPublicKeyComponents, RSA_PKCS1_SHA384};
+    let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("rsa");
+    let public = RsaPublicKeyComponents::<Vec<u8>>::from(rsa.public_key());
+    let rsa_jwk = Jwk::rsa("backend-rsa", &public.n, &public.e);
+    let sign_rs384 = |kid: &str, jti: &str, now: i64| {
+        let header = json!({"alg": "RS384", "typ": "JWT", "kid": kid});
+        let claims =
+            json!({"iss": "demo-provider", "sub": "demo-provider", "aud": TOKEN_URL, "exp": now + 200, "jti": jti});
+        let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+        let mut sig = vec![0; rsa.public_modulus_len()];
+        rsa.sign(&RSA_PKCS1_SHA384, &SystemRandom::new(), input.as_bytes(), &mut sig).expect("sign");
+        format!("{input}.{}", b64url(&sig))
+    };
+
+    // Before the key is registered: refused.
+    let unregistered = Fixture::new().await;
+    let token = sign_rs384("backend-rsa", "rsa-1", unregistered.now());
+    assert_oauth_error(&unregistered.ask(&token, "eligibility").await, 401, "invalid_client", &token);
+
+    let fx = Fixture::with_keys(vec![rsa_jwk]).await;
+    let reply = fx.ask(&sign_rs384("backend-rsa", "rsa-2", fx.now()), "eligibility").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let access = reply.json()["access_token"].as_str().expect("token").to_owned();
+    let answer = fx.send("/x12/270", "application/edi-x12", Some(&access), &sample_270()).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+}
