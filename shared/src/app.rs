@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::adapters::embedded::LocalTransfers;
 use crate::auth::TokenService;
+use crate::domain::audit::AuditLog;
 use crate::domain::payer_data::PayerDataRepo;
 use crate::http::Authenticator;
 use crate::ports::{Clock, KeyService, PortError, StateStore, SystemClock, TransferUrls};
@@ -31,6 +32,8 @@ pub struct App {
     pub tokens: Arc<TokenService>,
     /// Caller resolution for the middleware.
     pub auth: Arc<Authenticator>,
+    /// The audit trail (the middleware appends a record per authenticated request).
+    pub audit: AuditLog,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Direct upload and download URLs for documents larger than a Lambda payload (S3 presigned URLs, or the
@@ -55,8 +58,14 @@ impl App {
     ) -> Self {
         let repo = PayerDataRepo::new(store.clone(), PAYER_DATA_CACHE);
         let tokens = Arc::new(TokenService::new(keys, TOKEN_ISSUER));
-        let auth = Arc::new(Authenticator { tokens: tokens.clone(), repo: repo.clone(), clock: clock.clone() });
-        App { store, vault: Arc::new(vault), repo, tokens, auth, clock, transfers }
+        let audit = AuditLog::new(store.clone());
+        let auth = Arc::new(Authenticator {
+            tokens: tokens.clone(),
+            repo: repo.clone(),
+            clock: clock.clone(),
+            audit: audit.clone(),
+        });
+        App { store, vault: Arc::new(vault), repo, tokens, auth, audit, clock, transfers }
     }
 
     /// The app over the embedded adapters in `data_dir` (local runner, tests, benchmarks). Transfer URLs are

@@ -127,6 +127,7 @@ pub async fn vault_exchange(
     let base = format!("{kind}/{}/{}/{}", ctx.caller.partner.as_str(), date_path(now), ctx.request_id);
     let request_path = format!("inbound/{base}");
     let response_path = format!("outbound/{base}");
+    ctx.audit_resource("exchange", &base);
     // Both writes at once (each is a data key and a blob write); whichever succeeded is removed if the other failed.
     let request_context = EncryptionContext::for_document(&request_path, payer);
     let response_context = EncryptionContext::for_document(&response_path, payer);

@@ -227,6 +227,51 @@ async fn aws_adapters_pass_the_contracts() {
     expired_items_stay_in_the_table_but_not_in_reads(&fixture, &adapters.store, &ns).await;
     signatures_verify_with_kms(&fixture, adapters.keys.as_ref()).await;
     errors_map_to_port_errors(&fixture).await;
+    audit_chains_hold_in_dynamodb(adapters.store.clone(), &ns).await;
+}
+
+/// The audit trail over DynamoDB: concurrent appends to one chain take distinct positions (the head's conditional
+/// put in each TransactWriteItems), the chain verifies, and an edited record is found at its position.
+async fn audit_chains_hold_in_dynamodb(store: Arc<DynamoStateStore>, ns: &str) {
+    use exchange_core::domain::audit::{verify, AuditAction, AuditEntry, AuditLog};
+    let store: Arc<dyn exchange_core::ports::StateStore> = store;
+    let log = AuditLog::new(store.clone());
+    let partner = format!("{ns}-audited");
+    let appends = (0..6).map(|i| {
+        let log = log.clone();
+        let entry = AuditEntry {
+            at: format!("2026-03-10T10:00:0{i}.000Z"),
+            partner: partner.clone(),
+            client_id: partner.clone(),
+            action: AuditAction::R,
+            operation: "GET /attachments/{id}".into(),
+            resources: vec![format!("attachment/a{i}")],
+            members: vec!["M-1".into()],
+            outcome: 200,
+            // One request id: one chain, so the appends race for its head.
+            request_id: "same-request".into(),
+        };
+        tokio::spawn(async move { log.append(entry).await })
+    });
+    let mut seqs = Vec::new();
+    for task in appends.collect::<Vec<_>>() {
+        seqs.push(task.await.expect("task").expect("append to DynamoDB").seq);
+    }
+    seqs.sort();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+    let report = verify(&log).await.expect("verify");
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(log.member_history("M-1", 10).await.expect("member history").len(), 6);
+
+    let chain = exchange_core::domain::audit::chain_for(&partner, "same-request");
+    let key = exchange_core::ports::Key::new(format!("AUDIT#{chain}"), "SEQ#000000000004");
+    let item = store.get(&key).await.expect("get").expect("record 4");
+    let mut edited = item.clone();
+    edited.body["entry"]["operation"] = serde_json::Value::from("GET /health");
+    store.update(edited, item.version).await.expect("edit");
+    let report = verify(&log).await.expect("verify");
+    let problem = report.problems.iter().find(|p| p.chain == chain).expect("the edited chain is reported");
+    assert_eq!(problem.seq, 4);
 }
 
 /// Every object is written with SSE-KMS under the configured key and an S3 Bucket Key, and what S3 holds is the

@@ -330,6 +330,8 @@ pub async fn submit_attachment(
         Err(e) => return Err(FhirError::from_port(&ctx.request_id, &e)),
     };
     let att = &accepted.attachment;
+    ctx.audit_resource("attachment", &att.id);
+    ctx.audit_member(&att.member_id);
     tracing::info!(
         request_id = %ctx.request_id,
         partner = %ctx.caller.partner,

@@ -93,6 +93,12 @@ impl Viewer {
     }
 }
 
+/// Notes for the request's audit record that it read `att` (its id and its member).
+fn audit_attachment(ctx: &CallerContext, att: &Attachment) {
+    ctx.audit_resource("attachment", &att.id);
+    ctx.audit_member(&att.member_id);
+}
+
 fn forbidden() -> Problem {
     Problem::forbidden("attachments need a payer token (attachments or reviewer scope) or a provider token")
 }
@@ -204,13 +210,17 @@ pub async fn list(
 ) -> Result<Response, Problem> {
     let viewer = json_viewer(&svc, &ctx).await?;
     let found = find(&svc, &viewer, &q).await.map_err(|e| problem(&ctx, &e))?;
+    found.iter().for_each(|a| audit_attachment(&ctx, a));
     Ok(Json(json!({ "attachments": found.iter().map(attachment_view).collect::<Vec<_>>() })).into_response())
 }
 
 async fn visible(svc: &Attachments, ctx: &CallerContext, id: &str) -> Result<Attachment, Problem> {
     let viewer = json_viewer(svc, ctx).await?;
     match svc.attachments.get(id).await.map_err(|e| problem(ctx, &e))? {
-        Some((att, _)) if viewer.sees(&att) => Ok(att),
+        Some((att, _)) if viewer.sees(&att) => {
+            audit_attachment(ctx, &att);
+            Ok(att)
+        }
         _ => Err(Problem::new(StatusCode::NOT_FOUND, "not-found", "No such attachment")),
     }
 }
@@ -319,6 +329,7 @@ pub async fn search_document_references(
         }
     }
     let found = find(&svc, &viewer, &q).await.map_err(|e| FhirError::from_port(&ctx.request_id, &e))?;
+    found.iter().for_each(|a| audit_attachment(&ctx, a));
     let entries: Vec<Value> = found
         .iter()
         .flat_map(|att| att.documents.iter().map(move |d| (att, d)))

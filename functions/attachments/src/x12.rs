@@ -327,7 +327,10 @@ async fn store_set(
     }
     let mut payer = None;
     for plan in plans {
-        payer = Some(intake::store(svc, &ctx.partner, *plan).await?.attachment.payer);
+        let stored = intake::store(svc, &ctx.partner, *plan).await?.attachment;
+        ctx.audit_resource("attachment", &stored.id);
+        ctx.audit_member(&stored.member_id);
+        payer = Some(stored.payer);
     }
     Ok(payer)
 }

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit_routes;
 pub mod token_endpoint;
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{middleware, Json, Router};
 use exchange_core::app::App;
 use exchange_core::domain::replay::ReplayLedger;
 
@@ -72,10 +73,16 @@ pub fn router(auth: Arc<Auth>) -> Router {
     Router::new().route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) })).merge(routes(auth))
 }
 
-/// `POST /auth/token` (no bearer token: the client assertion is the credential).
+/// `POST /auth/token` (no bearer token: the client assertion is the credential) and the admin routes (bearer
+/// token, admin scope): `GET /admin/audit`, `GET /admin/audit/verify`.
 pub fn routes(auth: Arc<Auth>) -> Router {
+    let admin = Router::new()
+        .route("/admin/audit", get(audit_routes::export))
+        .route("/admin/audit/verify", get(audit_routes::verify_chains))
+        .route_layer(middleware::from_fn_with_state(auth.core.auth.clone(), exchange_core::http::require_caller));
     Router::new()
         .route("/auth/token", post(token_endpoint::token))
+        .merge(admin)
         .with_state(auth)
         .layer(DefaultBodyLimit::max(MAX_TOKEN_REQUEST_BYTES))
 }

@@ -19,7 +19,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use exchange_core::auth::TOKEN_LIFETIME_SECS;
+use exchange_core::auth::{random_id, TOKEN_LIFETIME_SECS};
+use exchange_core::domain::audit::{timestamp, AuditAction, AuditEntry};
 use exchange_core::domain::{PartnerId, TradingPartner};
 use exchange_core::jose::{check_client_assertion, JoseError, UnverifiedJws};
 use exchange_core::ports::PortError;
@@ -214,6 +215,19 @@ async fn issue(auth: &Auth, headers: &HeaderMap, body: &[u8]) -> Result<(Partner
         .issue_scoped(&partner, &granted, partner.id.as_str(), now, TOKEN_LIFETIME_SECS)
         .await
         .map_err(TokenError::Unavailable)?;
+    // Access granted is audited like access used; no record, no token.
+    let entry = AuditEntry {
+        at: timestamp(now),
+        partner: partner.id.as_str().to_owned(),
+        client_id: partner.id.as_str().to_owned(),
+        action: AuditAction::E,
+        operation: "POST /auth/token".to_owned(),
+        resources: granted.iter().map(|s| format!("scope/{s}")).collect(),
+        members: vec![],
+        outcome: 200,
+        request_id: random_id(),
+    };
+    auth.core.audit.append(entry).await.map_err(TokenError::Unavailable)?;
     Ok((partner.id.clone(), granted, token))
 }
 

@@ -132,6 +132,7 @@ fn benches(c: &mut Criterion) {
         },
         partner: Arc::new(partner),
         request_id: "bench-0000000000000000".into(),
+        audit: Default::default(),
     };
     let today = today();
 

@@ -252,6 +252,7 @@ pub async fn post_eligibility(
     let data = app.repo.current().await.ok().flatten();
     let now = app.clock.now();
     let answer = matching::answer(&inquiry, data.as_ref(), &app.repo, &ctx.partner, now.date()).await;
+    answer.member_ids().for_each(|m| ctx.audit_member(m));
     let control = match control_numbers::next_interchange(app.store.as_ref(), &ctx.caller.partner).await {
         Ok(c) => c,
         Err(e) => return Problem::from_port(&ctx.request_id, &e).into_response(),

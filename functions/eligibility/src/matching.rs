@@ -125,6 +125,15 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The member ids of the people the answer is about (found on file), for the audit record.
+    pub fn member_ids(&self) -> impl Iterator<Item = &str> {
+        [&self.subscriber, &self.dependent]
+            .into_iter()
+            .flatten()
+            .filter(|p| p.person.is_some())
+            .filter_map(|p| p.member_id.as_deref())
+    }
+
     /// The first rejection anywhere in the answer (for recording the outcome).
     pub fn first_rejection(&self) -> Option<Rejection> {
         self.source_rejection

@@ -147,6 +147,7 @@ pub async fn answer_interchange(app: &App, ctx: &CallerContext, input: &[u8]) ->
         if !answers.is_empty() {
             iw.begin_group("HB", group.gs.text(3), group.gs.text(2), x279a1::KIND_271.version);
             for (inq, ans) in &answers {
+                ans.member_ids().for_each(|m| ctx.audit_member(m));
                 st_counter += 1;
                 let st02 = format!("{st_counter:04}");
                 if ans.first_rejection().is_some() {

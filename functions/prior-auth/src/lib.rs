@@ -93,6 +93,12 @@ impl PriorAuth {
     }
 }
 
+/// Notes for the request's audit record that it touched `case` (its id and its member).
+pub fn audit_case(ctx: &exchange_core::http::CallerContext, case: &exchange_core::domain::prior_auth::PaCase) {
+    ctx.audit_resource("case", &case.id);
+    ctx.audit_member(&case.subscriber.member_id);
+}
+
 /// The function's routes: [`routes`] plus `/health` (open).
 pub fn router(pa: Arc<PriorAuth>) -> Router {
     Router::new().route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) })).merge(routes(pa))

@@ -75,7 +75,10 @@ pub async fn list(
 async fn load(pa: &PriorAuth, ctx: &CallerContext, id: &str) -> Result<(PaCase, u64), Problem> {
     let payer = payer_id(pa, ctx).await?;
     match pa.cases.get(id).await {
-        Ok(Some((c, v))) if c.payer == payer => Ok((c, v)),
+        Ok(Some((c, v))) if c.payer == payer => {
+            crate::audit_case(ctx, &c);
+            Ok((c, v))
+        }
         Ok(_) => Err(Problem::new(StatusCode::NOT_FOUND, "not-found", "No such case")),
         Err(e) => Err(unavailable(ctx, &e)),
     }

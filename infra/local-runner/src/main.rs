@@ -4,6 +4,7 @@
 //! exchange-local                         serve (EXCHANGE_ADDR, default 127.0.0.1:3000; EXCHANGE_DATA_DIR, default .exchange)
 //! exchange-local token PARTNER           print a bearer token for a registered partner
 //! exchange-local load-payer-data FILE    validate and load a payer data file (nothing is loaded if any record is bad)
+//! exchange-local audit-verify            walk every audit chain; exit 1 naming each break (chain and position)
 //! ```
 
 use std::net::SocketAddr;
@@ -25,6 +26,8 @@ const SAMPLE_270: &str = include_str!("../../../events/eligibility/sample-270.x1
 const LOCAL_TOKEN_LIFETIME_SECS: i64 = 12 * 3600;
 /// Partner registrations (no PHI), kept beside the database so `token` works while the server holds its lock.
 const PARTNERS_FILE: &str = "partners.json";
+
+const USAGE: &str = "usage: exchange-local [serve | token PARTNER | load-payer-data FILE | audit-verify]";
 
 fn data_dir() -> PathBuf {
     std::env::var_os("EXCHANGE_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".exchange"))
@@ -50,11 +53,12 @@ fn main() -> ExitCode {
             [] | ["serve"] => serve().await,
             ["token", partner] => token(partner).await,
             ["load-payer-data", file] => load_payer_data(Path::new(file)).await,
+            ["audit-verify"] => audit_verify().await,
             ["--help"] | ["-h"] | ["help"] => {
-                println!("usage: exchange-local [serve | token PARTNER | load-payer-data FILE]");
+                println!("{USAGE}");
                 Ok(())
             }
-            _ => Err("usage: exchange-local [serve | token PARTNER | load-payer-data FILE]".to_owned()),
+            _ => Err(USAGE.to_owned()),
         }
     });
     match result {
@@ -172,6 +176,23 @@ async fn token(partner: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot sign a token: {e}"))?;
     println!("{t}");
     Ok(())
+}
+
+/// Walks every audit chain of the data directory (the server must be stopped: the database is locked while it
+/// runs; `GET /admin/audit/verify` checks a running one).
+async fn audit_verify() -> Result<(), String> {
+    let app = open_app(&data_dir(), "").await?;
+    let report = exchange_core::domain::audit::verify(&app.audit).await.map_err(|e| e.to_string())?;
+    println!("{} chains, {} records", report.chains, report.records);
+    for p in &report.problems {
+        println!("chain {} at record {}: {}", p.chain, p.seq, p.problem);
+    }
+    if report.is_intact() {
+        println!("the audit trail is intact");
+        Ok(())
+    } else {
+        Err(format!("the audit trail is broken in {} chain(s)", report.problems.len()))
+    }
 }
 
 async fn load_payer_data(file: &Path) -> Result<(), String> {

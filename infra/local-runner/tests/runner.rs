@@ -115,6 +115,39 @@ fn serves_the_sample_270_with_the_printed_token() {
     let (status, replayed) = request(&runner.url, "POST", "/x12/270", &headers, &sample);
     assert_eq!(status, 200);
     assert_eq!(replayed, first_answer);
+
+    // Every one of those requests is in the audit trail, which the admin reads and verifies while the server
+    // runs, and the command line verifies once it is stopped.
+    let out = Command::new(env!("CARGO_BIN_EXE_exchange-local"))
+        .args(["token", "admin"])
+        .env("EXCHANGE_DATA_DIR", dir.path())
+        .output()
+        .expect("token command");
+    let admin = format!("Bearer {}", String::from_utf8_lossy(&out.stdout).trim());
+    let (status, trail) =
+        request(&runner.url, "GET", "/admin/audit?partner=demo-provider", &[("Authorization", &admin)], b"");
+    assert_eq!(status, 200, "{trail}");
+    let trail: serde_json::Value = serde_json::from_str(&trail).expect("a Bundle");
+    let operations: Vec<&str> = trail["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["resource"]["source"]["site"].as_str())
+        .collect();
+    assert_eq!(operations, ["POST /x12/270", "POST /x12/270"], "the first answer and its replay");
+    let (status, verified) = request(&runner.url, "GET", "/admin/audit/verify", &[("Authorization", &admin)], b"");
+    assert_eq!(status, 200);
+    assert!(verified.contains("\"intact\":true"), "{verified}");
+    let (status, _) = request(&runner.url, "GET", "/admin/audit/verify", &[("Authorization", auth.as_str())], b"");
+    assert_eq!(status, 403, "a provider does not read the audit trail");
+    drop(runner);
+    let out = Command::new(env!("CARGO_BIN_EXE_exchange-local"))
+        .args(["audit-verify"])
+        .env("EXCHANGE_DATA_DIR", dir.path())
+        .output()
+        .expect("audit-verify");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("intact"));
 }
 
 #[test]

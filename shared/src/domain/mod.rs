@@ -1,8 +1,10 @@
 //! The domain: validated identifiers, trading partners, the payer data and policy, prior-authorization cases,
-//! notification subscriptions and the notification outbox, claims attachments and the payer's requests for them.
+//! notification subscriptions and the notification outbox, claims attachments and the payer's requests for them,
+//! and the audit trail.
 
 pub mod attachment_requests;
 pub mod attachments;
+pub mod audit;
 pub mod cleanup;
 pub mod forms;
 pub mod ids;

@@ -1,9 +1,12 @@
 //! The caller middleware: every protected route resolves the calling trading partner from its bearer token here,
-//! once, and hands the domain a [`CallerContext`].
+//! once, and hands the domain a [`CallerContext`]; when the handler has answered, it appends the request's audit
+//! record (who, which client, the route, what the handler noted it touched, the status). A request whose audit
+//! record cannot be written is answered 503, so that the caller retries (retries are idempotent) rather than
+//! PHI being read or written unrecorded.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
@@ -11,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::problem::Problem;
 use crate::auth::{random_id, AuthError, TokenService};
+use crate::domain::audit::{timestamp, AuditAction, AuditEntry, AuditLog};
 use crate::domain::payer_data::PayerDataRepo;
 use crate::domain::{Caller, TradingPartner};
 use crate::ports::Clock;
@@ -23,6 +27,8 @@ pub struct Authenticator {
     pub repo: PayerDataRepo,
     /// Time source.
     pub clock: Arc<dyn Clock>,
+    /// Where each request's audit record goes.
+    pub audit: AuditLog,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -42,7 +48,7 @@ impl Authenticator {
         if partner.role != caller.role {
             return Err(AuthError::UnknownPartner);
         }
-        Ok(CallerContext { caller, partner: Arc::new(partner), request_id: random_id() })
+        Ok(CallerContext { caller, partner: Arc::new(partner), request_id: random_id(), audit: AuditNotes::default() })
     }
 }
 
@@ -55,6 +61,60 @@ pub struct CallerContext {
     pub partner: Arc<TradingPartner>,
     /// Request id (logged, and returned in `x-request-id`).
     pub request_id: String,
+    /// What the handler notes for the request's audit record.
+    pub audit: AuditNotes,
+}
+
+impl CallerContext {
+    /// Notes for the audit record that the request touched `kind/id` (a case, an attachment, ...).
+    pub fn audit_resource(&self, kind: &str, id: &str) {
+        self.audit.with(|n| {
+            let r = format!("{kind}/{id}");
+            if !n.resources.contains(&r) {
+                n.resources.push(r);
+            }
+        });
+    }
+
+    /// Notes for the audit record that the request was about `member` (a member id on file).
+    pub fn audit_member(&self, member: &str) {
+        self.audit.with(|n| {
+            if !n.members.iter().any(|m| m == member) {
+                n.members.push(member.to_owned());
+            }
+        });
+    }
+}
+
+/// What a handler noted about its request, for the audit record (shared by the clones of a [`CallerContext`]).
+#[derive(Debug, Clone, Default)]
+pub struct AuditNotes(Arc<Mutex<Notes>>);
+
+/// The notes themselves.
+#[derive(Debug, Clone, Default)]
+pub struct Notes {
+    /// `kind/id` of what was touched.
+    pub resources: Vec<String>,
+    /// Member ids.
+    pub members: Vec<String>,
+}
+
+/// Most ids one request's record keeps (a 10,000-set interchange is recorded by its first ones and a count).
+const MAX_NOTED: usize = 200;
+
+impl AuditNotes {
+    fn with(&self, f: impl FnOnce(&mut Notes)) {
+        if let Ok(mut n) = self.0.lock() {
+            if n.resources.len() + n.members.len() < MAX_NOTED {
+                f(&mut n);
+            }
+        }
+    }
+
+    /// Takes the notes.
+    pub fn take(&self) -> Notes {
+        self.0.lock().map(|mut n| std::mem::take(&mut *n)).unwrap_or_default()
+    }
 }
 
 /// Middleware: 401 problem+json unless the request carries a valid token of a registered partner.
@@ -62,8 +122,26 @@ pub async fn require_caller(State(auth): State<Arc<Authenticator>>, mut req: Req
     match auth.authenticate(req.headers().get(header::AUTHORIZATION)).await {
         Ok(ctx) => {
             let request_id = ctx.request_id.clone();
-            req.extensions_mut().insert(ctx);
+            let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_default();
+            let method = req.method().as_str().to_owned();
+            req.extensions_mut().insert(ctx.clone());
             let mut resp = next.run(req).await;
+            let notes = ctx.audit.take();
+            let entry = AuditEntry {
+                at: timestamp(auth.clock.now()),
+                partner: ctx.caller.partner.as_str().to_owned(),
+                client_id: ctx.caller.client_id.clone(),
+                action: AuditAction::from_method(&method, &route),
+                operation: format!("{method} {route}"),
+                resources: notes.resources,
+                members: notes.members,
+                outcome: resp.status().as_u16(),
+                request_id: request_id.clone(),
+            };
+            if let Err(e) = auth.audit.append(entry).await {
+                tracing::error!(request_id, error = %e, "audit record not written: answering 503");
+                resp = Problem::unavailable().into_response();
+            }
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 resp.headers_mut().insert("x-request-id", v);
             }

@@ -10,11 +10,12 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use exchange_core::auth::random_id;
+use exchange_core::domain::audit::{timestamp, AuditAction, AuditEntry};
 use exchange_core::fhir::FhirError;
 use exchange_core::http::MAX_BODY_BYTES;
 
 use super::request::{self, Hook};
-use super::{client_auth, discovery, service};
+use super::{client_auth, discovery, orders, service};
 use crate::Davinci;
 
 /// `GET /cds-services` (open, as discovery documents are).
@@ -62,9 +63,34 @@ async fn handle(
     let client =
         client_auth::authenticate(&dv.core.repo, headers.get(header::AUTHORIZATION), &audience, now.unix_timestamp())
             .await?;
-    let request = request::parse(hook, body)?;
     let started = std::time::Instant::now();
-    let answer = service::answer(dv, &client, request, now, request_id).await?;
+    // The member the Coverage names (prefetched), for the audit record: the request is about that member.
+    let mut members = Vec::new();
+    let result = match request::parse(hook, body) {
+        Ok(request) => {
+            members.extend(orders::coverages(&request, &[]).into_iter().filter_map(orders::member_id).take(2));
+            service::answer(dv, &client, request, now, request_id).await
+        }
+        Err(e) => Err(e),
+    };
+    // The hook is outside the bearer-token middleware, so it appends its own audit record: the client is the
+    // CDS client (its issuer), on behalf of the partner it is registered to.
+    let entry = AuditEntry {
+        at: timestamp(now),
+        partner: client.partner.id.as_str().to_owned(),
+        client_id: client.issuer.clone(),
+        action: AuditAction::E,
+        operation: format!("POST /cds-services/{}", hook.service_id()),
+        resources: vec![],
+        members,
+        outcome: result.as_ref().map_or_else(|e| e.status().as_u16(), |_| 200),
+        request_id: request_id.to_owned(),
+    };
+    if let Err(e) = dv.core.audit.append(entry).await {
+        tracing::error!(request_id, error = %e, "audit record not written: answering 503");
+        return Err(FhirError::Unavailable);
+    }
+    let answer = result?;
     tracing::info!(
         request_id,
         partner = client.partner.id.as_str(),

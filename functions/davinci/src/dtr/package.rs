@@ -138,6 +138,9 @@ pub async fn package(
     let data = dv.core.repo.current().await.map_err(port)?.ok_or(FhirError::Unavailable)?;
     let coverage = &request.coverage[0];
     let record = place(dv, &data, coverage).await?;
+    if let Some(m) = member_id(coverage) {
+        caller.audit_member(&m);
+    }
     let today = exchange_core::x12::ack::ccyymmdd(now);
     let active = record.active_coverage(&today).ok_or_else(|| {
         FhirError::unprocessable(

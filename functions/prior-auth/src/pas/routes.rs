@@ -185,6 +185,7 @@ fn idempotency(vaulted: &VaultedExchange, kept: &Kept<'_>, payer: &str) -> Idemp
 }
 
 fn log_decided(ctx: &CallerContext, case: &PaCase, msg: &str) {
+    crate::audit_case(ctx, case);
     let actions: Vec<&str> =
         case.items.iter().map(|i| i.decision.as_ref().map(|d| d.action_code()).unwrap_or("")).collect();
     tracing::info!(request_id = %ctx.request_id, case = %case.id, actions = ?actions, "{msg}");
@@ -290,6 +291,7 @@ pub async fn inquire(
         .iter()
         .filter(|c| c.requester.id == inquiry.provider_id)
         .filter(|c| inquiry.trace.is_none() || c.trace == inquiry.trace)
+        .inspect(|c| crate::audit_case(&ctx, c))
         .map(|c| json!({ "name": "return", "resource": response_bundle(c, Flavor::Inquiry, now) }))
         .collect();
     tracing::info!(request_id = %ctx.request_id, matches = params.len(), "PAS inquiry answered");

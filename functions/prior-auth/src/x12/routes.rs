@@ -198,11 +198,13 @@ async fn answer(
                 answered += 1;
                 match result {
                     SetResult::Created(case) => {
+                        crate::audit_case(ctx, case);
                         payer = case.payer.clone();
                         ops.extend(CaseRepo::create_ops(case, None)?);
                         write_278(&mut iw, &st02, req, Some(case), None, now);
                     }
                     SetResult::Existing { case, version, changed } => {
+                        crate::audit_case(ctx, case);
                         payer = case.payer.clone();
                         if *changed {
                             ops.extend(CaseRepo::save_ops(case, *version, None)?);

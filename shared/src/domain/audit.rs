@@ -1,0 +1,581 @@
+//! The audit trail: one record per authenticated request (who, which client, what operation, which resources and
+//! members, the outcome, the request id, when), append-only and hash-chained, so that a changed, removed or
+//! truncated record is found by [`verify`].
+//!
+//! Records are kept in chains: one per partner and shard (`AUDIT#<partner>#<shard>`), each a run of items
+//! `SEQ#<seq>` (seq from 1, no gaps) and a `HEAD` item naming the last seq and its hash. A record's hash is
+//! SHA-256 over the previous record's hash and the record's canonical JSON; appending writes the record and moves
+//! the head in one transaction, conditional on the head's version, so two appends never take the same seq. The
+//! shards (a request's id picks one) keep a busy partner's concurrent requests from contending for one head. Each
+//! member a record names gets an index item (`AUDITMEMBER#<member id>`) in the same transaction, for a member's
+//! history. Nothing here has a TTL: the records are kept (six years; see the README on retention).
+//!
+//! The chain protects against edits of part of the trail; an attacker able to rewrite every record from some
+//! point and the head could forge a consistent tail, so each append logs the new head hash (no PHI: a digest) to
+//! the function's log, an independent copy to check the head against.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use crate::ports::{Item, Key, PortError, PortResult, Query, StateStore, WriteOp};
+
+/// Chains per partner.
+pub const AUDIT_SHARDS: u32 = 8;
+
+/// The hash before a chain's first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Most members one record indexes (a record about more names them all, but indexes the first ones).
+pub const MAX_INDEXED_MEMBERS: usize = 20;
+
+/// Attempts to take a chain's next seq when concurrent appends race for it.
+const APPEND_ATTEMPTS: u32 = 12;
+
+/// The chains' registry partition: one item per chain, so [`verify`] finds every chain.
+const CHAINS_PK: &str = "AUDITCHAINS";
+
+/// What a request did, as FHIR AuditEvent.action codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditAction {
+    /// Create.
+    C,
+    /// Read (view, search).
+    R,
+    /// Update.
+    U,
+    /// Delete.
+    D,
+    /// Execute (an operation such as `$submit` or a CDS hook).
+    E,
+}
+
+impl AuditAction {
+    /// From an HTTP method: GET reads, PUT updates, DELETE deletes, POST creates (operations say [`AuditAction::E`]
+    /// themselves).
+    pub fn from_method(method: &str, path: &str) -> Self {
+        match method {
+            "GET" | "HEAD" => AuditAction::R,
+            "PUT" | "PATCH" => AuditAction::U,
+            "DELETE" => AuditAction::D,
+            _ if path.contains('$') || path.starts_with("/cds-services") || path.starts_with("/x12/") => AuditAction::E,
+            _ => AuditAction::C,
+        }
+    }
+}
+
+/// What one request is recorded as (before it is chained).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// The partner the caller's token names.
+    pub partner: String,
+    /// The client the token was issued to.
+    pub client_id: String,
+    /// What it did.
+    pub action: AuditAction,
+    /// The route (`POST /fhir/Claim/$submit`): the template, never the raw path or query.
+    pub operation: String,
+    /// Ids of what the request touched (`case/…`, `attachment/…`, `assertion/…`).
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// Member ids the request was about.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// The HTTP status answered.
+    pub outcome: u16,
+    /// The request id (`x-request-id`).
+    pub request_id: String,
+}
+
+/// A chained record, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    /// The chain (`<partner>#<shard>`).
+    pub chain: String,
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// The previous record's hash ([`GENESIS`] for the first).
+    pub prev: String,
+    /// What happened.
+    pub entry: AuditEntry,
+    /// SHA-256 (hex) over `prev` and the canonical JSON of chain, seq and entry.
+    pub hash: String,
+}
+
+/// The fields a record's hash covers, in a fixed order (serde serializes struct fields in declaration order, so
+/// the bytes are canonical for a given record).
+#[derive(Serialize)]
+struct Hashed<'a> {
+    chain: &'a str,
+    seq: u64,
+    prev: &'a str,
+    entry: &'a AuditEntry,
+}
+
+/// The hash of the record at `seq` of `chain` after `prev`.
+pub fn record_hash(chain: &str, seq: u64, prev: &str, entry: &AuditEntry) -> PortResult<String> {
+    let bytes = serde_json::to_vec(&Hashed { chain, seq, prev, entry })
+        .map_err(|e| PortError::Invalid(format!("audit entry does not serialize: {e}")))?;
+    Ok(hex::encode(crate::vault::sha256(&bytes)))
+}
+
+fn chain_pk(chain: &str) -> String {
+    format!("AUDIT#{chain}")
+}
+
+fn seq_sk(seq: u64) -> String {
+    format!("SEQ#{seq:012}")
+}
+
+/// The chain a request of `partner` with `request_id` appends to.
+pub fn chain_for(partner: &str, request_id: &str) -> String {
+    let shard = crate::vault::sha256(request_id.as_bytes())[0] as u32 % AUDIT_SHARDS;
+    format!("{partner}#{shard}")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+/// Appends records and reads them back.
+#[derive(Clone)]
+pub struct AuditLog {
+    store: Arc<dyn StateStore>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// The log over `store`.
+    pub fn new(store: Arc<dyn StateStore>) -> Self {
+        AuditLog { store }
+    }
+
+    /// Appends `entry` to its partner's chain (the shard its request id picks) and returns the record.
+    pub async fn append(&self, entry: AuditEntry) -> PortResult<AuditRecord> {
+        let chain = chain_for(&entry.partner, &entry.request_id);
+        let head_key = Key::new(chain_pk(&chain), "HEAD");
+        for attempt in 0..APPEND_ATTEMPTS {
+            let (head, version) = match self.store.get(&head_key).await? {
+                Some(item) => {
+                    let head: Head = serde_json::from_value(item.body.clone())
+                        .map_err(|e| PortError::undecodable("audit head", &e))?;
+                    (head, item.version)
+                }
+                None => (Head { seq: 0, hash: GENESIS.to_owned() }, 0),
+            };
+            let seq = head.seq + 1;
+            let hash = record_hash(&chain, seq, &head.hash, &entry)?;
+            let record = AuditRecord { chain: chain.clone(), seq, prev: head.hash, entry: entry.clone(), hash };
+            let ops = append_ops(&record, version)?;
+            match self.store.transact(ops).await {
+                Ok(()) => {
+                    tracing::info!(audit_chain = %record.chain, audit_seq = seq, audit_head = %record.hash, "audit appended");
+                    return Ok(record);
+                }
+                Err(PortError::Conflict(_)) => {
+                    // Another append took this seq: back off a little (jittered) and take the next.
+                    let jitter = u64::from(rand::random::<u8>() % 8);
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 2 + jitter)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(PortError::Unavailable("the audit chain is too busy; retry".into()))
+    }
+
+    /// A page of a chain's records in order, at most `limit`, from the start or from a previous page's cursor;
+    /// returns the records and the next page's cursor.
+    pub async fn records(
+        &self,
+        chain: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> PortResult<(Vec<AuditRecord>, Option<String>)> {
+        let mut q = Query::prefix(chain_pk(chain), "SEQ#", limit);
+        q.after = cursor;
+        let page = self.store.query(&q).await?;
+        let records = page.items.into_iter().map(decode_record).collect::<PortResult<Vec<_>>>()?;
+        Ok((records, page.next))
+    }
+
+    /// Every chain there is.
+    pub async fn chains(&self) -> PortResult<Vec<String>> {
+        let mut out = Vec::new();
+        let mut q = Query::prefix(CHAINS_PK, "", 1000);
+        loop {
+            let page = self.store.query(&q).await?;
+            out.extend(page.items.into_iter().map(|i| i.key.sk));
+            match page.next {
+                Some(next) => q.after = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// A chain's head: (last seq, its hash); `None` for a chain never written.
+    pub async fn head(&self, chain: &str) -> PortResult<Option<(u64, String)>> {
+        match self.store.get(&Key::new(chain_pk(chain), "HEAD")).await? {
+            Some(item) => {
+                let head: Head =
+                    serde_json::from_value(item.body).map_err(|e| PortError::undecodable("audit head", &e))?;
+                Ok(Some((head.seq, head.hash)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// A partner's history (every shard), oldest first, at most `limit` records.
+    pub async fn partner_history(&self, partner: &str, limit: usize) -> PortResult<Vec<AuditRecord>> {
+        let mut all = Vec::new();
+        for shard in 0..AUDIT_SHARDS {
+            let chain = format!("{partner}#{shard}");
+            let mut cursor = None;
+            loop {
+                let (page, next) = self.records(&chain, cursor, 500).await?;
+                all.extend(page);
+                match next {
+                    Some(next) if all.len() <= limit * 2 => cursor = Some(next),
+                    _ => break,
+                }
+            }
+        }
+        all.sort_by(|a, b| (&a.entry.at, &a.chain, a.seq).cmp(&(&b.entry.at, &b.chain, b.seq)));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// The records that name `member`, oldest first, at most `limit`.
+    pub async fn member_history(&self, member: &str, limit: usize) -> PortResult<Vec<AuditRecord>> {
+        let mut q = Query::prefix(member_pk(member), "", limit.min(1000));
+        let mut out = Vec::new();
+        loop {
+            let page = self.store.query(&q).await?;
+            for item in &page.items {
+                let (Some(chain), Some(seq)) = (item.body["chain"].as_str(), item.body["seq"].as_u64()) else {
+                    continue;
+                };
+                if let Some(rec) = self.store.get(&Key::new(chain_pk(chain), seq_sk(seq))).await? {
+                    out.push(decode_record(rec)?);
+                }
+            }
+            match page.next {
+                Some(next) if out.len() < limit => q.after = Some(next),
+                _ => break,
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+fn member_pk(member: &str) -> String {
+    // Member ids are short payer identifiers; a hash bounds the key for anything longer.
+    if member.len() <= 64 && member.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        format!("AUDITMEMBER#{member}")
+    } else {
+        format!("AUDITMEMBER#h{}", hex::encode(&crate::vault::sha256(member.as_bytes())[..16]))
+    }
+}
+
+fn decode_record(item: Item) -> PortResult<AuditRecord> {
+    serde_json::from_value(item.body).map_err(|e| PortError::undecodable("audit record", &e))
+}
+
+/// The writes of one append: the record, the head moved (created for a new chain, with its registry item), and
+/// the member index items.
+fn append_ops(record: &AuditRecord, head_version: u64) -> PortResult<Vec<WriteOp>> {
+    let body = serde_json::to_value(record).map_err(|e| PortError::Invalid(e.to_string()))?;
+    let head = Item::new(
+        Key::new(chain_pk(&record.chain), "HEAD"),
+        json!(Head { seq: record.seq, hash: record.hash.clone() }),
+    );
+    let mut ops = vec![WriteOp::PutNew(Item::new(Key::new(chain_pk(&record.chain), seq_sk(record.seq)), body))];
+    if head_version == 0 {
+        ops.push(WriteOp::PutNew(head));
+        ops.push(WriteOp::PutNew(Item::new(Key::new(CHAINS_PK, record.chain.clone()), json!({}))));
+    } else {
+        ops.push(WriteOp::Update { item: head, expected_version: head_version });
+    }
+    let mut members: Vec<&String> = record.entry.members.iter().collect();
+    members.sort();
+    members.dedup();
+    for member in members.into_iter().take(MAX_INDEXED_MEMBERS) {
+        let sk = format!("{}#{}#{:012}", record.entry.at, record.chain, record.seq);
+        ops.push(WriteOp::PutNew(Item::new(
+            Key::new(member_pk(member), sk),
+            json!({"chain": record.chain, "seq": record.seq}),
+        )));
+    }
+    Ok(ops)
+}
+
+/// A problem [`verify`] found, with its position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainProblem {
+    /// The chain.
+    pub chain: String,
+    /// The seq where it shows.
+    pub seq: u64,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyReport {
+    /// Chains walked.
+    pub chains: usize,
+    /// Records checked.
+    pub records: u64,
+    /// Problems, in chain order (at most one per chain: the first break).
+    pub problems: Vec<ChainProblem>,
+}
+
+impl VerifyReport {
+    /// Whether every chain is whole.
+    pub fn is_intact(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Walks every chain from its first record: each seq present in order, each `prev` the hash before it, each hash
+/// recomputed from the record, and the head naming the last record. Reports the first break of each chain.
+pub async fn verify(log: &AuditLog) -> PortResult<VerifyReport> {
+    let mut report = VerifyReport::default();
+    for chain in log.chains().await? {
+        report.chains += 1;
+        let mut expected_seq = 1;
+        let mut prev = GENESIS.to_owned();
+        let mut broken = None;
+        let mut cursor = None;
+        'walk: loop {
+            let (page, next) = log.records(&chain, cursor, 500).await?;
+            for rec in page {
+                report.records += 1;
+                let problem = if rec.seq != expected_seq {
+                    Some((expected_seq, format!("record {expected_seq} is missing (next found: {})", rec.seq)))
+                } else if rec.chain != chain {
+                    Some((rec.seq, "the record names another chain".to_owned()))
+                } else if rec.prev != prev {
+                    Some((rec.seq, "the record does not follow the one before it (prev hash differs)".to_owned()))
+                } else if record_hash(&chain, rec.seq, &rec.prev, &rec.entry)? != rec.hash {
+                    Some((rec.seq, "the record was changed (its hash does not match its content)".to_owned()))
+                } else {
+                    None
+                };
+                if let Some((seq, problem)) = problem {
+                    broken = Some(ChainProblem { chain: chain.clone(), seq, problem });
+                    break 'walk;
+                }
+                prev = rec.hash;
+                expected_seq += 1;
+            }
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        if broken.is_none() {
+            let last = expected_seq - 1;
+            broken = match log.head(&chain).await? {
+                Some((seq, hash)) if seq == last && hash == prev => None,
+                Some((seq, _)) if seq > last => Some(ChainProblem {
+                    chain: chain.clone(),
+                    seq: last + 1,
+                    problem: format!("records {} to {seq} are missing (the head names {seq})", last + 1),
+                }),
+                Some((seq, _)) => Some(ChainProblem {
+                    chain: chain.clone(),
+                    seq,
+                    problem: "the head does not name the last record".to_owned(),
+                }),
+                None => {
+                    Some(ChainProblem { chain: chain.clone(), seq: 0, problem: "the chain has no head".to_owned() })
+                }
+            };
+        }
+        report.problems.extend(broken);
+    }
+    Ok(report)
+}
+
+/// A record as a FHIR R4 AuditEvent (type `rest`), for exports.
+pub fn as_audit_event(rec: &AuditRecord) -> Value {
+    let e = &rec.entry;
+    let outcome = match e.outcome {
+        0..=399 => "0",
+        400..=499 => "4",
+        _ => "8",
+    };
+    let mut entities: Vec<Value> = e
+        .resources
+        .iter()
+        .map(|r| json!({"what": {"identifier": {"value": r}}, "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"}}))
+        .collect();
+    entities.extend(e.members.iter().map(|m| {
+        json!({"what": {"identifier": {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MB"}]}, "value": m}},
+               "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1", "display": "Person"},
+               "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient"}})
+    }));
+    json!({
+        "resourceType": "AuditEvent",
+        "id": format!("{}-{}", rec.chain.replace('#', "-"), rec.seq),
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"},
+        "action": e.action,
+        "recorded": e.at,
+        "outcome": outcome,
+        "outcomeDesc": format!("HTTP {}", e.outcome),
+        "agent": [{
+            "who": {"identifier": {"system": "urn:exchange:partner", "value": e.partner}},
+            "altId": e.client_id,
+            "requestor": true
+        }],
+        "source": {"observer": {"display": "payer-provider-exchange"}, "site": e.operation},
+        "entity": entities,
+        "extension": [
+            {"url": "urn:exchange:audit:request-id", "valueString": e.request_id},
+            {"url": "urn:exchange:audit:chain", "valueString": rec.chain},
+            {"url": "urn:exchange:audit:seq", "valueInteger": rec.seq},
+            {"url": "urn:exchange:audit:hash", "valueString": rec.hash}
+        ]
+    })
+}
+
+/// `at` for an entry: RFC 3339 UTC with milliseconds (sorts as text).
+pub fn timestamp(now: OffsetDateTime) -> String {
+    let t = now.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::memory::MemoryStateStore;
+
+    fn entry(partner: &str, request_id: &str, members: &[&str]) -> AuditEntry {
+        AuditEntry {
+            at: "2026-03-10T10:00:00.000Z".into(),
+            partner: partner.into(),
+            client_id: partner.into(),
+            action: AuditAction::R,
+            operation: "GET /attachments/{id}".into(),
+            resources: vec!["attachment/a1".into()],
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+            outcome: 200,
+            request_id: request_id.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_chain_and_verify_finds_edits_removals_and_truncation() {
+        let store = Arc::new(MemoryStateStore::new());
+        let log = AuditLog::new(store.clone());
+        // The same request id keeps every record in one chain.
+        let mut recs = Vec::new();
+        for i in 0..5 {
+            recs.push(log.append(entry("demo-provider", "req-1", &[&format!("M{i}")])).await.expect("append"));
+        }
+        assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        assert_eq!(recs[0].prev, GENESIS);
+        assert!(recs.windows(2).all(|w| w[1].prev == w[0].hash));
+        let report = verify(&log).await.expect("verify");
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!((report.chains, report.records), (1, 5));
+        assert_eq!(log.member_history("M3", 10).await.expect("member").len(), 1);
+        assert_eq!(log.partner_history("demo-provider", 10).await.expect("partner").len(), 5);
+
+        let chain = recs[0].chain.clone();
+        let key = |seq: u64| Key::new(chain_pk(&chain), seq_sk(seq));
+        // Changed: record 3's outcome.
+        let item = store.get(&key(3)).await.expect("get").expect("record 3");
+        let mut changed = item.clone();
+        changed.body["entry"]["outcome"] = json!(404);
+        store.update(changed, item.version).await.expect("tamper");
+        let report = verify(&log).await.expect("verify");
+        assert_eq!(report.problems.len(), 1);
+        assert_eq!(report.problems[0].seq, 3);
+        assert!(report.problems[0].problem.contains("changed"), "{report:?}");
+        store.update(item, 2).await.expect("restore");
+        assert!(verify(&log).await.expect("verify").is_intact());
+
+        // Removed: record 2.
+        store.transact(vec![WriteOp::Delete { key: key(2), expected_version: 1 }]).await.expect("remove");
+        let report = verify(&log).await.expect("verify");
+        assert_eq!((report.problems[0].seq, report.problems[0].problem.contains("missing")), (2, true));
+    }
+
+    #[tokio::test]
+    async fn a_truncated_tail_is_found_through_the_head() {
+        let store = Arc::new(MemoryStateStore::new());
+        let log = AuditLog::new(store.clone());
+        let mut last = None;
+        for _ in 0..3 {
+            last = Some(log.append(entry("demo-payer", "req-9", &[])).await.expect("append"));
+        }
+        let last = last.expect("records");
+        store
+            .transact(vec![WriteOp::Delete { key: Key::new(chain_pk(&last.chain), seq_sk(3)), expected_version: 1 }])
+            .await
+            .expect("truncate");
+        let report = verify(&log).await.expect("verify");
+        assert_eq!(report.problems.len(), 1, "{report:?}");
+        assert_eq!(report.problems[0].seq, 3);
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_take_distinct_seqs() {
+        let log = AuditLog::new(Arc::new(MemoryStateStore::new()));
+        let tasks: Vec<_> = (0..24)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move { log.append(entry("busy", &format!("r{}", i % 2), &[])).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task").expect("append");
+        }
+        let report = verify(&log).await.expect("verify");
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!(report.records, 24);
+    }
+
+    #[test]
+    fn audit_events_carry_the_outcome_and_the_members() {
+        let rec = AuditRecord {
+            chain: "p#1".into(),
+            seq: 7,
+            prev: GENESIS.into(),
+            entry: AuditEntry { outcome: 404, ..entry("p", "r", &["M1"]) },
+            hash: "h".into(),
+        };
+        let ev = as_audit_event(&rec);
+        assert_eq!(ev["outcome"], "4");
+        assert_eq!(ev["action"], "R");
+        assert_eq!(ev["entity"][1]["what"]["identifier"]["value"], "M1");
+    }
+}

@@ -1,0 +1,118 @@
+//! The audit trail end to end: requests through the eligibility router append records naming the caller, the
+//! route, the members answered and the outcome; the admin exports them as AuditEvents by partner and by member;
+//! a record changed or removed in the store is reported by `GET /admin/audit/verify` with its position.
+
+use std::sync::Arc;
+
+use exchange_core::ports::{Key, Query, WriteOp};
+use exchange_tests::{Reply, TestExchange};
+use serde_json::Value;
+use time::macros::date;
+
+async fn exchange() -> (TestExchange, axum::Router) {
+    let ex = TestExchange::on(date!(2026 - 03 - 10)).await;
+    let auth = Arc::new(auth::Auth::new(ex.app.clone(), auth::Settings::default()));
+    let router = ex.router.clone().merge(auth::routes(auth));
+    (ex, router)
+}
+
+async fn get(router: &axum::Router, path: &str, token: &str) -> Reply {
+    let mut event = exchange_tests::post_event(path, "application/json", Some(token), b"");
+    event["requestContext"]["http"]["method"] = Value::from("GET");
+    event["routeKey"] = Value::from(format!("GET {path}"));
+    event["body"] = Value::Null;
+    let (p, q) = path.split_once('?').unwrap_or((path, ""));
+    event["rawPath"] = Value::from(p);
+    event["requestContext"]["http"]["path"] = Value::from(p);
+    event["rawQueryString"] = Value::from(q);
+    let req = lambda_http::request::from_str(&event.to_string()).expect("event");
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let resp = router.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
+    Reply { status, headers, body }
+}
+
+fn sample_270() -> Vec<u8> {
+    std::fs::read(exchange_tests::repo_root().join("events/eligibility/sample-270.x12")).expect("sample")
+}
+
+#[tokio::test]
+async fn requests_are_recorded_exported_by_partner_and_member_and_tampering_is_found() {
+    let (ex, router) = exchange().await;
+    let answer = ex.post_270(&sample_270()).await;
+    assert_eq!(answer.status, 200);
+    let request_id = answer.header("x-request-id").to_owned();
+    let admin = ex.token("admin").await;
+
+    // By partner: one AuditEvent for the 270, naming the member the 271 answered and the vaulted exchange.
+    let trail = get(&router, "/admin/audit?partner=demo-provider", &admin).await;
+    assert_eq!(trail.status, 200, "{}", trail.text());
+    let events = trail.json()["entry"].as_array().cloned().unwrap_or_default();
+    assert_eq!(events.len(), 1, "{}", trail.text());
+    let event = &events[0]["resource"];
+    assert_eq!(event["resourceType"], "AuditEvent");
+    assert_eq!(event["action"], "E");
+    assert_eq!(event["outcome"], "0");
+    assert_eq!(event["source"]["site"], "POST /x12/270");
+    assert_eq!(event["agent"][0]["who"]["identifier"]["value"], "demo-provider");
+    let ext = |url: &str| event["extension"].as_array().and_then(|a| a.iter().find(|e| e["url"] == url)).cloned();
+    assert_eq!(ext("urn:exchange:audit:request-id").map(|e| e["valueString"].clone()), Some(Value::from(request_id)));
+    let entity_values: Vec<&str> = event["entity"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["what"]["identifier"]["value"].as_str())
+        .collect();
+    let member = "11122333301";
+    assert!(entity_values.contains(&member), "{entity_values:?}");
+    assert!(entity_values.iter().any(|v| v.starts_with("exchange/x12/270/demo-provider/")), "{entity_values:?}");
+
+    // By member: the same record.
+    let by_member = get(&router, &format!("/admin/audit?member={member}"), &admin).await;
+    assert_eq!(by_member.json()["total"], 1, "{}", by_member.text());
+
+    // Not the admin: 403, and nothing of the trail (this refusal is itself recorded).
+    let provider = ex.token("demo-provider").await;
+    let refused = get(&router, "/admin/audit?partner=demo-provider", &provider).await;
+    assert_eq!(refused.status, 403);
+    assert!(!refused.text().contains(member));
+
+    let verified = get(&router, "/admin/audit/verify", &admin).await.json();
+    assert_eq!(verified["intact"], true, "{verified}");
+
+    // Change the first record of demo-provider's chain in the store: the verification names chain and seq.
+    let store = ex.app.store.clone();
+    let chain = event["extension"][1]["valueString"].as_str().expect("chain").to_owned();
+    let key = Key::new(format!("AUDIT#{chain}"), "SEQ#000000000001");
+    let item = store.get(&key).await.expect("get").expect("the record");
+    let mut changed = item.clone();
+    changed.body["entry"]["outcome"] = Value::from(500);
+    store.update(changed, item.version).await.expect("tamper");
+    let report = get(&router, "/admin/audit/verify", &admin).await.json();
+    assert_eq!(report["intact"], false, "{report}");
+    let problem = report["problems"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["chain"] == chain.as_str()))
+        .cloned()
+        .expect("the chain is reported");
+    assert_eq!(problem["seq"], 1);
+
+    // Removed instead: still found, at the same position.
+    let current = store.get(&key).await.expect("get").expect("record").version;
+    store.transact(vec![WriteOp::Delete { key: key.clone(), expected_version: current }]).await.expect("remove");
+    let report = get(&router, "/admin/audit/verify", &admin).await.json();
+    let problem = report["problems"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["chain"] == chain.as_str()))
+        .cloned()
+        .expect("the chain is reported");
+    assert_eq!(problem["seq"], 1, "{report}");
+    assert!(problem["problem"].as_str().unwrap_or("").contains("missing"), "{report}");
+
+    // No audit item carries a TTL: the trail is kept.
+    let page = store.query(&Query::prefix(format!("AUDIT#{chain}"), "", 100)).await.expect("query");
+    assert!(!page.items.is_empty() && page.items.iter().all(|i| i.ttl.is_none()));
+}
