@@ -82,6 +82,21 @@ impl App {
     pub async fn from_aws_env() -> Result<Self, PortError> {
         let adapters = crate::adapters::aws::AwsAdapters::from_env().await?;
         let vault = adapters.vault();
-        Ok(App::new(adapters.store, vault, adapters.keys, Arc::new(SystemClock), adapters.transfers))
+        let app = App::new(adapters.store, vault, adapters.keys, Arc::new(SystemClock), adapters.transfers);
+        app.bootstrap_admin_from_env()?;
+        Ok(app)
+    }
+
+    /// `BOOTSTRAP_ADMIN_JWKS` (a JWK Set, JSON), when set and not empty: the keys of the admin a new deployment
+    /// starts with, until its first payer data is loaded ([`PayerDataRepo::set_bootstrap_admin`]).
+    pub fn bootstrap_admin_from_env(&self) -> Result<(), PortError> {
+        match std::env::var("BOOTSTRAP_ADMIN_JWKS") {
+            Ok(raw) if !raw.trim().is_empty() => {
+                let jwks: crate::jose::Jwks = serde_json::from_str(&raw)
+                    .map_err(|_| PortError::Invalid("BOOTSTRAP_ADMIN_JWKS is not a JWK Set (JSON)".into()))?;
+                self.repo.set_bootstrap_admin(jwks)
+            }
+            _ => Ok(()),
+        }
     }
 }

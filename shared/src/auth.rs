@@ -271,6 +271,7 @@ mod tests {
             scopes: vec!["eligibility".into()],
             jwks: None,
             cds_issuers: vec![],
+            payer_ids: vec![],
         }
     }
 

@@ -18,6 +18,7 @@ const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 
 struct Fixture {
     router: axum::Router,
+    app: Arc<exchange_core::app::App>,
     clock: Arc<SteppingClock>,
     key: p384::ecdsa::SigningKey,
     _dir: tempfile::TempDir,
@@ -60,8 +61,9 @@ impl Fixture {
         }
         app.repo.load(&data).await.expect("load");
         let settings = auth::Settings { public_base_url: Some(BASE.into()) };
-        let router = auth::routes(Arc::new(auth::Auth::new(app.clone(), settings))).merge(eligibility::router(app));
-        Fixture { router, clock, key, _dir: dir }
+        let router =
+            auth::routes(Arc::new(auth::Auth::new(app.clone(), settings))).merge(eligibility::router(app.clone()));
+        Fixture { router, app, clock, key, _dir: dir }
     }
 
     fn now(&self) -> i64 {
@@ -90,6 +92,28 @@ impl Fixture {
 
     async fn send(&self, path: &str, content_type: &str, token: Option<&str>, body: &[u8]) -> Reply {
         let event = post_event(path, content_type, token, body);
+        let req = lambda_http::request::from_str(&event.to_string()).expect("event");
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let resp = self.router.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
+        Reply { status, headers, body }
+    }
+
+    /// An exchange token for a registered partner, as the admin tooling issues it.
+    async fn token(&self, partner: &str) -> String {
+        use exchange_core::ports::Clock;
+        let id = exchange_core::domain::PartnerId::parse(partner).expect("id");
+        let p = self.app.repo.partner(&id).await.expect("repo").expect("registered");
+        self.app.tokens.issue(&p, self.clock.now(), 300).await.expect("token")
+    }
+
+    async fn send_as(&self, method: &str, path: &str, token: &str, body: &[u8]) -> Reply {
+        let mut event = post_event(path, "application/json", Some(token), body);
+        event["requestContext"]["http"]["method"] = Value::from(method);
+        event["routeKey"] = Value::from(format!("{method} {path}"));
         let req = lambda_http::request::from_str(&event.to_string()).expect("event");
         use http_body_util::BodyExt;
         use tower::ServiceExt;
@@ -278,4 +302,82 @@ async fn an_rs384_key_is_accepted_too() {
     let access = reply.json()["access_token"].as_str().expect("token").to_owned();
     let answer = fx.send("/x12/270", "application/edi-x12", Some(&access), &sample_270()).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
+}
+
+#[tokio::test]
+async fn the_admin_registers_a_partners_keys_by_loading_payer_data() {
+    let fx = Fixture::new().await;
+    let key = p384::ecdsa::SigningKey::random(&mut rand::thread_rng());
+    let now = fx.now();
+    let claims =
+        json!({"iss": "other-provider", "sub": "other-provider", "aud": TOKEN_URL, "exp": now + 200, "jti": "o-1"});
+    let assertion = sign(&key, "other-1", &claims);
+    assert_eq!(fx.ask(&assertion, "eligibility").await.status, 401, "no keys registered yet");
+
+    let mut data: Value = serde_json::from_slice(&std::fs::read(demo_data_path()).expect("demo")).expect("json");
+    for p in data["tradingPartners"].as_array_mut().expect("partners") {
+        if p["id"] == "other-provider" {
+            p["jwks"] = json!({"keys": [jwk(&key, "other-1")]});
+        }
+    }
+    let admin = fx.token("admin").await;
+    let provider = fx.token("demo-provider").await;
+    let body = serde_json::to_vec(&data).expect("json");
+    assert_eq!(fx.send_as("PUT", "/admin/payer-data", &provider, &body).await.status, 403, "a provider loads nothing");
+    let mut bad = data.clone();
+    bad["members"][0]["dateOfBirth"] = json!("1961-13-45");
+    let refused = fx.send_as("PUT", "/admin/payer-data", &admin, &serde_json::to_vec(&bad).expect("json")).await;
+    assert_eq!(refused.status, 422, "{}", refused.text());
+    assert!(refused.text().contains("/members/0/dateOfBirth"), "{}", refused.text());
+    assert!(!refused.text().contains("1961-13-45"), "the bad value is not echoed");
+    let loaded = fx.send_as("PUT", "/admin/payer-data", &admin, &body).await;
+    assert_eq!(loaded.status, 200, "{}", loaded.text());
+    assert!(loaded.json()["version"].as_u64().is_some_and(|v| v >= 2));
+
+    // Loaded: the partner's next assertion gets a token (other instances see new payer data within 30 s).
+    let now = fx.now();
+    let claims =
+        json!({"iss": "other-provider", "sub": "other-provider", "aud": TOKEN_URL, "exp": now + 200, "jti": "o-2"});
+    let reply = fx.ask(&sign(&key, "other-1", &claims), "eligibility").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn a_new_deployments_bootstrap_admin_loads_the_first_payer_data_and_then_counts_no_more() {
+    use exchange_core::adapters::embedded::{EmbeddedAdapters, LocalTransfers};
+    use exchange_core::app::App;
+    use exchange_core::jose::Jwks;
+    use exchange_core::ports::StateStore;
+    use exchange_core::vault::DocumentVault;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let adapters = EmbeddedAdapters::open(dir.path()).expect("adapters");
+    let clock = Arc::new(SteppingClock::at(datetime!(2026-03-10 10:00 UTC)));
+    let store: Arc<dyn StateStore> = Arc::new((*adapters.store).clone().with_clock(clock.clone()));
+    let keys = adapters.keys.clone();
+    let app = Arc::new(App::new(
+        store.clone(),
+        DocumentVault::new(adapters.blobs.clone(), keys.clone()),
+        keys,
+        clock.clone(),
+        Arc::new(LocalTransfers::new(store, "")),
+    ));
+    let key = p384::ecdsa::SigningKey::random(&mut rand::thread_rng());
+    app.repo.set_bootstrap_admin(Jwks { keys: vec![jwk(&key, "boot-1")] }).expect("bootstrap");
+    let settings = auth::Settings { public_base_url: Some(BASE.into()) };
+    let fx =
+        Fixture { router: auth::routes(Arc::new(auth::Auth::new(app.clone(), settings))), app, clock, key, _dir: dir };
+    let now = fx.now();
+    let assertion = |iss: &str, jti: &str| {
+        sign(&fx.key, "boot-1", &json!({"iss": iss, "sub": iss, "aud": TOKEN_URL, "exp": now + 200, "jti": jti}))
+    };
+    assert_eq!(fx.ask(&assertion("demo-provider", "b-0"), "eligibility").await.status, 401, "only the admin exists");
+    let reply = fx.ask(&assertion("admin", "b-1"), "admin").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let admin = reply.json()["access_token"].as_str().expect("token").to_owned();
+    let data = std::fs::read(demo_data_path()).expect("demo");
+    let loaded = fx.send_as("PUT", "/admin/payer-data", &admin, &data).await;
+    assert_eq!(loaded.status, 200, "{}", loaded.text());
+    // Loaded: the demo data's admin registers no keys, so the bootstrap key opens nothing any more.
+    assert_eq!(fx.ask(&assertion("admin", "b-2"), "admin").await.status, 401);
 }

@@ -70,7 +70,7 @@ async fn viewer(svc: &Attachments, ctx: &CallerContext) -> Result<Option<Viewer>
     match ctx.caller.role {
         PartnerRole::Payer if ctx.caller.has_scope("attachments") || ctx.caller.has_scope("reviewer") => {
             let data = svc.core.repo.current().await?.ok_or_else(|| PortError::Unavailable("no payer data".into()))?;
-            Ok(Some(Viewer::Payer(data.payer.id)))
+            Ok(ctx.partner.acts_for(&data.payer).then_some(Viewer::Payer(data.payer.id)))
         }
         PartnerRole::Provider if ctx.caller.has_scope("attachments") => {
             Ok(Some(Viewer::Provider(ctx.caller.partner.as_str().to_owned())))

@@ -15,6 +15,7 @@ use exchange_core::auth::random_id;
 use exchange_core::domain::attachment_requests::{AttachmentRequest, NeededDocument, RequestStatus};
 use exchange_core::domain::attachments::AttachTo;
 use exchange_core::domain::ids::MAX_REFERENCE_LEN;
+use exchange_core::domain::payer_data::Payer;
 use exchange_core::domain::prior_auth::rfc3339;
 use exchange_core::domain::PartnerRole;
 use exchange_core::fhir::{FhirError, FHIR_JSON};
@@ -224,6 +225,9 @@ pub async fn create(
         .map_err(|e| FhirError::invalid("structure", format!("the body is not JSON: {e}"), None))?;
     let mut req = parse_task(&task)?;
     let data = svc.core.repo.current().await.map_err(port(&ctx))?.ok_or(FhirError::Unavailable)?;
+    if !ctx.partner.acts_for(&data.payer) {
+        return Err(FhirError::Forbidden("the caller does not act for this payer".into()));
+    }
     if let Some(named) = task["requester"]["identifier"]["value"].as_str() {
         if !data.payer.answers_to(named) {
             return Err(FhirError::unprocessable(
@@ -262,10 +266,15 @@ pub async fn create(
     Ok(resp)
 }
 
-/// Whether the caller may see `req`: the payer that it belongs to, or the provider organisation it asks.
-fn sees(ctx: &CallerContext, req: &AttachmentRequest) -> bool {
+/// Whether the caller may see `req`: a partner acting for the payer it belongs to (the one that created it, or a
+/// reviewer), or the provider organisation it asks.
+fn sees(ctx: &CallerContext, payer: &Payer, req: &AttachmentRequest) -> bool {
     match ctx.caller.role {
-        PartnerRole::Payer => req.requested_by == ctx.caller.partner.as_str() || ctx.caller.has_scope("reviewer"),
+        PartnerRole::Payer => {
+            payer.answers_to(&req.payer)
+                && ctx.partner.acts_for(payer)
+                && (req.requested_by == ctx.caller.partner.as_str() || ctx.caller.has_scope("reviewer"))
+        }
         PartnerRole::Provider => ctx.partner.may_submit_for(&req.owner_npi),
         PartnerRole::Admin => false,
     }
@@ -277,8 +286,9 @@ pub async fn read(
     ctx: CallerContext,
     Path(id): Path<String>,
 ) -> Result<Response, FhirError> {
+    let data = svc.core.repo.current().await.map_err(port(&ctx))?.ok_or(FhirError::Unavailable)?;
     match svc.requests.get(&id).await.map_err(port(&ctx))? {
-        Some((req, _)) if sees(&ctx, &req) => Ok(fhir(StatusCode::OK, &task_resource(&req))),
+        Some((req, _)) if sees(&ctx, &data.payer, &req) => Ok(fhir(StatusCode::OK, &task_resource(&req))),
         _ => Err(FhirError::NotFound("no such Task".into())),
     }
 }

@@ -28,7 +28,8 @@ pub struct ExportQuery {
     pub limit: Option<usize>,
 }
 
-fn require_admin(ctx: &CallerContext) -> Result<(), Problem> {
+/// 403 unless the caller is the admin with the `admin` scope.
+pub fn require_admin(ctx: &CallerContext) -> Result<(), Problem> {
     if ctx.caller.role == PartnerRole::Admin && ctx.caller.has_scope("admin") {
         Ok(())
     } else {

@@ -10,13 +10,14 @@
 #![warn(missing_docs)]
 
 pub mod audit_routes;
+pub mod payer_data_routes;
 pub mod token_endpoint;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{middleware, Json, Router};
 use exchange_core::app::App;
 use exchange_core::domain::replay::ReplayLedger;
@@ -74,15 +75,18 @@ pub fn router(auth: Arc<Auth>) -> Router {
 }
 
 /// `POST /auth/token` (no bearer token: the client assertion is the credential) and the admin routes (bearer
-/// token, admin scope): `GET /admin/audit`, `GET /admin/audit/verify`.
+/// token, admin scope): `GET /admin/audit`, `GET /admin/audit/verify`, `PUT /admin/payer-data`.
 pub fn routes(auth: Arc<Auth>) -> Router {
     let admin = Router::new()
         .route("/admin/audit", get(audit_routes::export))
         .route("/admin/audit/verify", get(audit_routes::verify_chains))
+        .route(
+            "/admin/payer-data",
+            put(payer_data_routes::replace).layer(DefaultBodyLimit::max(exchange_core::http::MAX_BODY_BYTES + 1)),
+        )
         .route_layer(middleware::from_fn_with_state(auth.core.auth.clone(), exchange_core::http::require_caller));
     Router::new()
-        .route("/auth/token", post(token_endpoint::token))
+        .route("/auth/token", post(token_endpoint::token).layer(DefaultBodyLimit::max(MAX_TOKEN_REQUEST_BYTES)))
         .merge(admin)
         .with_state(auth)
-        .layer(DefaultBodyLimit::max(MAX_TOKEN_REQUEST_BYTES))
 }

@@ -246,6 +246,7 @@ mod tests {
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             jwks: None,
             cds_issuers: vec![],
+            payer_ids: vec![],
         }
     }
 

@@ -191,8 +191,13 @@ pub async fn get_metrics(
     ctx: CallerContext,
     ProblemQuery(q): ProblemQuery<MetricsQuery>,
 ) -> Result<Response, Problem> {
-    if !matches!(ctx.caller.role, PartnerRole::Payer | PartnerRole::Admin) {
-        return Err(Problem::forbidden("metrics are for payer and admin tokens"));
+    let acts_for_payer = match pa.core.repo.current().await {
+        Ok(Some(d)) => ctx.partner.acts_for(&d.payer),
+        Ok(None) => false,
+        Err(e) => return Err(Problem::from_port(&ctx.request_id, &e)),
+    };
+    if !(acts_for_payer || ctx.caller.role == PartnerRole::Admin) {
+        return Err(Problem::forbidden("metrics are for the payer's and admin tokens"));
     }
     let (from, to) = (date(&q.from, "from")?, date(&q.to, "to")?);
     if to < from || (to - from).whole_days() > 366 {

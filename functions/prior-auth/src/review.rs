@@ -49,9 +49,11 @@ pub struct ListQuery {
     pub limit: Option<usize>,
 }
 
+/// The payer whose cases the caller reviews: the data set's, when the caller acts for it (403 otherwise).
 async fn payer_id(pa: &PriorAuth, ctx: &CallerContext) -> Result<String, Problem> {
     match pa.core.repo.current().await {
-        Ok(Some(d)) => Ok(d.payer.id),
+        Ok(Some(d)) if ctx.partner.acts_for(&d.payer) => Ok(d.payer.id),
+        Ok(Some(_)) => Err(Problem::forbidden("the caller does not review for this payer")),
         Ok(None) => Err(Problem::unavailable()),
         Err(e) => Err(unavailable(ctx, &e)),
     }

@@ -159,7 +159,8 @@ pub async fn create(
 async fn owned(pa: &PriorAuth, ctx: &CallerContext, id: &str) -> Result<(SubscriptionRecord, u64), FhirError> {
     match pa.subscriptions.get(id).await.map_err(port(ctx))? {
         Some((s, v)) if s.owner == ctx.caller.partner.as_str() => Ok((s, v)),
-        _ => Err(FhirError::NotFound(format!("Subscription/{id} is not known"))),
+        // The id is not echoed: a 404 for another partner's Subscription reads like one for no Subscription.
+        _ => Err(FhirError::NotFound("no such Subscription".into())),
     }
 }
 

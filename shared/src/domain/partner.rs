@@ -56,12 +56,23 @@ pub struct TradingPartner {
     /// CDS Hooks: the `iss` of each CDS client (EHR) calling the CRD services on the partner's behalf.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cds_issuers: Vec<String>,
+    /// Payer partners: the payers (ids or aliases) the partner acts for; empty: the data set's payer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payer_ids: Vec<String>,
 }
 
 impl TradingPartner {
     /// Whether the partner may submit for the provider identified by `id` (an NPI or another provider id).
     pub fn may_submit_for(&self, id: &str) -> bool {
         self.npis.iter().any(|n| n.as_str() == id) || self.provider_ids.iter().any(|p| p == id)
+    }
+
+    /// Whether the partner is a payer partner acting for `payer`: any payer partner that names no payers acts for
+    /// the data set's payer; one that names payers acts only for those. Everything addressed to a payer is seen
+    /// only by the payer partners acting for it.
+    pub fn acts_for(&self, payer: &super::payer_data::Payer) -> bool {
+        self.role == PartnerRole::Payer
+            && (self.payer_ids.is_empty() || self.payer_ids.iter().any(|id| payer.answers_to(id)))
     }
 
     /// Whether the partner may send interchanges as ISA06 `sender` (any, when it registered none).

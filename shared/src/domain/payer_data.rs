@@ -652,6 +652,8 @@ pub struct PayerDataRepo {
     plans: Arc<RwLock<PlanCache>>,
     /// Partner records, read on every authenticated request: kept for the same ttl as the current version.
     partners: Arc<RwLock<PartnerCache>>,
+    /// The admin a new deployment starts with, valid only until the first payer data is loaded.
+    bootstrap_admin: Arc<std::sync::OnceLock<TradingPartner>>,
     ttl: Duration,
 }
 
@@ -663,8 +665,30 @@ impl PayerDataRepo {
             cache: Arc::new(RwLock::new(None)),
             plans: Arc::new(RwLock::new(HashMap::new())),
             partners: Arc::new(RwLock::new(HashMap::new())),
+            bootstrap_admin: Arc::new(std::sync::OnceLock::new()),
             ttl,
         }
+    }
+
+    /// Registers the bootstrap admin of a new deployment (every clone of the repository sees it): while no payer
+    /// data has been loaded, [`PayerDataRepo::partner`] answers `admin` with this partner, so that the admin can get
+    /// a token with its key and load the first payer data. Once any payer data is current, only the loaded
+    /// partners count. Set once; later calls are ignored.
+    pub fn set_bootstrap_admin(&self, jwks: crate::jose::Jwks) -> Result<(), PortError> {
+        let partner = TradingPartner {
+            id: PartnerId::parse("admin").map_err(|e| PortError::Invalid(e.to_string()))?,
+            role: crate::domain::PartnerRole::Admin,
+            name: "bootstrap admin".into(),
+            npis: vec![],
+            provider_ids: vec![],
+            x12_sender_ids: vec![],
+            scopes: vec!["admin".into()],
+            jwks: Some(jwks),
+            cds_issuers: vec![],
+            payer_ids: vec![],
+        };
+        let _ = self.bootstrap_admin.set(partner);
+        Ok(())
     }
 
     /// Writes a validated data set under a new version, then makes it current. Partners are written just before the
@@ -813,7 +837,11 @@ impl PayerDataRepo {
         }
         let partner: Option<TradingPartner> = match self.store.get(&partner_key(id)).await? {
             Some(item) => Some(from_json(item.body)?),
-            None => None,
+            None => match self.bootstrap_admin.get() {
+                // Not cached: it stops counting the moment payer data is loaded.
+                Some(admin) if &admin.id == id && self.current().await?.is_none() => return Ok(Some(admin.clone())),
+                _ => None,
+            },
         };
         let mut partners = self.partners.write().await;
         // Bounded: tokens name registered partners, but a flood of unknown ids must not grow the map forever.
