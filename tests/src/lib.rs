@@ -198,6 +198,48 @@ impl TestExchange {
     }
 }
 
+/// Sends any request to `router` as an API Gateway HTTP API v2 event: `method`, `path_and_query` (the query goes
+/// to `rawQueryString`), `content_type`, an optional bearer token and `body` (none for GET and DELETE).
+pub async fn request(
+    router: &axum::Router,
+    method: &str,
+    path_and_query: &str,
+    content_type: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> Reply {
+    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    let mut event = post_event(path, content_type, token, body);
+    event["requestContext"]["http"]["method"] = Value::from(method);
+    event["routeKey"] = Value::from(format!("{method} {path}"));
+    event["rawQueryString"] = Value::from(query);
+    if method == "GET" || method == "DELETE" {
+        event["body"] = Value::Null;
+    }
+    let req = lambda_http::request::from_str(&event.to_string()).expect("API Gateway event");
+    let resp = router.clone().oneshot(req).await.expect("router is infallible");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
+    Reply { status, headers, body }
+}
+
+/// An app over the embedded adapters in a fresh temporary directory, on `clock`, with no payer data loaded.
+pub fn embedded_app(clock: Arc<dyn exchange_core::ports::Clock>) -> (Arc<App>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let adapters = EmbeddedAdapters::open(dir.path()).expect("embedded adapters");
+    let store: Arc<dyn StateStore> = Arc::new((*adapters.store).clone().with_clock(clock.clone()));
+    let keys = adapters.keys.clone();
+    let app = App::new(
+        store.clone(),
+        DocumentVault::new(adapters.blobs.clone(), keys.clone()),
+        keys,
+        clock,
+        Arc::new(LocalTransfers::new(store, "")),
+    );
+    (Arc::new(app), dir)
+}
+
 /// An API Gateway HTTP API v2 event for a POST, shaped like `events/eligibility/post-270.json`.
 pub fn post_event(path: &str, content_type: &str, token: Option<&str>, body: &[u8]) -> Value {
     let mut event = load_event("eligibility/post-270.json");

@@ -17,22 +17,7 @@ async fn exchange() -> (TestExchange, axum::Router) {
 }
 
 async fn get(router: &axum::Router, path: &str, token: &str) -> Reply {
-    let mut event = exchange_tests::post_event(path, "application/json", Some(token), b"");
-    event["requestContext"]["http"]["method"] = Value::from("GET");
-    event["routeKey"] = Value::from(format!("GET {path}"));
-    event["body"] = Value::Null;
-    let (p, q) = path.split_once('?').unwrap_or((path, ""));
-    event["rawPath"] = Value::from(p);
-    event["requestContext"]["http"]["path"] = Value::from(p);
-    event["rawQueryString"] = Value::from(q);
-    let req = lambda_http::request::from_str(&event.to_string()).expect("event");
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
-    let resp = router.clone().oneshot(req).await.expect("infallible");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
-    Reply { status, headers, body }
+    exchange_tests::request(router, "GET", path, "application/json", Some(token), b"").await
 }
 
 fn sample_270() -> Vec<u8> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use exchange_core::jose::{b64url, Jwk};
 use exchange_tests::davinci::{jwk, sign};
 use exchange_tests::prior_auth::SteppingClock;
-use exchange_tests::{demo_data_path, post_event, Reply};
+use exchange_tests::{demo_data_path, Reply};
 use serde_json::{json, Value};
 use time::macros::datetime;
 
@@ -31,25 +31,11 @@ impl Fixture {
 
     /// demo-provider registers its P-384 key and `extra` keys.
     async fn with_keys(extra: Vec<Jwk>) -> Self {
-        use exchange_core::adapters::embedded::{EmbeddedAdapters, LocalTransfers};
-        use exchange_core::app::App;
         use exchange_core::domain::payer_data::PayerData;
         use exchange_core::jose::Jwks;
-        use exchange_core::ports::StateStore;
-        use exchange_core::vault::DocumentVault;
 
-        let dir = tempfile::tempdir().expect("tempdir");
-        let adapters = EmbeddedAdapters::open(dir.path()).expect("adapters");
         let clock = Arc::new(SteppingClock::at(datetime!(2026-03-10 10:00 UTC)));
-        let store: Arc<dyn StateStore> = Arc::new((*adapters.store).clone().with_clock(clock.clone()));
-        let keys = adapters.keys.clone();
-        let app = Arc::new(App::new(
-            store.clone(),
-            DocumentVault::new(adapters.blobs.clone(), keys.clone()),
-            keys,
-            clock.clone(),
-            Arc::new(LocalTransfers::new(store, "")),
-        ));
+        let (app, dir) = exchange_tests::embedded_app(clock.clone());
         let mut data = PayerData::parse(&std::fs::read(demo_data_path()).expect("demo")).expect("demo valid");
         let key = p384::ecdsa::SigningKey::random(&mut rand::thread_rng());
         for p in &mut data.trading_partners {
@@ -91,15 +77,7 @@ impl Fixture {
     }
 
     async fn send(&self, path: &str, content_type: &str, token: Option<&str>, body: &[u8]) -> Reply {
-        let event = post_event(path, content_type, token, body);
-        let req = lambda_http::request::from_str(&event.to_string()).expect("event");
-        use http_body_util::BodyExt;
-        use tower::ServiceExt;
-        let resp = self.router.clone().oneshot(req).await.expect("infallible");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
-        Reply { status, headers, body }
+        exchange_tests::request(&self.router, "POST", path, content_type, token, body).await
     }
 
     /// An exchange token for a registered partner, as the admin tooling issues it.
@@ -111,17 +89,7 @@ impl Fixture {
     }
 
     async fn send_as(&self, method: &str, path: &str, token: &str, body: &[u8]) -> Reply {
-        let mut event = post_event(path, "application/json", Some(token), body);
-        event["requestContext"]["http"]["method"] = Value::from(method);
-        event["routeKey"] = Value::from(format!("{method} {path}"));
-        let req = lambda_http::request::from_str(&event.to_string()).expect("event");
-        use http_body_util::BodyExt;
-        use tower::ServiceExt;
-        let resp = self.router.clone().oneshot(req).await.expect("infallible");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
-        Reply { status, headers, body }
+        exchange_tests::request(&self.router, method, path, "application/json", Some(token), body).await
     }
 
     async fn token_request(&self, form: &[(&str, &str)]) -> Reply {
@@ -344,24 +312,10 @@ async fn the_admin_registers_a_partners_keys_by_loading_payer_data() {
 
 #[tokio::test]
 async fn a_new_deployments_bootstrap_admin_loads_the_first_payer_data_and_then_counts_no_more() {
-    use exchange_core::adapters::embedded::{EmbeddedAdapters, LocalTransfers};
-    use exchange_core::app::App;
     use exchange_core::jose::Jwks;
-    use exchange_core::ports::StateStore;
-    use exchange_core::vault::DocumentVault;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let adapters = EmbeddedAdapters::open(dir.path()).expect("adapters");
     let clock = Arc::new(SteppingClock::at(datetime!(2026-03-10 10:00 UTC)));
-    let store: Arc<dyn StateStore> = Arc::new((*adapters.store).clone().with_clock(clock.clone()));
-    let keys = adapters.keys.clone();
-    let app = Arc::new(App::new(
-        store.clone(),
-        DocumentVault::new(adapters.blobs.clone(), keys.clone()),
-        keys,
-        clock.clone(),
-        Arc::new(LocalTransfers::new(store, "")),
-    ));
+    let (app, dir) = exchange_tests::embedded_app(clock.clone());
     let key = p384::ecdsa::SigningKey::random(&mut rand::thread_rng());
     app.repo.set_bootstrap_admin(Jwks { keys: vec![jwk(&key, "boot-1")] }).expect("bootstrap");
     let settings = auth::Settings { public_base_url: Some(BASE.into()) };

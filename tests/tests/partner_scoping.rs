@@ -40,24 +40,9 @@ fn route(method: &'static str, path: String, kind: Kind, allowed: &'static [&'st
 
 async fn call(ex: &PaExchange, router: &axum::Router, partner: &str, r: &Route) -> Reply {
     let token = ex.token(partner).await;
-    let (path, query) = r.path.split_once('?').unwrap_or((&r.path, ""));
     let body = if r.body.is_null() { Vec::new() } else { r.body.to_string().into_bytes() };
-    let ct = if path.starts_with("/fhir/") { "application/fhir+json" } else { "application/json" };
-    let mut event = exchange_tests::post_event(path, ct, Some(&token), &body);
-    event["requestContext"]["http"]["method"] = Value::from(r.method);
-    event["routeKey"] = Value::from(format!("{} {path}", r.method));
-    event["rawQueryString"] = Value::from(query);
-    if r.method == "GET" || r.method == "DELETE" {
-        event["body"] = Value::Null;
-    }
-    let req = lambda_http::request::from_str(&event.to_string()).expect("event");
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
-    let resp = router.clone().oneshot(req).await.expect("infallible");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
-    Reply { status, headers, body }
+    let ct = if r.path.starts_with("/fhir/") { "application/fhir+json" } else { "application/json" };
+    exchange_tests::request(router, r.method, &r.path, ct, Some(&token), &body).await
 }
 
 #[tokio::test]
