@@ -1,17 +1,19 @@
-//! Bearer tokens signed by the exchange's own key (ES384 JWTs), and their verification.
+//! Bearer tokens signed by the exchange's own key (RS256 JWTs), and their verification.
 //!
 //! The token names a trading partner, its role, the scopes granted and the client that asked. It is signed through
 //! the [`KeyService`] port (KMS asymmetric key in AWS, a key file in the data directory locally) and verified with
-//! the public half (aws-lc-rs), fetched once and cached. A verified token is remembered until it expires (bounded,
-//! [`VERIFIED_CACHE_CAPACITY`] tokens), so a partner reusing its token pays the P-384 verification (about 0.2 ms)
-//! once, not on every call; the cache holds only tokens whose signature, issuer and audience checked, keyed by the
-//! whole token, and expiry is checked again on every use. Partners get tokens from the SMART Backend Services token
+//! the public half (aws-lc-rs), fetched and parsed once. RSA because every instance verifies each new token once
+//! and verification is what an RSA key is fast at (tens of microseconds, against a quarter of a millisecond for
+//! ES384 here); signing, once per token, is the slow side and happens in the token endpoint. A verified token is
+//! remembered until it expires (bounded, [`VERIFIED_CACHE_CAPACITY`] tokens), so a partner reusing its token pays
+//! the verification once per instance; the cache holds only tokens whose signature, issuer and audience checked,
+//! keyed by the whole token, and expiry is checked again on every use. Partners get tokens from the SMART Backend Services token
 //! endpoint (`functions/auth`); locally also from `exchange-local token PARTNER`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
+use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,9 @@ use crate::ports::{KeyService, PortError};
 
 /// Token lifetime: five minutes, as SMART Backend Services recommends.
 pub const TOKEN_LIFETIME_SECS: i64 = 300;
+
+/// The JWS algorithm of exchange tokens.
+pub const TOKEN_ALG: &str = "RS256";
 
 /// How many verified tokens a [`TokenService`] remembers.
 pub const VERIFIED_CACHE_CAPACITY: usize = 1024;
@@ -87,7 +92,7 @@ struct Header {
 pub struct TokenService {
     keys: Arc<dyn KeyService>,
     issuer: String,
-    verifying_key: OnceCell<UnparsedPublicKey<Vec<u8>>>,
+    verifying_key: OnceCell<ParsedPublicKey>,
     verified: Mutex<HashMap<String, Verified>>,
     cache_capacity: usize,
 }
@@ -149,21 +154,19 @@ impl TokenService {
             role: partner.role,
             client_id: Some(client_id.to_owned()),
         };
-        let header = Header { alg: "ES384".into(), typ: "JWT".into() };
+        let header = Header { alg: TOKEN_ALG.into(), typ: "JWT".into() };
         let signing_input = format!("{}.{}", b64_json(&header)?, b64_json(&claims)?);
-        let sig = self.keys.sign_es384(signing_input.as_bytes()).await?;
+        let sig = self.keys.sign_rs256(signing_input.as_bytes()).await?;
         Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig)))
     }
 
-    async fn verifying_key(&self) -> Result<&UnparsedPublicKey<Vec<u8>>, AuthError> {
+    async fn verifying_key(&self) -> Result<&ParsedPublicKey, AuthError> {
         self.verifying_key
             .get_or_try_init(|| async {
-                let sec1 = self.keys.signing_public_key().await?;
-                // An uncompressed P-384 point: 0x04, then 48 bytes each of x and y.
-                if sec1.len() != 97 || sec1[0] != 0x04 {
-                    return Err(AuthError::Unavailable(PortError::Invalid("signing public key is not P-384".into())));
-                }
-                Ok(UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, sec1))
+                let der = self.keys.token_public_key().await?;
+                ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, der).map_err(|_| {
+                    AuthError::Unavailable(PortError::Invalid("the token public key is not an RSA key".into()))
+                })
             })
             .await
     }
@@ -202,16 +205,13 @@ impl TokenService {
             return Err(AuthError::Malformed);
         };
         let header: Header = decode_json(h)?;
-        if header.alg != "ES384" {
+        if header.alg != TOKEN_ALG {
             return Err(AuthError::Malformed);
         }
         let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| AuthError::Malformed)?;
-        if sig.len() != 96 {
-            return Err(AuthError::Malformed);
-        }
         let key = self.verifying_key().await?;
         let signing_input = &token[..h.len() + 1 + c.len()];
-        key.verify(signing_input.as_bytes(), &sig).map_err(|_| AuthError::BadSignature)?;
+        key.verify_sig(signing_input.as_bytes(), &sig).map_err(|_| AuthError::BadSignature)?;
         let claims: Claims = decode_json(c)?;
         if claims.iss != self.issuer || claims.aud != self.issuer {
             return Err(AuthError::WrongAudience);

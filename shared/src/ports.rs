@@ -231,10 +231,11 @@ pub trait KeyService: Send + Sync + 'static {
     async fn generate_data_key(&self, context: &EncryptionContext) -> PortResult<DataKey>;
     /// Unwraps a data key; fails with `Integrity` when the context differs from the one it was generated under.
     async fn decrypt_data_key(&self, wrapped: &[u8], context: &EncryptionContext) -> PortResult<[u8; 32]>;
-    /// Signs `message` with the exchange's ECDSA P-384 key (ES384): returns the 96-byte `r || s` signature.
-    async fn sign_es384(&self, message: &[u8]) -> PortResult<Vec<u8>>;
-    /// The public half of the signing key, as an uncompressed SEC1 point (97 bytes). Callers cache it.
-    async fn signing_public_key(&self) -> PortResult<Vec<u8>>;
+    /// Signs `message` with the exchange's token key: RSASSA-PKCS1-v1_5 with SHA-256 (JWS `RS256`) under an RSA
+    /// key of 2048 bits or more. Returns the signature (as long as the modulus).
+    async fn sign_rs256(&self, message: &[u8]) -> PortResult<Vec<u8>>;
+    /// The public half of the token key, DER `RSAPublicKey` (PKCS#1). Callers cache it.
+    async fn token_public_key(&self) -> PortResult<Vec<u8>>;
 }
 
 /// The raw blob store under the document vault (S3, or a folder). It stores bytes that are already encrypted.

@@ -103,15 +103,15 @@ async fn secrets_and_data_are_private_to_the_owner() {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
     };
     assert_eq!(mode(&data.join("keys/master.key")), 0o600, "master key");
-    assert_eq!(mode(&data.join("keys/signing.pem")), 0o600, "signing key");
+    assert_eq!(mode(&data.join("keys/token-signing.p8")), 0o600, "token signing key");
     assert_eq!(mode(&data.join("state.redb")), 0o600, "state database");
     assert_eq!(mode(&data.join("documents/payer-1/d.bin")), 0o600, "document");
     for dir in ["", "keys", "documents", "documents/payer-1"] {
         assert_eq!(mode(&data.join(dir)), 0o700, "directory {dir:?}");
     }
     assert_eq!(std::fs::read(data.join("keys/master.key")).unwrap().len(), 32, "master key is 256 bits");
-    let pem = std::fs::read_to_string(data.join("keys/signing.pem")).unwrap();
-    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "signing key is PKCS#8 PEM");
+    let der = std::fs::read(data.join("keys/token-signing.p8")).unwrap();
+    assert!(aws_lc_rs::rsa::KeyPair::from_pkcs8(&der).is_ok(), "the token key is a PKCS#8 DER RSA key");
 }
 
 #[tokio::test]

@@ -151,11 +151,11 @@ async fn provision(config: &SdkConfig, run: &str) -> Fixture {
     let signing_key = kms
         .create_key()
         .description(format!("exchange test signing key {run}"))
-        .key_spec(KeySpec::EccNistP384)
+        .key_spec(KeySpec::Rsa2048)
         .key_usage(KeyUsageType::SignVerify)
         .send()
         .await
-        .expect("CreateKey (ECC_NIST_P384)");
+        .expect("CreateKey (RSA_2048)");
     let key_id = |output: &aws_sdk_kms::operation::create_key::CreateKeyOutput| {
         output.key_metadata().map(|m| m.key_id().to_owned()).expect("key metadata")
     };
@@ -438,24 +438,24 @@ async fn expired_items_stay_in_the_table_but_not_in_reads(fixture: &Fixture, sto
     }
 }
 
-/// The 96-byte `r || s` signature is a valid ECDSA_SHA_384 signature of the message in KMS's own eyes.
+/// The RS256 signature is a valid RSASSA_PKCS1_V1_5_SHA_256 signature of the message in KMS's own eyes.
 async fn signatures_verify_with_kms(fixture: &Fixture, keys: &dyn KeyService) {
     let kms = aws_sdk_kms::Client::new(&fixture.config);
-    let message = b"eyJhbGciOiJFUzM4NCIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJleGNoYW5nZSJ9";
-    let signature = keys.sign_es384(message).await.expect("sign_es384");
-    assert_eq!(signature.len(), 96, "r || s");
-    let verify = |message: &'static [u8], der: Vec<u8>| {
+    let message = b"eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJleGNoYW5nZSJ9";
+    let signature = keys.sign_rs256(message).await.expect("sign_rs256");
+    assert_eq!(signature.len(), 256, "RSA-2048");
+    let verify = |message: &'static [u8], signature: Vec<u8>| {
         kms.verify()
             .key_id(&fixture.signing_key_id)
             .message(Blob::new(message))
             .message_type(MessageType::Raw)
-            .signature(Blob::new(der))
-            .signing_algorithm(SigningAlgorithmSpec::EcdsaSha384)
+            .signature(Blob::new(signature))
+            .signing_algorithm(SigningAlgorithmSpec::RsassaPkcs1V15Sha256)
             .send()
     };
-    let verified = verify(message, fixed_to_der(&signature)).await.expect("KMS Verify");
-    assert!(verified.signature_valid(), "KMS must accept the converted signature");
-    let other = verify(b"another message", fixed_to_der(&signature)).await;
+    let verified = verify(message, signature.clone()).await.expect("KMS Verify");
+    assert!(verified.signature_valid(), "KMS must accept the signature");
+    let other = verify(b"another message", signature).await;
     assert!(other.map(|o| !o.signature_valid()).unwrap_or(true), "KMS must reject the signature over another message");
 }
 
@@ -471,27 +471,4 @@ async fn errors_map_to_port_errors(fixture: &Fixture) {
         Err(PortError::Invalid(_)) => {}
         other => panic!("a zero-limit query must be Invalid, got {other:?}"),
     }
-}
-
-/// Encodes a fixed `r || s` P-384 signature as the DER `SEQUENCE { INTEGER r, INTEGER s }` KMS verifies.
-fn fixed_to_der(fixed: &[u8]) -> Vec<u8> {
-    fn integer(bytes: &[u8]) -> Vec<u8> {
-        let first = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len() - 1);
-        let mut value = bytes[first..].to_vec();
-        if value[0] & 0x80 != 0 {
-            value.insert(0, 0);
-        }
-        let mut out = vec![0x02, value.len() as u8];
-        out.extend(value);
-        out
-    }
-    let (r, s) = fixed.split_at(fixed.len() / 2);
-    let body = [integer(r), integer(s)].concat();
-    let mut der = vec![0x30];
-    if body.len() >= 0x80 {
-        der.push(0x81);
-    }
-    der.push(body.len() as u8);
-    der.extend(body);
-    der
 }

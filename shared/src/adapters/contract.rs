@@ -16,8 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
 
-use p384::ecdsa::signature::Verifier as _;
-use p384::ecdsa::{Signature, VerifyingKey};
+use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -357,23 +356,20 @@ pub async fn key_service_contract(keys: &dyn KeyService) {
     }
     integrity("decrypt_data_key of a tampered key", keys.decrypt_data_key(&tampered, &context).await);
 
-    let public = ok("signing_public_key", keys.signing_public_key().await);
-    assert_eq!(public.len(), 97, "the public key must be an uncompressed SEC1 point (97 bytes)");
-    assert_eq!(public[0], 0x04, "the public key must be uncompressed (leading 0x04)");
-    assert_eq!(
-        ok("second signing_public_key", keys.signing_public_key().await),
-        public,
-        "the public key must be stable"
-    );
-    let verifying =
-        VerifyingKey::from_sec1_bytes(&public).unwrap_or_else(|e| panic!("the public key is not a P-384 point: {e}"));
+    let public = ok("token_public_key", keys.token_public_key().await);
+    assert_eq!(ok("second token_public_key", keys.token_public_key().await), public, "the public key must be stable");
+    let verifying = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &public)
+        .unwrap_or_else(|e| panic!("the public key is not a DER RSAPublicKey of 2048+ bits: {e}"));
+    assert!(public.len() >= 256, "the token key must have at least 2048 bits");
 
-    let message = b"eyJhbGciOiJFUzM4NCJ9.eyJzdWIiOiJkZW1vIn0";
-    let signature = ok("sign_es384", keys.sign_es384(message).await);
-    assert_eq!(signature.len(), 96, "an ES384 signature must be 96 bytes (r || s)");
-    let signature = Signature::from_slice(&signature).unwrap_or_else(|e| panic!("signature is not r || s: {e}"));
-    assert!(verifying.verify(message, &signature).is_ok(), "the signature must verify with the public key");
-    assert!(verifying.verify(b"another message", &signature).is_err(), "the signature must not verify another message");
+    let message = b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJkZW1vIn0";
+    let signature = ok("sign_rs256", keys.sign_rs256(message).await);
+    assert!(signature.len() >= 256, "an RS256 signature is as long as the modulus");
+    assert!(verifying.verify_sig(message, &signature).is_ok(), "the signature must verify with the public key");
+    assert!(
+        verifying.verify_sig(b"another message", &signature).is_err(),
+        "the signature must not verify another message"
+    );
 }
 
 /// Checks a document vault: round trip with the recorded SHA-256, ciphertext at rest, and `Integrity` for a wrong

@@ -1,4 +1,4 @@
-//! [`KeyService`] over AWS KMS: data keys from a symmetric key, ES384 signatures from an `ECC_NIST_P384` key.
+//! [`KeyService`] over AWS KMS: data keys from a symmetric key, RS256 token signatures from an `RSA_2048` key.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,16 +8,14 @@ use aws_sdk_kms::operation::decrypt::DecryptError;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, MessageType, SigningAlgorithmSpec};
 use aws_sdk_kms::Client;
-use p384::elliptic_curve::sec1::ToEncodedPoint;
-use p384::pkcs8::DecodePublicKey;
-use sha2::{Digest, Sha384};
 use tokio::sync::OnceCell;
 
 use super::classify_error;
 use crate::ports::{DataKey, EncryptionContext, KeyService, PortError, PortResult};
 
-/// KMS accepts at most this many bytes as a `RAW` message to sign; longer messages are hashed here and signed as a
-/// `DIGEST` (the signature is the same ES384 signature either way).
+/// KMS accepts at most this many bytes as a `RAW` message to sign. An access token's signing input is a few hundred
+/// bytes, so a longer one is refused rather than signed as a `DIGEST` (a path no token takes, and one the test
+/// emulator does not sign the way KMS does).
 const MAX_RAW_MESSAGE: usize = 4096;
 
 /// KMS error codes that mean "this ciphertext does not open under this key and context".
@@ -29,13 +27,13 @@ pub struct KmsKeyService {
     client: Client,
     data_key_id: String,
     signing_key_id: String,
-    /// Uncompressed SEC1 public key of the signing key, fetched once.
+    /// The token key's public half (DER `RSAPublicKey`), fetched once.
     public_key: Arc<OnceCell<Vec<u8>>>,
 }
 
 impl KmsKeyService {
     /// A key service generating data keys under the symmetric key `data_key_id` and signing with the
-    /// `ECC_NIST_P384` / `SIGN_VERIFY` key `signing_key_id` (key ids, ARNs or aliases).
+    /// `RSA_2048` / `SIGN_VERIFY` key `signing_key_id` (key ids, ARNs or aliases).
     pub fn new(client: Client, data_key_id: String, signing_key_id: String) -> Self {
         KmsKeyService { client, data_key_id, signing_key_id, public_key: Arc::new(OnceCell::new()) }
     }
@@ -54,18 +52,15 @@ fn key_bytes(plaintext: &[u8]) -> PortResult<[u8; 32]> {
         .map_err(|_| PortError::Integrity(format!("KMS returned a {}-byte data key, expected 32", plaintext.len())))
 }
 
-/// Converts a DER-encoded ECDSA P-384 signature (as KMS returns it) to the fixed 96-byte `r || s` form of JWS.
-fn der_to_fixed(der: &[u8]) -> PortResult<Vec<u8>> {
-    let signature = p384::ecdsa::Signature::from_der(der)
-        .map_err(|_| PortError::Integrity("KMS returned a malformed ECDSA signature".to_owned()))?;
-    Ok(signature.to_bytes().to_vec())
-}
-
-/// Converts a DER SubjectPublicKeyInfo (as KMS returns it) to an uncompressed SEC1 point (97 bytes).
-fn spki_to_sec1(der: &[u8]) -> PortResult<Vec<u8>> {
-    let key = p384::PublicKey::from_public_key_der(der)
-        .map_err(|_| PortError::Integrity("KMS signing key is not a P-384 public key".to_owned()))?;
-    Ok(key.to_encoded_point(false).as_bytes().to_vec())
+/// The `RSAPublicKey` (PKCS#1) of the DER SubjectPublicKeyInfo KMS returns; refuses anything but an RSA key of
+/// 2048 bits or more.
+fn spki_to_rsa_public_key(der: &[u8]) -> PortResult<Vec<u8>> {
+    let key = aws_lc_rs::rsa::PublicKey::from_der(der)
+        .map_err(|_| PortError::Integrity("KMS signing key is not an RSA public key".to_owned()))?;
+    if key.as_ref().len() < 256 {
+        return Err(PortError::Integrity("KMS signing key is shorter than 2048 bits".to_owned()));
+    }
+    Ok(key.as_ref().to_vec())
 }
 
 #[async_trait]
@@ -121,20 +116,23 @@ impl KeyService for KmsKeyService {
         key_bytes(plaintext.as_ref())
     }
 
-    async fn sign_es384(&self, message: &[u8]) -> PortResult<Vec<u8>> {
-        let request =
-            self.client.sign().key_id(&self.signing_key_id).signing_algorithm(SigningAlgorithmSpec::EcdsaSha384);
-        let request = if message.len() <= MAX_RAW_MESSAGE {
-            request.message(Blob::new(message)).message_type(MessageType::Raw)
-        } else {
-            request.message(Blob::new(Sha384::digest(message).to_vec())).message_type(MessageType::Digest)
-        };
+    async fn sign_rs256(&self, message: &[u8]) -> PortResult<Vec<u8>> {
+        let request = self
+            .client
+            .sign()
+            .key_id(&self.signing_key_id)
+            .signing_algorithm(SigningAlgorithmSpec::RsassaPkcs1V15Sha256);
+        if message.len() > MAX_RAW_MESSAGE {
+            return Err(PortError::Invalid(format!("a token to sign is at most {MAX_RAW_MESSAGE} bytes")));
+        }
+        let request = request.message(Blob::new(message)).message_type(MessageType::Raw);
         let output = request.send().await.map_err(|e| classify_error("Sign", &e, &[], &[]))?;
-        let der = output.signature().ok_or_else(|| PortError::Unavailable("Sign returned no signature".to_owned()))?;
-        der_to_fixed(der.as_ref())
+        let signature =
+            output.signature().ok_or_else(|| PortError::Unavailable("Sign returned no signature".to_owned()))?;
+        Ok(signature.as_ref().to_vec())
     }
 
-    async fn signing_public_key(&self) -> PortResult<Vec<u8>> {
+    async fn token_public_key(&self) -> PortResult<Vec<u8>> {
         let key = self
             .public_key
             .get_or_try_init(|| async {
@@ -148,7 +146,7 @@ impl KeyService for KmsKeyService {
                 let der = output
                     .public_key()
                     .ok_or_else(|| PortError::Unavailable("GetPublicKey returned no key".to_owned()))?;
-                spki_to_sec1(der.as_ref())
+                spki_to_rsa_public_key(der.as_ref())
             })
             .await?;
         Ok(key.clone())
@@ -158,22 +156,15 @@ impl KeyService for KmsKeyService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use p384::ecdsa::signature::Signer;
-    use p384::ecdsa::{DerSignature, SigningKey};
-    use p384::pkcs8::EncodePublicKey;
+    use aws_lc_rs::encoding::AsDer as _;
+    use aws_lc_rs::signature::KeyPair as _;
 
     #[test]
-    fn converts_der_signature_and_spki_key() {
-        let signing = SigningKey::from_slice(&[7u8; 48]).expect("valid scalar");
-        let der: DerSignature = signing.sign(b"message");
-        let fixed = der_to_fixed(der.as_bytes()).expect("converts");
-        assert_eq!(fixed.len(), 96);
-
-        let spki = signing.verifying_key().to_public_key_der().expect("spki");
-        let sec1 = spki_to_sec1(spki.as_bytes()).expect("converts");
-        assert_eq!(sec1.len(), 97);
-        assert_eq!(sec1[0], 0x04);
-        assert!(der_to_fixed(b"not der").is_err());
-        assert!(spki_to_sec1(b"not der").is_err());
+    fn reads_the_rsa_key_out_of_a_subject_public_key_info() {
+        let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("rsa");
+        let spki = key.public_key().as_der().expect("spki");
+        let pkcs1 = spki_to_rsa_public_key(spki.as_ref()).expect("converts");
+        assert_eq!(pkcs1, key.public_key().as_ref());
+        assert!(spki_to_rsa_public_key(b"not der").is_err());
     }
 }

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-use p384::ecdsa::signature::Signer as _;
-use p384::ecdsa::{Signature, SigningKey};
-use p384::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, LineEnding};
+use aws_lc_rs::encoding::AsDer as _;
+use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
 use rand::rngs::OsRng;
 use rand::RngCore as _;
 
@@ -17,20 +17,22 @@ use crate::ports::{DataKey, EncryptionContext, KeyService, PortError, PortResult
 
 /// File name of the 256-bit master key (raw bytes).
 const MASTER_KEY_FILE: &str = "master.key";
-/// File name of the P-384 signing key (PKCS#8 PEM).
-const SIGNING_KEY_FILE: &str = "signing.pem";
+/// File name of the RSA-2048 token key (PKCS#8 DER). (Data directories from before RS256 tokens also hold an unused
+/// `signing.pem`.)
+const SIGNING_KEY_FILE: &str = "token-signing.p8";
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// A wrapped data key: nonce, then the 32-byte key encrypted under the master key, then the GCM tag.
 const WRAPPED_LEN: usize = NONCE_LEN + 32 + TAG_LEN;
 
 /// The key service over a local directory: a 256-bit master key wraps data keys (AES-256-GCM, the encryption
-/// context as associated data, like KMS), and a P-384 key signs tokens (ES384).
+/// context as associated data, like KMS), and an RSA-2048 key signs tokens (RS256: verification, which every
+/// request with a new token pays, is about ten times cheaper than P-384's).
 ///
 /// Both keys are generated with the OS random source on first use and stored in files of mode 0600.
 pub struct LocalKeyService {
     master: LessSafeKey,
-    signing: SigningKey,
+    signing: RsaKeyPair,
 }
 
 impl fmt::Debug for LocalKeyService {
@@ -41,7 +43,7 @@ impl fmt::Debug for LocalKeyService {
 }
 
 impl LocalKeyService {
-    /// Loads the keys from `dir` (`master.key`, `signing.pem`), generating whichever is missing. The directory is
+    /// Loads the keys from `dir` (`master.key`, `token-signing.p8`), generating whichever is missing. The directory is
     /// created with mode 0700 when missing.
     ///
     /// Fails with `Integrity` when a key file exists but does not hold a valid key: silently replacing it would make
@@ -60,18 +62,14 @@ impl LocalKeyService {
         master_bytes.fill(0);
         let master = master?;
 
-        let pem = load_or_create_file(&dir.join(SIGNING_KEY_FILE), || {
-            SigningKey::random(&mut OsRng)
-                .to_pkcs8_pem(LineEnding::LF)
-                .map(|pem| pem.as_bytes().to_vec())
-                .map_err(|e| PortError::Unavailable(format!("cannot encode the signing key: {e}")))
+        let mut der = load_or_create_file(&dir.join(SIGNING_KEY_FILE), || {
+            let cannot = |_| PortError::Unavailable("cannot generate the token key".to_owned());
+            let key = RsaKeyPair::generate(KeySize::Rsa2048).map_err(cannot)?;
+            Ok(key.as_der().map_err(cannot)?.as_ref().to_vec())
         })?;
-        let signing = std::str::from_utf8(&pem)
-            .ok()
-            .and_then(|pem| SigningKey::from_pkcs8_pem(pem).ok())
-            .ok_or_else(|| PortError::Integrity(format!("{SIGNING_KEY_FILE} is not a PKCS#8 PEM P-384 private key")));
-        let mut pem = pem;
-        pem.fill(0);
+        let signing = RsaKeyPair::from_pkcs8(&der)
+            .map_err(|_| PortError::Integrity(format!("{SIGNING_KEY_FILE} is not a PKCS#8 DER RSA private key")));
+        der.fill(0);
 
         Ok(LocalKeyService { master, signing: signing? })
     }
@@ -119,15 +117,16 @@ impl KeyService for LocalKeyService {
         key
     }
 
-    async fn sign_es384(&self, message: &[u8]) -> PortResult<Vec<u8>> {
-        // `try_sign` hashes with SHA-384 (ES384) and uses RFC 6979 deterministic nonces.
-        let signature: Signature =
-            self.signing.try_sign(message).map_err(|e| PortError::Unavailable(format!("cannot sign: {e}")))?;
-        Ok(signature.to_bytes().to_vec())
+    async fn sign_rs256(&self, message: &[u8]) -> PortResult<Vec<u8>> {
+        let mut signature = vec![0u8; self.signing.public_modulus_len()];
+        self.signing
+            .sign(&RSA_PKCS1_SHA256, &aws_lc_rs::rand::SystemRandom::new(), message, &mut signature)
+            .map_err(|_| PortError::Unavailable("cannot sign".to_owned()))?;
+        Ok(signature)
     }
 
-    async fn signing_public_key(&self) -> PortResult<Vec<u8>> {
-        Ok(self.signing.verifying_key().to_encoded_point(false).as_bytes().to_vec())
+    async fn token_public_key(&self) -> PortResult<Vec<u8>> {
+        Ok(self.signing.public_key().as_ref().to_vec())
     }
 }
 
@@ -225,12 +224,12 @@ mod tests {
         let context = EncryptionContext::for_document("d", "p");
         let first = LocalKeyService::load_or_create(dir.path()).unwrap();
         let data_key = first.generate_data_key(&context).await.unwrap();
-        let public = first.signing_public_key().await.unwrap();
+        let public = first.token_public_key().await.unwrap();
         drop(first);
 
         let second = LocalKeyService::load_or_create(dir.path()).unwrap();
         assert_eq!(second.decrypt_data_key(&data_key.wrapped, &context).await.unwrap(), data_key.plaintext);
-        assert_eq!(second.signing_public_key().await.unwrap(), public);
+        assert_eq!(second.token_public_key().await.unwrap(), public);
     }
 
     #[tokio::test]
@@ -251,7 +250,7 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join(MASTER_KEY_FILE)).unwrap(), b"short");
 
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(SIGNING_KEY_FILE), b"not a pem").unwrap();
+        std::fs::write(dir.path().join(SIGNING_KEY_FILE), b"not a key").unwrap();
         assert!(matches!(LocalKeyService::load_or_create(dir.path()), Err(PortError::Integrity(_))));
     }
 
