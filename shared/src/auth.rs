@@ -270,6 +270,7 @@ mod tests {
             x12_sender_ids: vec![],
             scopes: vec!["eligibility".into()],
             jwks: None,
+            client_jwks: None,
             cds_issuers: vec![],
             payer_ids: vec![],
         }

@@ -330,11 +330,11 @@ fn check_claims_optional_iat(
     if !aud_ok {
         return Err(JoseError::WrongAudience);
     }
-    if exp + CLOCK_SKEW_SECS <= now {
+    if exp.saturating_add(CLOCK_SKEW_SECS) <= now {
         return Err(JoseError::Expired);
     }
     let iat_wrong = iat.is_some_and(|iat| iat > now + CLOCK_SKEW_SECS || exp < iat);
-    if iat_wrong || exp > now + max_lifetime_secs + CLOCK_SKEW_SECS {
+    if iat_wrong || exp > now.saturating_add(max_lifetime_secs).saturating_add(CLOCK_SKEW_SECS) {
         return Err(JoseError::Lifetime);
     }
     Ok(RegisteredClaims { iss, sub, exp, iat, jti })

@@ -21,6 +21,8 @@ struct Fixture {
     app: Arc<exchange_core::app::App>,
     clock: Arc<SteppingClock>,
     key: p384::ecdsa::SigningKey,
+    /// The key of an EHR registered as demo-provider's CDS client (`jwks`), not as its backend (`clientJwks`).
+    ehr_key: p384::ecdsa::SigningKey,
     _dir: tempfile::TempDir,
 }
 
@@ -38,18 +40,21 @@ impl Fixture {
         let (app, dir) = exchange_tests::embedded_app(clock.clone());
         let mut data = PayerData::parse(&std::fs::read(demo_data_path()).expect("demo")).expect("demo valid");
         let key = p384::ecdsa::SigningKey::random(&mut rand::thread_rng());
+        let ehr_key = p384::ecdsa::SigningKey::random(&mut rand::thread_rng());
         for p in &mut data.trading_partners {
             if p.id.as_str() == "demo-provider" {
                 let mut keys = vec![jwk(&key, "backend-1")];
                 keys.extend(extra.iter().cloned());
-                p.jwks = Some(Jwks { keys });
+                p.client_jwks = Some(Jwks { keys });
+                p.jwks = Some(Jwks { keys: vec![jwk(&ehr_key, "backend-1")] });
+                p.cds_issuers = vec!["https://ehr.example".into()];
             }
         }
         app.repo.load(&data).await.expect("load");
         let settings = auth::Settings { public_base_url: Some(BASE.into()) };
         let router =
             auth::routes(Arc::new(auth::Auth::new(app.clone(), settings))).merge(eligibility::router(app.clone()));
-        Fixture { router, app, clock, key, _dir: dir }
+        Fixture { router, app, clock, key, ehr_key, _dir: dir }
     }
 
     fn now(&self) -> i64 {
@@ -169,6 +174,7 @@ async fn every_assertion_that_does_not_authenticate_is_invalid_client() {
     let cases: Vec<(&str, String)> = vec![
         ("signed by a key nobody registered, under the registered kid", sign(&other_key, "backend-1", &claims)),
         ("an unknown kid", sign(&fx.key, "backend-9", &claims)),
+        ("signed by the partner's CDS client (EHR) key, under the same kid", sign(&fx.ehr_key, "backend-1", &claims)),
         ("expired", fx.assertion(json!({"exp": now - 120}))),
         ("living over five minutes", fx.assertion(json!({"exp": now + 3600}))),
         ("another audience", fx.assertion(json!({"aud": "https://exchange.test/cds-services/order-sign-crd"}))),
@@ -285,7 +291,7 @@ async fn the_admin_registers_a_partners_keys_by_loading_payer_data() {
     let mut data: Value = serde_json::from_slice(&std::fs::read(demo_data_path()).expect("demo")).expect("json");
     for p in data["tradingPartners"].as_array_mut().expect("partners") {
         if p["id"] == "other-provider" {
-            p["jwks"] = json!({"keys": [jwk(&key, "other-1")]});
+            p["clientJwks"] = json!({"keys": [jwk(&key, "other-1")]});
         }
     }
     let admin = fx.token("admin").await;
@@ -308,6 +314,18 @@ async fn the_admin_registers_a_partners_keys_by_loading_payer_data() {
         json!({"iss": "other-provider", "sub": "other-provider", "aud": TOKEN_URL, "exp": now + 200, "jti": "o-2"});
     let reply = fx.ask(&sign(&key, "other-1", &claims), "eligibility").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
+    let access = reply.json()["access_token"].as_str().expect("token").to_owned();
+    let sample = sample_270();
+    assert_eq!(fx.send("/x12/270", "application/edi-x12", Some(&access), &sample).await.status, 200);
+
+    // Offboarded: a load without the partner revokes it at once, its unexpired token and its keys with it.
+    data["tradingPartners"].as_array_mut().expect("partners").retain(|p| p["id"] != "other-provider");
+    let body = serde_json::to_vec(&data).expect("json");
+    assert_eq!(fx.send_as("PUT", "/admin/payer-data", &admin, &body).await.status, 200);
+    assert_eq!(fx.send("/x12/270", "application/edi-x12", Some(&access), &sample).await.status, 401);
+    let claims =
+        json!({"iss": "other-provider", "sub": "other-provider", "aud": TOKEN_URL, "exp": now + 200, "jti": "o-3"});
+    assert_eq!(fx.ask(&sign(&key, "other-1", &claims), "eligibility").await.status, 401);
 }
 
 #[tokio::test]
@@ -319,8 +337,14 @@ async fn a_new_deployments_bootstrap_admin_loads_the_first_payer_data_and_then_c
     let key = p384::ecdsa::SigningKey::random(&mut rand::thread_rng());
     app.repo.set_bootstrap_admin(Jwks { keys: vec![jwk(&key, "boot-1")] }).expect("bootstrap");
     let settings = auth::Settings { public_base_url: Some(BASE.into()) };
-    let fx =
-        Fixture { router: auth::routes(Arc::new(auth::Auth::new(app.clone(), settings))), app, clock, key, _dir: dir };
+    let fx = Fixture {
+        router: auth::routes(Arc::new(auth::Auth::new(app.clone(), settings))),
+        app,
+        clock,
+        key,
+        ehr_key: p384::ecdsa::SigningKey::random(&mut rand::thread_rng()),
+        _dir: dir,
+    };
     let now = fx.now();
     let assertion = |iss: &str, jti: &str| {
         sign(&fx.key, "boot-1", &json!({"iss": iss, "sub": iss, "aud": TOKEN_URL, "exp": now + 200, "jti": jti}))

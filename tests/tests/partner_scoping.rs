@@ -129,7 +129,7 @@ async fn every_route_answers_only_the_partners_it_serves_and_reveals_nothing_to_
             PAYER,
             json!({"items": [2], "documentation": ["11506-3"]}),
         ),
-        route("GET", "/review/dead-letters".into(), Kind::List, PAYER, Value::Null),
+        route("GET", "/review/dead-letters".into(), Kind::Read, PAYER, Value::Null),
         route(
             "GET",
             "/metrics/prior-auth?from=2026-03-01&to=2026-03-31".into(),

@@ -69,7 +69,7 @@ fn benches(c: &mut Criterion) {
     let key = p384::ecdsa::SigningKey::random(&mut rand::thread_rng());
     for p in &mut data.trading_partners {
         if p.id.as_str() == "demo-provider" {
-            p.jwks = Some(Jwks { keys: vec![jwk(&key)] });
+            p.client_jwks = Some(Jwks { keys: vec![jwk(&key)] });
         }
     }
     rt.block_on(app.repo.load(&data)).expect("load");

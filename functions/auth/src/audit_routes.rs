@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use exchange_core::domain::audit::{as_audit_event, verify};
+use exchange_core::domain::audit::{as_audit_event, verify_with_partners};
 use exchange_core::domain::PartnerRole;
 use exchange_core::http::{CallerContext, Problem};
 use serde::Deserialize;
@@ -77,7 +77,13 @@ pub async fn verify_chains(State(auth): State<Arc<Auth>>, ctx: CallerContext) ->
     if let Err(p) = require_admin(&ctx) {
         return p.into_response();
     }
-    match verify(&auth.core.audit).await {
+    // Chains of every registered partner are walked even if the chain registry lost them.
+    let partners: Vec<String> = match auth.core.repo.current().await {
+        Ok(Some(c)) => c.partners.iter().map(|p| p.as_str().to_owned()).collect(),
+        Ok(None) => Vec::new(),
+        Err(e) => return Problem::from_port(&ctx.request_id, &e).into_response(),
+    };
+    match verify_with_partners(&auth.core.audit, &partners).await {
         Ok(report) => Json(json!({
             "intact": report.is_intact(),
             "chains": report.chains,

@@ -2,7 +2,8 @@
 //!
 //! The request is `application/x-www-form-urlencoded` with `grant_type=client_credentials`,
 //! `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, `client_assertion` (a compact
-//! JWS) and `scope`. The assertion must be signed (ES384 or RS384) by a key in the partner's registered JWK Set,
+//! JWS) and `scope`. The assertion must be signed (ES384 or RS384) by a key in the partner's registered client JWK
+//! Set (`clientJwks`, apart from the CDS clients' `jwks`),
 //! with `iss` = `sub` = the client id (the partner id), `aud` = this endpoint's URL, `exp` at most five minutes
 //! away, and a `jti` never used before by that client (kept in the replay ledger until the assertion expires).
 //! The token granted carries the requested scopes the partner is allowed (at least one, or `invalid_scope`).
@@ -186,7 +187,7 @@ async fn issue(auth: &Auth, headers: &HeaderMap, body: &[u8]) -> Result<(Partner
     let unknown = || TokenError::InvalidClient("unknown client".into());
     let client_id = PartnerId::parse(jws.issuer().ok_or_else(unknown)?).map_err(|_| unknown())?;
     let partner = auth.core.repo.partner(&client_id).await.map_err(TokenError::Unavailable)?.ok_or_else(unknown)?;
-    let Some(jwks) = partner.jwks.as_ref().filter(|j| !j.keys.is_empty()) else {
+    let Some(jwks) = partner.client_jwks.as_ref().filter(|j| !j.keys.is_empty()) else {
         return Err(TokenError::InvalidClient("the client has registered no keys".into()));
     };
     let claims = jws.verify(jwks).map_err(|e| TokenError::from_jose(&e))?;
@@ -245,6 +246,7 @@ mod tests {
             x12_sender_ids: vec![],
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             jwks: None,
+            client_jwks: None,
             cds_issuers: vec![],
             payer_ids: vec![],
         }

@@ -70,6 +70,7 @@ pub async fn list(
     let limit = q.limit.unwrap_or(50).clamp(1, 200);
     let cases = pa.cases.pended(&payer, limit).await.map_err(|e| unavailable(&ctx, &e))?;
     let now = pa.core.clock.now();
+    cases.iter().for_each(|(c, _)| crate::audit_case(&ctx, c));
     let views: Vec<Value> = cases.iter().map(|(c, _)| case_view(c, now)).collect();
     Ok(Json(json!({ "cases": views })).into_response())
 }
@@ -294,6 +295,8 @@ pub async fn request_documentation(
 /// `GET /review/dead-letters`: notifications that could not be delivered.
 pub async fn dead_letters(State(pa): State<Arc<PriorAuth>>, ctx: CallerContext) -> Result<Response, Problem> {
     require_reviewer(&ctx)?;
+    // Every dead letter is a notification about one of this payer's cases: only its reviewers see them.
+    payer_id(&pa, &ctx).await?;
     let dead = pa.outbox.dead_letters(100).await.map_err(|e| unavailable(&ctx, &e))?;
     Ok(Json(json!({ "deadLetters": dead })).into_response())
 }

@@ -182,7 +182,12 @@ async fn token(partner: &str) -> Result<(), String> {
 /// runs; `GET /admin/audit/verify` checks a running one).
 async fn audit_verify() -> Result<(), String> {
     let app = open_app(&data_dir(), "").await?;
-    let report = exchange_core::domain::audit::verify(&app.audit).await.map_err(|e| e.to_string())?;
+    let partners: Vec<String> = match app.repo.current().await.map_err(|e| e.to_string())? {
+        Some(c) => c.partners.iter().map(|p| p.as_str().to_owned()).collect(),
+        None => Vec::new(),
+    };
+    let report =
+        exchange_core::domain::audit::verify_with_partners(&app.audit, &partners).await.map_err(|e| e.to_string())?;
     println!("{} chains, {} records", report.chains, report.records);
     for p in &report.problems {
         println!("chain {} at record {}: {}", p.chain, p.seq, p.problem);

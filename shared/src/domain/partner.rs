@@ -50,9 +50,14 @@ pub struct TradingPartner {
     /// Scopes granted to the partner's tokens.
     #[serde(default)]
     pub scopes: Vec<String>,
-    /// Public keys the partner signs its assertions with (CDS Hooks request JWTs).
+    /// Public keys of the CDS clients (EHRs) that call the CRD services on the partner's behalf: their request JWTs
+    /// verify with these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<Jwks>,
+    /// Public keys the partner's own backend signs SMART Backend Services client assertions with. Kept apart from
+    /// [`TradingPartner::jwks`]: an EHR trusted to call CRD hooks must not be able to get the partner's tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_jwks: Option<Jwks>,
     /// CDS Hooks: the `iss` of each CDS client (EHR) calling the CRD services on the partner's behalf.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cds_issuers: Vec<String>,

@@ -635,6 +635,13 @@ pub struct CurrentDataSet {
     pub version: u64,
     /// The payer.
     pub payer: Payer,
+    /// The registered trading partners' ids: a partner record outside this list (one a later load removed) is no
+    /// partner. Empty in headers written before the list existed (then every stored record counts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partners: Vec<PartnerId>,
+    /// The CDS issuers registered with them (removed ones are deleted on load).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cds_issuers: Vec<String>,
 }
 
 /// Plans by (data set version, plan id).
@@ -683,7 +690,8 @@ impl PayerDataRepo {
             provider_ids: vec![],
             x12_sender_ids: vec![],
             scopes: vec!["admin".into()],
-            jwks: Some(jwks),
+            jwks: None,
+            client_jwks: Some(jwks),
             cds_issuers: vec![],
             payer_ids: vec![],
         };
@@ -746,8 +754,30 @@ impl PayerDataRepo {
                 }
             }
         }
+        // Partners and CDS issuers the previous data set registered and this one does not are removed, so that an
+        // offboarded partner's keys and scopes stop counting (its records are also ignored once the switch is made).
+        let previous: Option<CurrentDataSet> =
+            current.as_ref().and_then(|i| serde_json::from_value(i.body.clone()).ok());
+        if let Some(prev) = &previous {
+            for gone in prev.partners.iter().filter(|id| !data.trading_partners.iter().any(|p| &p.id == *id)) {
+                if let Some(item) = self.store.get(&partner_key(gone)).await? {
+                    final_ops.push(WriteOp::Delete { key: item.key, expected_version: item.version });
+                }
+            }
+            let kept: Vec<&String> = data.trading_partners.iter().flat_map(|p| p.cds_issuers.iter()).collect();
+            for gone in prev.cds_issuers.iter().filter(|iss| !kept.contains(iss)) {
+                if let Some(item) = self.store.get(&cds_issuer_key(gone)).await? {
+                    final_ops.push(WriteOp::Delete { key: item.key, expected_version: item.version });
+                }
+            }
+        }
         // The switch goes last, so it commits in the last chunk, after every partner.
-        let header = CurrentDataSet { version, payer: data.payer.clone() };
+        let header = CurrentDataSet {
+            version,
+            payer: data.payer.clone(),
+            partners: data.trading_partners.iter().map(|p| p.id.clone()).collect(),
+            cds_issuers: data.trading_partners.iter().flat_map(|p| p.cds_issuers.iter().cloned()).collect(),
+        };
         match current {
             Some(item) => final_ops.push(WriteOp::Update {
                 item: Item::new(current_key(), to_json(&header)?),
@@ -836,6 +866,13 @@ impl PayerDataRepo {
             }
         }
         let partner: Option<TradingPartner> = match self.store.get(&partner_key(id)).await? {
+            // A record the current data set no longer lists is a removed partner's (a record left from before the
+            // list existed). Loads delete removed partners' records themselves, so when the header cannot be read
+            // the record stands: authentication keeps working while the payer data is unavailable (eligibility then
+            // answers AAA 42, retry later).
+            Some(_) if matches!(self.current().await, Ok(Some(c)) if !c.partners.is_empty() && !c.partners.contains(id)) => {
+                None
+            }
             Some(item) => Some(from_json(item.body)?),
             None => match self.bootstrap_admin.get() {
                 // Not cached: it stops counting the moment payer data is loaded.

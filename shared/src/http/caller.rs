@@ -68,6 +68,9 @@ pub struct CallerContext {
 impl CallerContext {
     /// Notes for the audit record that the request touched `kind/id` (a case, an attachment, ...).
     pub fn audit_resource(&self, kind: &str, id: &str) {
+        if id.len() > 4 * MAX_AUDITED_ID {
+            return;
+        }
         self.audit.with(|n| {
             let r = format!("{kind}/{id}");
             if !n.resources.contains(&r) {
@@ -76,15 +79,23 @@ impl CallerContext {
         });
     }
 
-    /// Notes for the audit record that the request was about `member` (a member id on file).
+    /// Notes for the audit record that the request was about `member` (a member id; ids longer than any payer
+    /// issues are a caller's noise, not a member, and are left out so that they cannot bloat the record).
     pub fn audit_member(&self, member: &str) {
+        if member.is_empty() || member.len() > MAX_AUDITED_ID {
+            return;
+        }
+        let member = member.to_ascii_uppercase();
         self.audit.with(|n| {
-            if !n.members.iter().any(|m| m == member) {
-                n.members.push(member.to_owned());
+            if !n.members.contains(&member) {
+                n.members.push(member);
             }
         });
     }
 }
+
+/// The resource a record names when it left ids out.
+pub const TRUNCATED: &str = "notes/truncated";
 
 /// What a handler noted about its request, for the audit record (shared by the clones of a [`CallerContext`]).
 #[derive(Debug, Clone, Default)]
@@ -99,14 +110,20 @@ pub struct Notes {
     pub members: Vec<String>,
 }
 
-/// Most ids one request's record keeps (a 10,000-set interchange is recorded by its first ones and a count).
+/// Most ids one request's record keeps: a 10,000-set interchange is recorded by its first ones, and the record
+/// says that more were left out (`notes/truncated`), so the vaulted exchange is where the rest is found.
 const MAX_NOTED: usize = 200;
+
+/// Longest member or resource id noted.
+const MAX_AUDITED_ID: usize = 64;
 
 impl AuditNotes {
     fn with(&self, f: impl FnOnce(&mut Notes)) {
         if let Ok(mut n) = self.0.lock() {
             if n.resources.len() + n.members.len() < MAX_NOTED {
                 f(&mut n);
+            } else if !n.resources.iter().any(|r| r == TRUNCATED) {
+                n.resources.push(TRUNCATED.to_owned());
             }
         }
     }

@@ -68,7 +68,15 @@ async fn handle(
     let mut members = Vec::new();
     let result = match request::parse(hook, body) {
         Ok(request) => {
-            members.extend(orders::coverages(&request, &[]).into_iter().filter_map(orders::member_id).take(2));
+            // Bounded like every noted member id: an id longer than any payer issues is not recorded.
+            members.extend(
+                orders::coverages(&request, &[])
+                    .into_iter()
+                    .filter_map(orders::member_id)
+                    .filter(|m| !m.is_empty() && m.len() <= 64)
+                    .map(|m| m.to_ascii_uppercase())
+                    .take(2),
+            );
             service::answer(dv, &client, request, now, request_id).await
         }
         Err(e) => Err(e),
