@@ -273,11 +273,25 @@ pub fn case_id(response_bundle: &Value) -> String {
     response_bundle["entry"][0]["resource"]["id"].as_str().expect("ClaimResponse id").to_owned()
 }
 
-/// An X12 interchange with ISA13 and IEA02 set to `control` (nine digits).
+/// An X12 interchange with ISA13 and IEA02 set to `control` (nine digits), in whatever delimiters it uses.
 pub fn with_isa13(x12: &str, control: u32) -> String {
-    let old = x12.split('*').nth(13).expect("ISA13").to_owned();
-    x12.replacen(&format!("*{old}*"), &format!("*{control:09}*"), 1)
-        .replace(&format!("IEA*1*{old}"), &format!("IEA*1*{control:09}"))
+    String::from_utf8(with_isa13_bytes(x12.as_bytes(), control)).unwrap_or_else(|_| x12.to_owned())
+}
+
+/// [`with_isa13`] over bytes (binary BIN payloads stay as they are): the ISA is fixed width, so ISA13 is bytes
+/// 90..99, and IEA02 is the last place the old number stands. Anything that is not an interchange is returned as is.
+pub fn with_isa13_bytes(x12: &[u8], control: u32) -> Vec<u8> {
+    if x12.len() < 106 || !x12.starts_with(b"ISA") {
+        return x12.to_vec();
+    }
+    let old = x12[90..99].to_vec();
+    let new = format!("{control:09}");
+    let mut out = x12.to_vec();
+    out[90..99].copy_from_slice(new.as_bytes());
+    if let Some(pos) = out.windows(9).rposition(|w| w == old.as_slice()).filter(|p| *p > 99) {
+        out[pos..pos + 9].copy_from_slice(new.as_bytes());
+    }
+    out
 }
 
 /// A one-set 278 with `segment` inserted after the 2000E UM, SE01 recounted.

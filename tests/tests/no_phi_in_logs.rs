@@ -121,19 +121,9 @@ fn payer_data_phi(path: &Path, out: &mut Vec<String>) {
     }
 }
 
-/// The interchange under ISA13 (and IEA02) `control`; the ISA is fixed width, so ISA13 is bytes 90..99.
+/// The interchange under its own ISA13 (and IEA02), so that none is refused as a reused control number.
 fn fresh_isa13(body: &[u8], control: u32) -> Vec<u8> {
-    if body.len() < 106 || !body.starts_with(b"ISA") {
-        return body.to_vec();
-    }
-    let old = body[90..99].to_vec();
-    let new = format!("{control:09}");
-    let mut out = body.to_vec();
-    out[90..99].copy_from_slice(new.as_bytes());
-    if let Some(pos) = out.windows(9).rposition(|w| w == old.as_slice()).filter(|p| *p > 99) {
-        out[pos..pos + 9].copy_from_slice(new.as_bytes());
-    }
-    out
+    exchange_tests::prior_auth::with_isa13_bytes(body, control)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
