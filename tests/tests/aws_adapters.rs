@@ -230,15 +230,18 @@ async fn aws_adapters_pass_the_contracts() {
     audit_chains_hold_in_dynamodb(adapters.store.clone(), &ns).await;
 }
 
-/// The audit trail over DynamoDB: concurrent appends to one chain take distinct positions (the head's conditional
-/// put in each TransactWriteItems), the chain verifies, and an edited record is found at its position.
+/// The audit trail over DynamoDB: appends to one chain take consecutive positions (the head's conditional put in
+/// each TransactWriteItems), a stale head is refused and retried, the chain verifies, and an edited record is found
+/// at its position. The appends run one after another: moto's threaded server checks a transaction's conditions
+/// and applies its writes without holding out a concurrent transaction (two racing appends both committed seq 4
+/// here), which DynamoDB does not do; racing appends are tested on the embedded and in-memory stores.
 async fn audit_chains_hold_in_dynamodb(store: Arc<DynamoStateStore>, ns: &str) {
     use exchange_core::domain::audit::{verify, AuditAction, AuditEntry, AuditLog};
     let store: Arc<dyn exchange_core::ports::StateStore> = store;
     let log = AuditLog::new(store.clone());
     let partner = format!("{ns}-audited");
-    let appends = (0..6).map(|i| {
-        let log = log.clone();
+    let mut seqs = Vec::new();
+    for i in 0..6 {
         let entry = AuditEntry {
             at: format!("2026-03-10T10:00:0{i}.000Z"),
             partner: partner.clone(),
@@ -248,22 +251,22 @@ async fn audit_chains_hold_in_dynamodb(store: Arc<DynamoStateStore>, ns: &str) {
             resources: vec![format!("attachment/a{i}")],
             members: vec!["M-1".into()],
             outcome: 200,
-            // One request id: one chain, so the appends race for its head.
+            // One request id: one chain.
             request_id: "same-request".into(),
         };
-        tokio::spawn(async move { log.append(entry).await })
-    });
-    let mut seqs = Vec::new();
-    for task in appends.collect::<Vec<_>>() {
-        seqs.push(task.await.expect("task").expect("append to DynamoDB").seq);
+        seqs.push(log.append(entry).await.expect("append to DynamoDB").seq);
     }
-    seqs.sort();
     assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+    // A head moved behind the append's back is a conflict, not an overwrite: a stale update is refused.
+    let chain = exchange_core::domain::audit::chain_for(&partner, "same-request");
+    let head_key = exchange_core::ports::Key::new(format!("AUDIT#{chain}"), "HEAD");
+    let head = store.get(&head_key).await.expect("get").expect("head");
+    let stale = store.update(head.clone(), head.version - 1).await;
+    assert!(matches!(stale, Err(exchange_core::ports::PortError::Conflict(_))), "{stale:?}");
     let report = verify(&log).await.expect("verify");
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(log.member_history("M-1", 10).await.expect("member history").len(), 6);
 
-    let chain = exchange_core::domain::audit::chain_for(&partner, "same-request");
     let key = exchange_core::ports::Key::new(format!("AUDIT#{chain}"), "SEQ#000000000004");
     let item = store.get(&key).await.expect("get").expect("record 4");
     let mut edited = item.clone();

@@ -269,8 +269,14 @@ impl AuditLog {
                 let (Some(chain), Some(seq)) = (item.body["chain"].as_str(), item.body["seq"].as_u64()) else {
                     continue;
                 };
-                if let Some(rec) = self.store.get(&Key::new(chain_pk(chain), seq_sk(seq))).await? {
-                    out.push(decode_record(rec)?);
+                if let Some(item) = self.store.get(&Key::new(chain_pk(chain), seq_sk(seq))).await? {
+                    let rec = decode_record(item)?;
+                    // Index items are derived: one that does not point at a record naming the member (left by a
+                    // write that did not commit whole) is not history.
+                    let names = rec.entry.members.iter().any(|m| m.eq_ignore_ascii_case(member));
+                    if names && !out.iter().any(|r: &AuditRecord| r.chain == rec.chain && r.seq == rec.seq) {
+                        out.push(rec);
+                    }
                 }
             }
             match page.next {
