@@ -68,6 +68,17 @@ impl App {
         App { store, vault: Arc::new(vault), repo, tokens, auth, audit, clock, transfers }
     }
 
+    /// The app over the in-memory state and blob stores, with local keys kept in `key_dir`: nothing it stores
+    /// survives the process. For benchmarks and tests that measure the exchange's own work without a storage
+    /// engine; never a deployment.
+    pub fn in_memory(key_dir: &Path) -> Result<Self, PortError> {
+        let store: Arc<dyn StateStore> = Arc::new(crate::adapters::memory::MemoryStateStore::new());
+        let keys = Arc::new(crate::adapters::embedded::LocalKeyService::load_or_create(key_dir)?);
+        let vault = DocumentVault::new(Arc::new(crate::adapters::memory::MemoryBlobStore::new()), keys.clone());
+        let transfers = Arc::new(LocalTransfers::new(store.clone(), ""));
+        Ok(App::new(store, vault, keys, Arc::new(SystemClock), transfers))
+    }
+
     /// The app over the embedded adapters in `data_dir` (local runner, tests, benchmarks). Transfer URLs are
     /// issued under `base_url` and served by [`crate::http::transfer::routes`] (empty: root-relative URLs).
     pub fn embedded(data_dir: &Path, base_url: &str) -> Result<Self, PortError> {

@@ -230,6 +230,43 @@ async fn a_resubmitted_bundle_gets_its_original_answer_and_no_second_case() {
     assert_eq!(cr["error"][0]["code"]["coding"][0]["code"], "41");
 }
 
+#[tokio::test]
+async fn a_case_is_written_with_its_audit_record_or_not_at_all() {
+    use exchange_core::domain::audit::AUDIT_SHARDS;
+    use exchange_core::ports::{Item, Key, WriteOp};
+
+    let ex = exchange().await;
+    let b = pas_example("Bundle-HomecareAuthorizationBundleExample.json");
+    let store = ex.pa.core.store.clone();
+    // Every chain head of the submitter unreadable: no audit record can be appended, whichever shard the
+    // request's id picks.
+    let heads: Vec<Key> =
+        (0..AUDIT_SHARDS).map(|shard| Key::new(format!("AUDIT#sample-provider#{shard}"), "HEAD")).collect();
+    let broken: Vec<WriteOp> =
+        heads.iter().map(|k| WriteOp::PutNew(Item::new(k.clone(), json!({"not": "a head"})))).collect();
+    store.transact(broken).await.expect("break the heads");
+
+    let refused = ex.submit("sample-provider", &b).await;
+    assert!(refused.status >= 500, "{} {}", refused.status, refused.text());
+    assert!(ex.cases().await.is_empty(), "no case without its audit record");
+    assert_eq!(ex.vaulted_documents(), 0, "nothing kept");
+
+    // Repaired, the retry creates the case, and the one record of that request names it.
+    let repair: Vec<WriteOp> = heads.iter().map(|k| WriteOp::Delete { key: k.clone(), expected_version: 1 }).collect();
+    store.transact(repair).await.expect("repair");
+    let accepted = ex.submit("sample-provider", &b).await;
+    assert_eq!(accepted.status, 200, "{}", accepted.text());
+    let cases = ex.cases().await;
+    assert_eq!(cases.len(), 1);
+    let history = ex.pa.core.audit.partner_history("sample-provider", 10).await.expect("history");
+    let mine: Vec<_> = history.iter().filter(|r| r.entry.request_id == accepted.header("x-request-id")).collect();
+    assert_eq!(mine.len(), 1, "one record for the request: {history:?}");
+    assert_eq!(mine[0].entry.outcome, 200);
+    assert_eq!(mine[0].entry.operation, "POST /fhir/Claim/$submit");
+    assert!(mine[0].entry.resources.contains(&format!("case/{}", cases[0].id)), "{:?}", mine[0].entry);
+    assert!(mine[0].entry.members.iter().any(|m| m.eq_ignore_ascii_case(&cases[0].subscriber.member_id)));
+}
+
 fn sample(name: &str) -> Vec<u8> {
     std::fs::read(conformance_dir().unwrap().join("x12/278").join(name)).unwrap()
 }

@@ -32,13 +32,9 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use davinci::crd::ehr::HttpEhr;
 use davinci::crd::request::{self, Hook};
 use davinci::{Davinci, Settings};
-use exchange_core::adapters::embedded::{LocalKeyService, LocalTransfers};
-use exchange_core::adapters::memory::{MemoryBlobStore, MemoryStateStore};
 use exchange_core::app::App;
 use exchange_core::domain::payer_data::PayerData;
 use exchange_core::jose::{check_claims, Jwk, Jwks, UnverifiedJws};
-use exchange_core::ports::{StateStore, SystemClock};
-use exchange_core::vault::DocumentVault;
 use p384::ecdsa::signature::Signer as _;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -94,10 +90,7 @@ fn order_sign_body() -> Vec<u8> {
 async fn setup(in_memory: bool) -> Bench {
     let dir = tempfile::tempdir().expect("tempdir");
     let app = if in_memory {
-        let store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
-        let keys = Arc::new(LocalKeyService::load_or_create(dir.path()).expect("keys"));
-        let vault = DocumentVault::new(Arc::new(MemoryBlobStore::new()), keys.clone());
-        App::new(store.clone(), vault, keys, Arc::new(SystemClock), Arc::new(LocalTransfers::new(store, "")))
+        App::in_memory(dir.path()).expect("in-memory app")
     } else {
         App::embedded(dir.path(), "").expect("embedded app")
     };

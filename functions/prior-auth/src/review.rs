@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use exchange_core::domain::attachment_requests::{for_pended_case, AttachmentRequestRepo};
-use exchange_core::domain::prior_auth::{rfc3339, Decision, PaCase};
+use exchange_core::domain::prior_auth::{rfc3339, CaseRepo, Decision, PaCase};
 use exchange_core::domain::PartnerRole;
 use exchange_core::http::problem::FieldError;
 use exchange_core::http::{CallerContext, Problem, ProblemQuery};
@@ -213,7 +213,10 @@ async fn apply(
     if let Some(req) = &request {
         jobs.extend(AttachmentRequestRepo::create_ops(req).map_err(|e| unavailable(ctx, &e))?);
     }
-    match pa.cases.save_with(&case, version, None, jobs).await {
+    crate::audit_case(ctx, &case);
+    let mut ops = CaseRepo::save_ops(&case, version, None).map_err(|e| unavailable(ctx, &e))?;
+    ops.extend(jobs);
+    match ctx.commit_audited(&pa.core.audit, now, StatusCode::OK, ops).await {
         Ok(()) => {}
         Err(PortError::Conflict(_)) => {
             return Err(Problem::new(StatusCode::CONFLICT, "conflict", "The case changed meanwhile")

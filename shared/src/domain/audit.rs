@@ -33,6 +33,9 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// transactions hold 100 writes, and an append takes up to three more.
 pub const MAX_INDEXED_MEMBERS: usize = 90;
 
+/// Most writes one transaction holds (DynamoDB's limit, which every store keeps).
+const MAX_TRANSACTION_WRITES: usize = 100;
+
 /// Attempts to take a chain's next seq when concurrent appends race for it.
 const APPEND_ATTEMPTS: u32 = 12;
 
@@ -167,28 +170,42 @@ impl AuditLog {
 
     /// Appends `entry` to its partner's chain (the shard its request id picks) and returns the record.
     pub async fn append(&self, entry: AuditEntry) -> PortResult<AuditRecord> {
+        self.append_with(entry, Vec::new()).await
+    }
+
+    /// Appends `entry` and applies the caller's `ops` in the same transaction: the write and its audit record
+    /// commit together or not at all (and an embedded store pays one durable commit for both).
+    ///
+    /// `Conflict` when one of `ops`' conditions fails (the audit head it raced for is retried, not reported).
+    /// When `ops` and the record's writes would not fit one transaction, `ops` commit first and the record after,
+    /// as [`Self::append`] would.
+    pub async fn append_with(&self, entry: AuditEntry, ops: Vec<WriteOp>) -> PortResult<AuditRecord> {
         let chain = chain_for(&entry.partner, &entry.request_id);
         let head_key = Key::new(chain_pk(&chain), "HEAD");
+        let mut ops = Some(ops).filter(|ops| !ops.is_empty());
+        if ops.as_ref().is_some_and(|ops| ops.len() + append_op_count(&entry) > MAX_TRANSACTION_WRITES) {
+            self.store.transact(ops.take().unwrap_or_default()).await?;
+        }
         for attempt in 0..APPEND_ATTEMPTS {
-            let (head, version) = match self.store.get(&head_key).await? {
-                Some(item) => {
-                    let head: Head = serde_json::from_value(item.body.clone())
-                        .map_err(|e| PortError::undecodable("audit head", &e))?;
-                    (head, item.version)
-                }
-                None => (Head { seq: 0, hash: GENESIS.to_owned() }, 0),
-            };
+            let (head, version) = self.read_head(&head_key).await?;
             let seq = head.seq + 1;
             let hash = record_hash(&chain, seq, &head.hash, &entry)?;
             let record = AuditRecord { chain: chain.clone(), seq, prev: head.hash, entry: entry.clone(), hash };
-            let ops = append_ops(&record, version)?;
-            match self.store.transact(ops).await {
+            let mut writes = append_ops(&record, version)?;
+            if let Some(ops) = &ops {
+                writes.extend(ops.iter().cloned());
+            }
+            match self.store.transact(writes).await {
                 Ok(()) => {
                     tracing::info!(audit_chain = %record.chain, audit_seq = seq, audit_head = %record.hash, "audit appended");
                     return Ok(record);
                 }
-                Err(PortError::Conflict(_)) => {
-                    // Another append took this seq: back off a little (jittered) and take the next.
+                Err(PortError::Conflict(why)) => {
+                    // Either another append took this seq (the head moved: take the next) or the caller's own
+                    // condition failed (the head did not move: that conflict is the caller's answer).
+                    if ops.is_some() && self.read_head(&head_key).await?.1 == version {
+                        return Err(PortError::Conflict(why));
+                    }
                     let jitter = u64::from(rand::random::<u8>() % 8);
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 2 + jitter)).await;
                 }
@@ -196,6 +213,18 @@ impl AuditLog {
             }
         }
         Err(PortError::Unavailable("the audit chain is too busy; retry".into()))
+    }
+
+    /// A chain's head and its item version (genesis and 0 for a chain never written).
+    async fn read_head(&self, head_key: &Key) -> PortResult<(Head, u64)> {
+        match self.store.get(head_key).await? {
+            Some(item) => {
+                let head: Head =
+                    serde_json::from_value(item.body).map_err(|e| PortError::undecodable("audit head", &e))?;
+                Ok((head, item.version))
+            }
+            None => Ok((Head { seq: 0, hash: GENESIS.to_owned() }, 0)),
+        }
     }
 
     /// A page of a chain's records in order, at most `limit`, from the start or from a previous page's cursor;
@@ -301,6 +330,12 @@ fn member_pk(member: &str) -> String {
 
 fn decode_record(item: Item) -> PortResult<AuditRecord> {
     serde_json::from_value(item.body).map_err(|e| PortError::undecodable("audit record", &e))
+}
+
+/// The most writes [`append_ops`] makes for `entry`: the record, the head and the chain's registry item, and
+/// the member index items.
+fn append_op_count(entry: &AuditEntry) -> usize {
+    3 + entry.members.len().min(MAX_INDEXED_MEMBERS)
 }
 
 /// The writes of one append: the record, the head moved (created for a new chain, with its registry item), and
@@ -589,6 +624,55 @@ mod tests {
         let report = verify(&log).await.expect("verify");
         assert!(report.is_intact(), "{report:?}");
         assert_eq!(report.records, 24);
+    }
+
+    #[tokio::test]
+    async fn a_write_and_its_record_commit_together_or_not_at_all() {
+        let store = Arc::new(MemoryStateStore::new());
+        let log = AuditLog::new(store.clone());
+        let case = |id: &str| WriteOp::PutNew(Item::new(Key::new("CASE#1", id), json!({"n": 1})));
+        let rec = log.append_with(entry("p", "r1", &["M1"]), vec![case("A")]).await.expect("append with a write");
+        assert_eq!(rec.seq, 1);
+        assert!(store.get(&Key::new("CASE#1", "A")).await.expect("get").is_some());
+
+        // The write's own condition fails: Conflict, and neither the write nor a record is kept.
+        let refused = log.append_with(entry("p", "r1", &["M2"]), vec![case("A")]).await;
+        assert!(matches!(refused, Err(PortError::Conflict(_))), "{refused:?}");
+        assert_eq!(log.head(&rec.chain).await.expect("head").map(|h| h.0), Some(1));
+        assert!(log.member_history("M2", 10).await.expect("history").is_empty());
+        assert!(verify(&log).await.expect("verify").is_intact());
+    }
+
+    #[tokio::test]
+    async fn writes_racing_for_one_chain_each_get_their_record() {
+        let store = Arc::new(MemoryStateStore::new());
+        let log = AuditLog::new(store.clone());
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let log = log.clone();
+                let op = WriteOp::PutNew(Item::new(Key::new("CASE", format!("{i}")), json!({})));
+                // One request id: every append races for the same head.
+                tokio::spawn(async move { log.append_with(entry("busy", "same", &[]), vec![op]).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task").expect("append with a write");
+        }
+        let report = verify(&log).await.expect("verify");
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!(report.records, 16);
+        assert_eq!(store.query(&Query::prefix("CASE", "", 100)).await.expect("cases").items.len(), 16);
+    }
+
+    #[tokio::test]
+    async fn writes_too_many_for_one_transaction_still_commit_and_are_recorded() {
+        let store = Arc::new(MemoryStateStore::new());
+        let log = AuditLog::new(store.clone());
+        let ops: Vec<_> =
+            (0..99).map(|i| WriteOp::PutNew(Item::new(Key::new("MANY", format!("{i:03}")), json!({})))).collect();
+        log.append_with(entry("p", "r", &["M1"]), ops).await.expect("append");
+        assert_eq!(store.query(&Query::prefix("MANY", "", 200)).await.expect("items").items.len(), 99);
+        assert_eq!(log.member_history("M1", 10).await.expect("history").len(), 1);
     }
 
     #[test]

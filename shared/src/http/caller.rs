@@ -2,13 +2,15 @@
 //! once, and hands the domain a [`CallerContext`]; when the handler has answered, it appends the request's audit
 //! record (who, which client, the route, what the handler noted it touched, the status). A request whose audit
 //! record cannot be written is answered 503, so that the caller retries (retries are idempotent) rather than
-//! PHI being read or written unrecorded.
+//! PHI being read or written unrecorded. A handler that writes commits its writes and the record in one
+//! transaction ([`CallerContext::commit_audited`]), so a write is never left unrecorded; the middleware then adds
+//! a record only when the answer differs from the one recorded.
 
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -17,7 +19,8 @@ use crate::auth::{random_id, AuthError, TokenService};
 use crate::domain::audit::{timestamp, AuditAction, AuditEntry, AuditLog};
 use crate::domain::payer_data::PayerDataRepo;
 use crate::domain::{Caller, TradingPartner};
-use crate::ports::Clock;
+use crate::ports::{Clock, PortResult, WriteOp};
+use time::OffsetDateTime;
 
 /// Verifies tokens and resolves partners.
 pub struct Authenticator {
@@ -66,6 +69,40 @@ pub struct CallerContext {
 }
 
 impl CallerContext {
+    /// Commits `ops` together with this request's audit record (what the handler noted so far, answered
+    /// `status`), in one transaction: both or neither. `Conflict` when one of `ops`' conditions fails.
+    ///
+    /// The middleware adds no second record when the request is answered `status` and nothing more was noted.
+    pub async fn commit_audited(
+        &self,
+        log: &AuditLog,
+        at: OffsetDateTime,
+        status: StatusCode,
+        ops: Vec<WriteOp>,
+    ) -> PortResult<()> {
+        let notes = self.audit.snapshot();
+        let entry = self.entry(at, &notes, status.as_u16());
+        log.append_with(entry, ops).await?;
+        self.audit.recorded(status.as_u16(), &notes);
+        Ok(())
+    }
+
+    /// This request's audit entry with `notes`, answered `outcome`.
+    fn entry(&self, at: OffsetDateTime, notes: &Notes, outcome: u16) -> AuditEntry {
+        let (method, route) = notes.operation.clone().unwrap_or_default();
+        AuditEntry {
+            at: timestamp(at),
+            partner: self.caller.partner.as_str().to_owned(),
+            client_id: self.caller.client_id.clone(),
+            action: AuditAction::from_method(&method, &route),
+            operation: format!("{method} {route}"),
+            resources: notes.resources.clone(),
+            members: notes.members.clone(),
+            outcome,
+            request_id: self.request_id.clone(),
+        }
+    }
+
     /// Notes for the audit record that the request touched `kind/id` (a case, an attachment, ...).
     pub fn audit_resource(&self, kind: &str, id: &str) {
         if id.len() > 4 * MAX_AUDITED_ID {
@@ -102,12 +139,16 @@ pub const TRUNCATED: &str = "notes/truncated";
 pub struct AuditNotes(Arc<Mutex<Notes>>);
 
 /// The notes themselves.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Notes {
     /// `kind/id` of what was touched.
     pub resources: Vec<String>,
     /// Member ids.
     pub members: Vec<String>,
+    /// The method and route template (set by the middleware before the handler runs).
+    operation: Option<(String, String)>,
+    /// What a handler's own commit recorded: the status and the notes it carried.
+    recorded: Option<(u16, Box<Notes>)>,
 }
 
 /// Most ids one request's record keeps: a 10,000-set interchange is recorded by its first ones, and the record
@@ -132,6 +173,33 @@ impl AuditNotes {
     pub fn take(&self) -> Notes {
         self.0.lock().map(|mut n| std::mem::take(&mut *n)).unwrap_or_default()
     }
+
+    /// The notes as they are now (without what an earlier commit recorded).
+    fn snapshot(&self) -> Notes {
+        self.0.lock().map(|n| Notes { recorded: None, ..n.clone() }).unwrap_or_default()
+    }
+
+    /// Marks `notes` as recorded with `status` by a handler's commit.
+    fn recorded(&self, status: u16, notes: &Notes) {
+        if let Ok(mut n) = self.0.lock() {
+            n.recorded = Some((status, Box::new(notes.clone())));
+        }
+    }
+
+    fn set_operation(&self, method: &str, route: &str) {
+        if let Ok(mut n) = self.0.lock() {
+            n.operation = Some((method.to_owned(), route.to_owned()));
+        }
+    }
+}
+
+impl Notes {
+    /// Whether a handler's commit already recorded this answer with everything noted since.
+    fn already_recorded(&self, status: u16) -> bool {
+        self.recorded.as_ref().is_some_and(|(recorded, notes)| {
+            *recorded == status && notes.resources == self.resources && notes.members == self.members
+        })
+    }
 }
 
 /// Middleware: 401 problem+json unless the request carries a valid token of a registered partner.
@@ -140,24 +208,17 @@ pub async fn require_caller(State(auth): State<Arc<Authenticator>>, mut req: Req
         Ok(ctx) => {
             let request_id = ctx.request_id.clone();
             let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_default();
-            let method = req.method().as_str().to_owned();
+            ctx.audit.set_operation(req.method().as_str(), &route);
             req.extensions_mut().insert(ctx.clone());
             let mut resp = next.run(req).await;
             let notes = ctx.audit.take();
-            let entry = AuditEntry {
-                at: timestamp(auth.clock.now()),
-                partner: ctx.caller.partner.as_str().to_owned(),
-                client_id: ctx.caller.client_id.clone(),
-                action: AuditAction::from_method(&method, &route),
-                operation: format!("{method} {route}"),
-                resources: notes.resources,
-                members: notes.members,
-                outcome: resp.status().as_u16(),
-                request_id: request_id.clone(),
-            };
-            if let Err(e) = auth.audit.append(entry).await {
-                tracing::error!(request_id, error = %e, "audit record not written: answering 503");
-                resp = Problem::unavailable().into_response();
+            let status = resp.status().as_u16();
+            if !notes.already_recorded(status) {
+                let entry = ctx.entry(auth.clock.now(), &notes, status);
+                if let Err(e) = auth.audit.append(entry).await {
+                    tracing::error!(request_id, error = %e, "audit record not written: answering 503");
+                    resp = Problem::unavailable().into_response();
+                }
             }
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 resp.headers_mut().insert("x-request-id", v);

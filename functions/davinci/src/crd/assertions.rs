@@ -84,11 +84,6 @@ impl AssertionRepo {
             .collect()
     }
 
-    /// Applies writes atomically.
-    pub async fn commit(&self, ops: Vec<WriteOp>) -> Result<(), PortError> {
-        self.store.transact(ops).await
-    }
-
     /// An assertion by id.
     pub async fn get(&self, id: &str) -> Result<Option<StoredAssertion>, PortError> {
         if id.is_empty() || id.len() > 64 {

@@ -64,7 +64,19 @@ async fn handle(
         client_auth::authenticate(&dv.core.repo, headers.get(header::AUTHORIZATION), &audience, now.unix_timestamp())
             .await?;
     let started = std::time::Instant::now();
-    // The member the Coverage names (prefetched), for the audit record: the request is about that member.
+    // The hook is outside the bearer-token middleware, so it writes its own audit record: the client is the
+    // CDS client (its issuer), on behalf of the partner it is registered to, about the member the Coverage names.
+    let entry = |members: Vec<String>, outcome: u16| AuditEntry {
+        at: timestamp(now),
+        partner: client.partner.id.as_str().to_owned(),
+        client_id: client.issuer.clone(),
+        action: AuditAction::E,
+        operation: format!("POST /cds-services/{}", hook.service_id()),
+        resources: vec![],
+        members,
+        outcome,
+        request_id: request_id.to_owned(),
+    };
     let mut members = Vec::new();
     let result = match request::parse(hook, body) {
         Ok(request) => {
@@ -77,26 +89,17 @@ async fn handle(
                     .map(|m| m.to_ascii_uppercase())
                     .take(2),
             );
-            service::answer(dv, &client, request, now, request_id).await
+            // An answer is recorded in the transaction that keeps its assertions.
+            service::answer(dv, &client, request, now, request_id, entry(members.clone(), 200)).await
         }
         Err(e) => Err(e),
     };
-    // The hook is outside the bearer-token middleware, so it appends its own audit record: the client is the
-    // CDS client (its issuer), on behalf of the partner it is registered to.
-    let entry = AuditEntry {
-        at: timestamp(now),
-        partner: client.partner.id.as_str().to_owned(),
-        client_id: client.issuer.clone(),
-        action: AuditAction::E,
-        operation: format!("POST /cds-services/{}", hook.service_id()),
-        resources: vec![],
-        members,
-        outcome: result.as_ref().map_or_else(|e| e.status().as_u16(), |_| 200),
-        request_id: request_id.to_owned(),
-    };
-    if let Err(e) = dv.core.audit.append(entry).await {
-        tracing::error!(request_id, error = %e, "audit record not written: answering 503");
-        return Err(FhirError::Unavailable);
+    // A refusal is recorded on its own.
+    if let Err(refused) = &result {
+        if let Err(e) = dv.core.audit.append(entry(members, refused.status().as_u16())).await {
+            tracing::error!(request_id, error = %e, "audit record not written: answering 503");
+            return Err(FhirError::Unavailable);
+        }
     }
     let answer = result?;
     tracing::info!(

@@ -2,6 +2,7 @@
 //! every order, and answer with the coverage-information extension on each order (a system action) and a card
 //! wherever a person should act. The assertions are kept in one transaction with the client JWT's replay record.
 
+use exchange_core::domain::audit::AuditEntry;
 use exchange_core::domain::payer_data::{CurrentDataSet, MemberRecord, Plan};
 use exchange_core::domain::policy::evaluate;
 use exchange_core::domain::replay::ReplayLedger;
@@ -34,13 +35,15 @@ enum Placement {
     NotPlaced(&'static str, &'static str),
 }
 
-/// The whole answer to one hook call.
+/// The whole answer to one hook call. The assertions it keeps are committed with `audit`, the request's audit
+/// record, in one transaction.
 pub async fn answer(
     dv: &Davinci,
     client: &CdsClient,
     request: HookRequest,
     now: OffsetDateTime,
     request_id: &str,
+    audit: AuditEntry,
 ) -> Result<Value, FhirError> {
     let port = |e: PortError| FhirError::from_port(request_id, &e);
     let data = dv.core.repo.current().await.map_err(port)?.ok_or(FhirError::Unavailable)?;
@@ -181,7 +184,7 @@ pub async fn answer(
 
     let mut ops = dv.assertions.create_ops(&assertions).map_err(port)?;
     ops.push(ReplayLedger::record("cds", &client.issuer, &client.jti, client.expires));
-    match dv.assertions.commit(ops).await {
+    match dv.core.audit.append_with(audit, ops).await.map(drop) {
         Ok(()) => {}
         // The assertion ids are fresh: the only create that can collide is the JWT's replay record.
         Err(PortError::Conflict(_)) => {

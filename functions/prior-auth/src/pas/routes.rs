@@ -7,7 +7,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use exchange_core::domain::prior_auth::PaCase;
+use exchange_core::domain::prior_auth::{CaseRepo, PaCase};
 use exchange_core::fhir::{FhirError, FHIR_JSON};
 use exchange_core::http::{answer_response, media_type, CallerContext, MAX_BODY_BYTES};
 use exchange_core::ports::PortError;
@@ -161,7 +161,9 @@ async fn submit_initial(
     };
     let answer = serde_json::to_vec(&response_bundle(&case, Flavor::Submit, now)).unwrap_or_default();
     let vaulted = vault_exchange(&pa.core, ctx, "pas/submit", kept.raw, &answer, &case.payer).await.map_err(port)?;
-    if let Err(e) = pa.cases.create(&case, Some(idempotency(&vaulted, kept, &case.payer))).await {
+    crate::audit_case(ctx, &case);
+    let ops = CaseRepo::create_ops(&case, Some(idempotency(&vaulted, kept, &case.payer))).map_err(port)?;
+    if let Err(e) = ctx.commit_audited(&pa.core.audit, now, StatusCode::OK, ops).await {
         vaulted.discard(&pa.core).await;
         if !matches!(e, PortError::Conflict(_)) {
             return Err(port(e));
@@ -260,7 +262,9 @@ async fn submit_update(
     let answer = serde_json::to_vec(&response_bundle(&case, Flavor::Submit, now)).unwrap_or_default();
     let vaulted = vault_exchange(&pa.core, ctx, "pas/update", kept.raw, &answer, &case.payer).await.map_err(port)?;
     let idem = idempotency(&vaulted, kept, &case.payer);
-    if let Err(e) = pa.cases.save_with(&case, version, Some((kept.key, Some(idem))), vec![]).await {
+    crate::audit_case(ctx, &case);
+    let ops = CaseRepo::save_ops(&case, version, Some((kept.key, Some(idem)))).map_err(port)?;
+    if let Err(e) = ctx.commit_audited(&pa.core.audit, now, StatusCode::OK, ops).await {
         vaulted.discard(&pa.core).await;
         return Err(match e {
             PortError::Conflict(_) => FhirError::Conflict("the request changed meanwhile; resubmit the update".into()),

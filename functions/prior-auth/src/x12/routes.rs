@@ -231,7 +231,7 @@ async fn answer(
     if let Some(key) = idem_key {
         ops.push(vaulted.idempotency_op(key, X12_MEDIA_TYPE, 200, &payer, now)?);
     }
-    if let Err(e) = pa.cases.commit(ops).await {
+    if let Err(e) = ctx.commit_audited(&pa.core.audit, now, StatusCode::OK, ops).await {
         vaulted.discard(&pa.core).await;
         if matches!(e, PortError::Conflict(_)) {
             // A concurrent retry of the same interchange (or a concurrent change of a referenced case) won.
