@@ -39,8 +39,8 @@ pub struct InquiryRecord {
     pub at: String,
 }
 
-/// Vaults the request and the answer, then writes the inquiry record and the idempotency record in one
-/// transaction. On any failure the documents already written are removed and the error returned.
+/// Vaults the request and the answer, then writes the inquiry record, the idempotency record and the request's
+/// audit record in one transaction. On any failure the documents already written are removed and the error returned.
 #[allow(clippy::too_many_arguments)]
 pub async fn keep(
     app: &App,
@@ -73,7 +73,9 @@ pub async fn keep(
     if let Some(key) = idempotency {
         ops.push(vaulted.idempotency_op(key, content_type, status, payer, now)?);
     }
-    if let Err(e) = app.store.transact(ops).await {
+    // The request's audit record goes in the same transaction: the exchange is never kept unrecorded.
+    let status = axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK);
+    if let Err(e) = ctx.commit_audited(&app.audit, now, status, ops).await {
         vaulted.discard(app).await;
         return Err(e);
     }
