@@ -753,6 +753,38 @@ async fn uploads_that_do_not_match_their_declaration_are_refused() {
     }
 }
 
+/// A CDex submission is kept with its audit record or not at all: with the submitter's audit chains unwritable,
+/// no attachment and no document is kept; repaired, the retry is stored and its one record names the attachment.
+#[tokio::test]
+async fn an_attachment_is_kept_with_its_audit_record_or_not_at_all() {
+    use exchange_core::domain::audit::AUDIT_SHARDS;
+    use exchange_core::ports::{Item, Key, WriteOp};
+
+    let ex = exchange().await;
+    let store = ex.pa.core.store.clone();
+    let heads: Vec<Key> =
+        (0..AUDIT_SHARDS).map(|shard| Key::new(format!("AUDIT#cdex-provider#{shard}"), "HEAD")).collect();
+    let broken = heads.iter().map(|k| WriteOp::PutNew(Item::new(k.clone(), json!({"not": "a head"})))).collect();
+    store.transact(broken).await.expect("break the heads");
+
+    let body = cdex_example(3);
+    let refused = submit(&ex, "cdex-provider", &body).await;
+    assert!(refused.status >= 500, "{} {}", refused.status, refused.text());
+    let list = get(&ex, "sample-payer", "/attachments").await.json();
+    assert!(list["attachments"].as_array().is_some_and(|a| a.is_empty()), "{list}");
+    assert_eq!(ex.vaulted_documents(), 0, "the documents written before the commit are removed");
+
+    let repair = heads.iter().map(|k| WriteOp::Delete { key: k.clone(), expected_version: 1 }).collect();
+    store.transact(repair).await.expect("repair");
+    let accepted = submit(&ex, "cdex-provider", &body).await;
+    assert_eq!(accepted.status, 200, "{}", accepted.text());
+    let history = ex.pa.core.audit.partner_history("cdex-provider", 10).await.expect("history");
+    let mine: Vec<_> = history.iter().filter(|r| r.entry.request_id == accepted.header("x-request-id")).collect();
+    assert_eq!(mine.len(), 1, "one record for the request: {history:?}");
+    assert!(mine[0].entry.resources.iter().any(|r| r.starts_with("attachment/")), "{:?}", mine[0].entry);
+    assert!(!mine[0].entry.members.is_empty());
+}
+
 /// A submission whose function dies between writing its documents and committing its record leaves the ledger
 /// entry behind; once the grace period has passed the sweep deletes the documents: no content without a record.
 #[tokio::test]
@@ -767,7 +799,10 @@ async fn documents_of_a_submission_that_never_committed_are_swept() {
         other => panic!("expected a plan, got {other:?}"),
     };
     // Run the store until its documents are written, then drop it: the "crash" before the commit.
-    let store = attachments::intake::store(&svc, &partner, *plan);
+    let token = ex.token("cdex-provider").await;
+    let bearer = http::HeaderValue::from_str(&format!("Bearer {token}")).expect("header");
+    let ctx = ex.pa.core.auth.authenticate(Some(&bearer)).await.expect("caller");
+    let store = attachments::intake::store(&svc, &ctx, *plan);
     let mut store = Box::pin(store);
     let written = loop {
         let n = ex.vaulted_documents();

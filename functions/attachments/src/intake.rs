@@ -3,6 +3,7 @@
 //! payer request it answers are written in one transaction. Documents are written before the record and deleted
 //! again when the record cannot be written, so no record points at missing content.
 
+use axum::http::StatusCode;
 use exchange_core::auth::random_id;
 use exchange_core::domain::attachment_requests::AttachmentRequestRepo;
 use exchange_core::domain::attachments::{
@@ -15,6 +16,7 @@ use exchange_core::domain::payer_data::bare_media_type;
 use exchange_core::domain::prior_auth::rfc3339;
 use exchange_core::domain::uploads::{Upload, UploadRepo, UploadState};
 use exchange_core::domain::TradingPartner;
+use exchange_core::http::CallerContext;
 use exchange_core::ports::{EncryptionContext, PortError, WriteOp};
 use exchange_core::record::sha256_hex;
 
@@ -372,13 +374,13 @@ pub async fn check(svc: &Attachments, partner: &TradingPartner, sub: Submission)
 /// Checks and stores a submission: [`check`], then [`store`].
 pub async fn accept(
     svc: &Attachments,
-    partner: &TradingPartner,
+    ctx: &CallerContext,
     sub: Submission,
 ) -> Result<Result<Accepted, Refusal>, PortError> {
-    match check(svc, partner, sub).await? {
+    match check(svc, &ctx.partner, sub).await? {
         Verdict::Refused(r) => Ok(Err(r)),
         Verdict::Retry(a) => Ok(Ok(*a)),
-        Verdict::Store(plan) => store(svc, partner, *plan).await.map(Ok),
+        Verdict::Store(plan) => store(svc, ctx, *plan).await.map(Ok),
     }
 }
 
@@ -387,9 +389,10 @@ pub async fn accept(
 /// ledger entry's removal commit in one transaction. `Conflict` when another submission under the tracking id won a
 /// race (a retry then finds it). A function that dies half-way leaves the ledger entry, and the sweep deletes the
 /// documents: there is never content without a record, nor a record without content.
-pub async fn store(svc: &Attachments, partner: &TradingPartner, plan: Plan) -> Result<Accepted, PortError> {
+pub async fn store(svc: &Attachments, ctx: &CallerContext, plan: Plan) -> Result<Accepted, PortError> {
     let Plan { sub, payer, existing, content_sha256, staged } = plan;
     let core = &svc.core;
+    let partner = ctx.partner.as_ref();
     let submitter = partner.id.as_str();
     let id = attachment_id(submitter, &sub.tracking_id);
     let at = rfc3339(core.clock.now());
@@ -471,7 +474,10 @@ pub async fn store(svc: &Attachments, partner: &TradingPartner, plan: Plan) -> R
             ops.push(UploadRepo::mark_used_op(&s.upload, s.version, &att.id)?);
         }
         ops.push(pending.cancel_op());
-        svc.attachments.commit(ops).await
+        // The request's audit record, naming the attachment and its member, commits with it.
+        ctx.audit_resource("attachment", &att.id);
+        ctx.audit_member(&att.member_id);
+        ctx.commit_audited(&core.audit, core.clock.now(), StatusCode::OK, ops).await
     }
     .await;
     if let Err(e) = committed {

@@ -327,7 +327,7 @@ async fn store_set(
     }
     let mut payer = None;
     for plan in plans {
-        let stored = intake::store(svc, &ctx.partner, *plan).await?.attachment;
+        let stored = intake::store(svc, ctx, *plan).await?.attachment;
         ctx.audit_resource("attachment", &stored.id);
         ctx.audit_member(&stored.member_id);
         payer = Some(stored.payer);
