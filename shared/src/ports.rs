@@ -156,6 +156,10 @@ impl Query {
     }
 }
 
+/// Most writes one transaction holds: DynamoDB's limit, which every state store keeps so that code tested on the
+/// embedded store never meets it first in AWS.
+pub const MAX_TRANSACTION_WRITES: usize = 100;
+
 /// The state store port (DynamoDB single table, or an embedded ACID database file).
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
@@ -170,7 +174,8 @@ pub trait StateStore: Send + Sync + 'static {
     async fn query(&self, query: &Query) -> PortResult<Page>;
     /// Items by secondary-index partition (`gsi1pk`) and sort-key (`gsi1sk`) prefix, ascending.
     async fn query_gsi1(&self, query: &Query) -> PortResult<Page>;
-    /// Applies all writes atomically; `Conflict` (and nothing written) when any condition fails.
+    /// Applies all writes atomically; `Conflict` (and nothing written) when any condition fails. At most
+    /// [`MAX_TRANSACTION_WRITES`] writes, each to a different key (`Invalid` otherwise).
     async fn transact(&self, ops: Vec<WriteOp>) -> PortResult<()>;
     /// Atomically increments the counter stored at `key` (creating it at 0) and returns the new value.
     /// Never returns the same value twice for a key, across processes.

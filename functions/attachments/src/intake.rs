@@ -475,8 +475,8 @@ pub async fn store(svc: &Attachments, ctx: &CallerContext, plan: Plan) -> Result
         }
         ops.push(pending.cancel_op());
         // The request's audit record, naming the attachment and its member, commits with it.
-        ctx.audit_resource("attachment", &att.id);
-        ctx.audit_member(&att.member_id);
+        ctx.audit_resource_on_commit("attachment", &att.id);
+        ctx.audit_member_on_commit(&att.member_id);
         ctx.commit_audited(&core.audit, core.clock.now(), StatusCode::OK, ops).await
     }
     .await;

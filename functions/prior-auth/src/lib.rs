@@ -99,6 +99,12 @@ pub fn audit_case(ctx: &exchange_core::http::CallerContext, case: &exchange_core
     ctx.audit_member(&case.subscriber.member_id);
 }
 
+/// Notes a case the request's next audited commit creates: kept in the audit record only if that commit succeeds.
+pub fn audit_new_case(ctx: &exchange_core::http::CallerContext, case: &exchange_core::domain::prior_auth::PaCase) {
+    ctx.audit_resource_on_commit("case", &case.id);
+    ctx.audit_member_on_commit(&case.subscriber.member_id);
+}
+
 /// The function's routes: [`routes`] plus `/health` (open).
 pub fn router(pa: Arc<PriorAuth>) -> Router {
     Router::new().route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) })).merge(routes(pa))

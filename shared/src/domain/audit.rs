@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use crate::ports::{Item, Key, PortError, PortResult, Query, StateStore, WriteOp};
+use crate::ports::{Item, Key, PortError, PortResult, Query, StateStore, WriteOp, MAX_TRANSACTION_WRITES};
 
 /// Chains per partner.
 pub const AUDIT_SHARDS: u32 = 8;
@@ -32,9 +32,6 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// Most members one record indexes (a record about more names them all, but indexes the first ones): DynamoDB
 /// transactions hold 100 writes, and an append takes up to three more.
 pub const MAX_INDEXED_MEMBERS: usize = 90;
-
-/// Most writes one transaction holds (DynamoDB's limit, which every store keeps).
-const MAX_TRANSACTION_WRITES: usize = 100;
 
 /// Attempts to take a chain's next seq when concurrent appends race for it.
 const APPEND_ATTEMPTS: u32 = 12;
@@ -176,34 +173,36 @@ impl AuditLog {
     /// Appends `entry` and applies the caller's `ops` in the same transaction: the write and its audit record
     /// commit together or not at all (and an embedded store pays one durable commit for both).
     ///
-    /// `Conflict` when one of `ops`' conditions fails (the audit head it raced for is retried, not reported).
-    /// When `ops` and the record's writes would not fit one transaction, `ops` commit first and the record after,
-    /// as [`Self::append`] would.
+    /// `Conflict` when one of `ops`' own conditions fails; a transaction lost only to another append on the same
+    /// chain (the head moved, or DynamoDB cancelled it for contention) is retried. When `ops` and the record's
+    /// writes would exceed [`MAX_TRANSACTION_WRITES`], the record indexes fewer of its members (it still names them
+    /// all); `Invalid`, with nothing written, when `ops` leave no room for the record itself.
     pub async fn append_with(&self, entry: AuditEntry, ops: Vec<WriteOp>) -> PortResult<AuditRecord> {
         let chain = chain_for(&entry.partner, &entry.request_id);
         let head_key = Key::new(chain_pk(&chain), "HEAD");
-        let mut ops = Some(ops).filter(|ops| !ops.is_empty());
-        if ops.as_ref().is_some_and(|ops| ops.len() + append_op_count(&entry) > MAX_TRANSACTION_WRITES) {
-            self.store.transact(ops.take().unwrap_or_default()).await?;
-        }
+        let Some(room) = MAX_TRANSACTION_WRITES.checked_sub(ops.len() + 3) else {
+            return Err(PortError::Invalid(format!(
+                "{} writes leave no room for the audit record in one transaction",
+                ops.len()
+            )));
+        };
+        let indexed = room.min(MAX_INDEXED_MEMBERS);
         for attempt in 0..APPEND_ATTEMPTS {
             let (head, version) = self.read_head(&head_key).await?;
             let seq = head.seq + 1;
             let hash = record_hash(&chain, seq, &head.hash, &entry)?;
             let record = AuditRecord { chain: chain.clone(), seq, prev: head.hash, entry: entry.clone(), hash };
-            let mut writes = append_ops(&record, version)?;
-            if let Some(ops) = &ops {
-                writes.extend(ops.iter().cloned());
-            }
+            let mut writes = append_ops(&record, version, indexed)?;
+            writes.extend(ops.iter().cloned());
             match self.store.transact(writes).await {
                 Ok(()) => {
                     tracing::info!(audit_chain = %record.chain, audit_seq = seq, audit_head = %record.hash, "audit appended");
                     return Ok(record);
                 }
                 Err(PortError::Conflict(why)) => {
-                    // Either another append took this seq (the head moved: take the next) or the caller's own
-                    // condition failed (the head did not move: that conflict is the caller's answer).
-                    if ops.is_some() && self.read_head(&head_key).await?.1 == version {
+                    // The caller's own condition failing is the caller's answer; anything else was another
+                    // append taking this seq (or contending for the head): take the next.
+                    if self.any_condition_fails(&ops).await? {
                         return Err(PortError::Conflict(why));
                     }
                     let jitter = u64::from(rand::random::<u8>() % 8);
@@ -213,6 +212,26 @@ impl AuditLog {
             }
         }
         Err(PortError::Unavailable("the audit chain is too busy; retry".into()))
+    }
+
+    /// Whether one of `ops`' conditions fails against the store as it is now: a create whose item exists, an
+    /// update or delete whose item is gone or at another version.
+    async fn any_condition_fails(&self, ops: &[WriteOp]) -> PortResult<bool> {
+        for op in ops {
+            let fails = match op {
+                WriteOp::PutNew(item) => self.store.get(&item.key).await?.is_some(),
+                WriteOp::Update { item, expected_version } => {
+                    self.store.get(&item.key).await?.is_none_or(|i| i.version != *expected_version)
+                }
+                WriteOp::Delete { key, expected_version } => {
+                    self.store.get(key).await?.is_none_or(|i| i.version != *expected_version)
+                }
+            };
+            if fails {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// A chain's head and its item version (genesis and 0 for a chain never written).
@@ -332,15 +351,9 @@ fn decode_record(item: Item) -> PortResult<AuditRecord> {
     serde_json::from_value(item.body).map_err(|e| PortError::undecodable("audit record", &e))
 }
 
-/// The most writes [`append_ops`] makes for `entry`: the record, the head and the chain's registry item, and
-/// the member index items.
-fn append_op_count(entry: &AuditEntry) -> usize {
-    3 + entry.members.len().min(MAX_INDEXED_MEMBERS)
-}
-
 /// The writes of one append: the record, the head moved (created for a new chain, with its registry item), and
 /// the member index items.
-fn append_ops(record: &AuditRecord, head_version: u64) -> PortResult<Vec<WriteOp>> {
+fn append_ops(record: &AuditRecord, head_version: u64, indexed_members: usize) -> PortResult<Vec<WriteOp>> {
     let body = serde_json::to_value(record).map_err(|e| PortError::Invalid(e.to_string()))?;
     let head = Item::new(
         Key::new(chain_pk(&record.chain), "HEAD"),
@@ -356,7 +369,7 @@ fn append_ops(record: &AuditRecord, head_version: u64) -> PortResult<Vec<WriteOp
     let mut members: Vec<&String> = record.entry.members.iter().collect();
     members.sort();
     members.dedup();
-    for member in members.into_iter().take(MAX_INDEXED_MEMBERS) {
+    for member in members.into_iter().take(indexed_members) {
         let sk = format!("{}#{}#{:012}", record.entry.at, record.chain, record.seq);
         ops.push(WriteOp::PutNew(Item::new(
             Key::new(member_pk(member), sk),
@@ -537,6 +550,8 @@ pub fn timestamp(now: OffsetDateTime) -> String {
 mod tests {
     use super::*;
     use crate::adapters::memory::MemoryStateStore;
+    use crate::ports::Page;
+    use std::sync::atomic::Ordering::SeqCst;
 
     fn entry(partner: &str, request_id: &str, members: &[&str]) -> AuditEntry {
         AuditEntry {
@@ -643,36 +658,101 @@ mod tests {
         assert!(verify(&log).await.expect("verify").is_intact());
     }
 
-    #[tokio::test]
-    async fn writes_racing_for_one_chain_each_get_their_record() {
-        let store = Arc::new(MemoryStateStore::new());
-        let log = AuditLog::new(store.clone());
-        let tasks: Vec<_> = (0..16)
-            .map(|i| {
-                let log = log.clone();
-                let op = WriteOp::PutNew(Item::new(Key::new("CASE", format!("{i}")), json!({})));
-                // One request id: every append races for the same head.
-                tokio::spawn(async move { log.append_with(entry("busy", "same", &[]), vec![op]).await })
-            })
-            .collect();
-        for t in tasks {
-            t.await.expect("task").expect("append with a write");
+    /// A store on which another request's append lands just before each of the first `races` transactions that
+    /// carry a caller's write: the head those transactions expect has moved.
+    struct Contended {
+        inner: Arc<MemoryStateStore>,
+        races: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl StateStore for Contended {
+        async fn get(&self, key: &Key) -> PortResult<Option<Item>> {
+            self.inner.get(key).await
         }
-        let report = verify(&log).await.expect("verify");
-        assert!(report.is_intact(), "{report:?}");
-        assert_eq!(report.records, 16);
-        assert_eq!(store.query(&Query::prefix("CASE", "", 100)).await.expect("cases").items.len(), 16);
+        async fn put_new(&self, item: Item) -> PortResult<()> {
+            self.inner.put_new(item).await
+        }
+        async fn update(&self, item: Item, expected_version: u64) -> PortResult<u64> {
+            self.inner.update(item, expected_version).await
+        }
+        async fn query(&self, query: &Query) -> PortResult<Page> {
+            self.inner.query(query).await
+        }
+        async fn query_gsi1(&self, query: &Query) -> PortResult<Page> {
+            self.inner.query_gsi1(query).await
+        }
+        async fn transact(&self, ops: Vec<WriteOp>) -> PortResult<()> {
+            let carries_a_write = ops.iter().any(|op| !op_key(op).pk.starts_with("AUDIT"));
+            let race = carries_a_write && self.races.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok();
+            if race {
+                AuditLog::new(self.inner.clone()).append(entry("p", "r1", &[])).await?;
+            }
+            self.inner.transact(ops).await
+        }
+        async fn increment(&self, key: &Key) -> PortResult<u64> {
+            self.inner.increment(key).await
+        }
+    }
+
+    fn op_key(op: &WriteOp) -> &Key {
+        match op {
+            WriteOp::PutNew(item) | WriteOp::Update { item, .. } => &item.key,
+            WriteOp::Delete { key, .. } => key,
+        }
+    }
+
+    fn contended(races: u32) -> (Arc<MemoryStateStore>, AuditLog) {
+        let inner = Arc::new(MemoryStateStore::new());
+        let store = Contended { inner: inner.clone(), races: std::sync::atomic::AtomicU32::new(races) };
+        (inner, AuditLog::new(Arc::new(store)))
     }
 
     #[tokio::test]
-    async fn writes_too_many_for_one_transaction_still_commit_and_are_recorded() {
+    async fn a_write_that_loses_the_head_to_another_append_is_retried_and_recorded() {
+        let (inner, log) = contended(3);
+        let op = WriteOp::PutNew(Item::new(Key::new("CASE", "1"), json!({})));
+        let rec = log.append_with(entry("p", "r1", &["M1"]), vec![op]).await.expect("append with a write");
+        // Three other appends took seqs 1 to 3 first.
+        assert_eq!(rec.seq, 4);
+        assert!(inner.get(&Key::new("CASE", "1")).await.expect("get").is_some());
+        let report = verify(&log).await.expect("verify");
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!(report.records, 4);
+    }
+
+    #[tokio::test]
+    async fn the_callers_own_conflict_is_reported_even_while_the_head_moves() {
+        let (inner, log) = contended(0);
+        let op = || WriteOp::PutNew(Item::new(Key::new("CASE", "1"), json!({})));
+        log.append_with(entry("p", "r1", &[]), vec![op()]).await.expect("first");
+        // Every further attempt also loses the head: the caller's conflict must still come back as Conflict, at
+        // once, not as "too busy" after every retry.
+        let busy = AuditLog::new(Arc::new(Contended { inner: inner.clone(), races: u32::MAX.into() }));
+        let again = busy.append_with(entry("p", "r1", &["M9"]), vec![op()]).await;
+        assert!(matches!(again, Err(PortError::Conflict(_))), "{again:?}");
+        assert!(log.member_history("M9", 10).await.expect("history").is_empty());
+        assert!(verify(&log).await.expect("verify").is_intact());
+    }
+
+    #[tokio::test]
+    async fn writes_leaving_no_room_for_the_record_write_nothing_and_big_ones_index_fewer_members() {
         let store = Arc::new(MemoryStateStore::new());
         let log = AuditLog::new(store.clone());
-        let ops: Vec<_> =
-            (0..99).map(|i| WriteOp::PutNew(Item::new(Key::new("MANY", format!("{i:03}")), json!({})))).collect();
-        log.append_with(entry("p", "r", &["M1"]), ops).await.expect("append");
-        assert_eq!(store.query(&Query::prefix("MANY", "", 200)).await.expect("items").items.len(), 99);
+        let many = |n: usize, pk: &str| -> Vec<WriteOp> {
+            (0..n).map(|i| WriteOp::PutNew(Item::new(Key::new(pk, format!("{i:03}")), json!({})))).collect()
+        };
+        let refused = log.append_with(entry("p", "r", &["M1"]), many(98, "TOO")).await;
+        assert!(matches!(refused, Err(PortError::Invalid(_))), "{refused:?}");
+        assert!(store.query(&Query::prefix("TOO", "", 200)).await.expect("items").items.is_empty());
+        assert_eq!(log.head(&chain_for("p", "r")).await.expect("head"), None);
+
+        // 96 writes leave room for the record, its head, the registry item and one member index item.
+        let rec = log.append_with(entry("p", "r", &["M1", "M2"]), many(96, "FITS")).await.expect("append");
+        assert_eq!(store.query(&Query::prefix("FITS", "", 200)).await.expect("items").items.len(), 96);
+        assert_eq!(rec.entry.members, ["M1", "M2"], "the record names every member");
         assert_eq!(log.member_history("M1", 10).await.expect("history").len(), 1);
+        assert!(log.member_history("M2", 10).await.expect("history").is_empty(), "no room to index the second");
     }
 
     #[test]

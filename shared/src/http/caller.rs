@@ -3,8 +3,9 @@
 //! record (who, which client, the route, what the handler noted it touched, the status). A request whose audit
 //! record cannot be written is answered 503, so that the caller retries (retries are idempotent) rather than
 //! PHI being read or written unrecorded. A handler that writes commits its writes and the record in one
-//! transaction ([`CallerContext::commit_audited`]), so a write is never left unrecorded; the middleware then adds
-//! a record only when the answer differs from the one recorded.
+//! transaction ([`CallerContext::commit_audited`]), so those writes are never left unrecorded; the middleware then
+//! adds a record only when the answer's status or the notes differ from what that commit recorded (a handler that
+//! commits more than once, such as a 275 storing several attachments, gets a record per commit).
 
 use std::sync::{Arc, Mutex};
 
@@ -73,6 +74,8 @@ impl CallerContext {
     /// `status`), in one transaction: both or neither. `Conflict` when one of `ops`' conditions fails.
     ///
     /// The middleware adds no second record when the request is answered `status` and nothing more was noted.
+    /// What was noted with [`Self::audit_resource_on_commit`] / [`Self::audit_member_on_commit`] counts only if
+    /// the commit succeeds (a case id drawn for a submission that lost a race names nothing).
     pub async fn commit_audited(
         &self,
         log: &AuditLog,
@@ -80,16 +83,33 @@ impl CallerContext {
         status: StatusCode,
         ops: Vec<WriteOp>,
     ) -> PortResult<()> {
-        let notes = self.audit.snapshot();
+        let notes = self.audit.with_pending();
         let entry = self.entry(at, &notes, status.as_u16());
-        log.append_with(entry, ops).await?;
-        self.audit.recorded(status.as_u16(), &notes);
-        Ok(())
+        let committed = log.append_with(entry, ops).await;
+        self.audit.settle(committed.is_ok().then_some((status.as_u16(), &notes)));
+        committed.map(drop)
+    }
+
+    /// Notes `kind/id` for the audit record of this request's next [`Self::commit_audited`], and keeps the note
+    /// only if that commit succeeds (for what the commit creates).
+    pub fn audit_resource_on_commit(&self, kind: &str, id: &str) {
+        if id.len() <= 4 * MAX_AUDITED_ID {
+            self.audit.with(|n| n.pending_resources.push(format!("{kind}/{id}")));
+        }
+    }
+
+    /// Notes `member` for the next commit's audit record, kept only if that commit succeeds.
+    pub fn audit_member_on_commit(&self, member: &str) {
+        if !member.is_empty() && member.len() <= MAX_AUDITED_ID {
+            self.audit.with(|n| n.pending_members.push(member.to_ascii_uppercase()));
+        }
     }
 
     /// This request's audit entry with `notes`, answered `outcome`.
     fn entry(&self, at: OffsetDateTime, notes: &Notes, outcome: u16) -> AuditEntry {
-        let (method, route) = notes.operation.clone().unwrap_or_default();
+        // A context always passes through the middleware, which names the route; a record that says otherwise
+        // shows a context built elsewhere.
+        let (method, route) = notes.operation.clone().unwrap_or_else(|| (String::new(), "(no route)".to_owned()));
         AuditEntry {
             at: timestamp(at),
             partner: self.caller.partner.as_str().to_owned(),
@@ -147,6 +167,9 @@ pub struct Notes {
     pub members: Vec<String>,
     /// The method and route template (set by the middleware before the handler runs).
     operation: Option<(String, String)>,
+    /// Resources and members noted for the next commit, kept only if it succeeds.
+    pending_resources: Vec<String>,
+    pending_members: Vec<String>,
     /// What a handler's own commit recorded: the status and the notes it carried.
     recorded: Option<(u16, Box<Notes>)>,
 }
@@ -161,7 +184,8 @@ const MAX_AUDITED_ID: usize = 64;
 impl AuditNotes {
     fn with(&self, f: impl FnOnce(&mut Notes)) {
         if let Ok(mut n) = self.0.lock() {
-            if n.resources.len() + n.members.len() < MAX_NOTED {
+            let noted = n.resources.len() + n.members.len() + n.pending_resources.len() + n.pending_members.len();
+            if noted < MAX_NOTED {
                 f(&mut n);
             } else if !n.resources.iter().any(|r| r == TRUNCATED) {
                 n.resources.push(TRUNCATED.to_owned());
@@ -174,15 +198,39 @@ impl AuditNotes {
         self.0.lock().map(|mut n| std::mem::take(&mut *n)).unwrap_or_default()
     }
 
-    /// The notes as they are now (without what an earlier commit recorded).
-    fn snapshot(&self) -> Notes {
-        self.0.lock().map(|n| Notes { recorded: None, ..n.clone() }).unwrap_or_default()
+    /// The notes as they would be if the pending ones were kept (without what an earlier commit recorded).
+    fn with_pending(&self) -> Notes {
+        let Ok(n) = self.0.lock() else { return Notes::default() };
+        let mut notes = Notes {
+            resources: n.resources.clone(),
+            members: n.members.clone(),
+            operation: n.operation.clone(),
+            ..Notes::default()
+        };
+        for r in &n.pending_resources {
+            if !notes.resources.contains(r) {
+                notes.resources.push(r.clone());
+            }
+        }
+        for m in &n.pending_members {
+            if !notes.members.contains(m) {
+                notes.members.push(m.clone());
+            }
+        }
+        notes
     }
 
-    /// Marks `notes` as recorded with `status` by a handler's commit.
-    fn recorded(&self, status: u16, notes: &Notes) {
+    /// After a commit: on success (`Some`), the pending notes are kept and the notes marked recorded with the
+    /// status; either way the pending notes are cleared.
+    fn settle(&self, recorded: Option<(u16, &Notes)>) {
         if let Ok(mut n) = self.0.lock() {
-            n.recorded = Some((status, Box::new(notes.clone())));
+            n.pending_resources.clear();
+            n.pending_members.clear();
+            if let Some((status, notes)) = recorded {
+                n.resources = notes.resources.clone();
+                n.members = notes.members.clone();
+                n.recorded = Some((status, Box::new(notes.clone())));
+            }
         }
     }
 

@@ -127,6 +127,7 @@ async fn original_answer(
         ));
     }
     let bytes = stored_answer(&pa.core, &answer).await.map_err(port)?;
+    ctx.audit_resource("case", &seen.case_id);
     tracing::info!(request_id = %ctx.request_id, case = %seen.case_id, "PAS submission replayed");
     Ok(Some(fhir_response(StatusCode::OK, bytes, true)))
 }
@@ -161,7 +162,7 @@ async fn submit_initial(
     };
     let answer = serde_json::to_vec(&response_bundle(&case, Flavor::Submit, now)).unwrap_or_default();
     let vaulted = vault_exchange(&pa.core, ctx, "pas/submit", kept.raw, &answer, &case.payer).await.map_err(port)?;
-    crate::audit_case(ctx, &case);
+    crate::audit_new_case(ctx, &case);
     let ops = CaseRepo::create_ops(&case, Some(idempotency(&vaulted, kept, &case.payer))).map_err(port)?;
     if let Err(e) = ctx.commit_audited(&pa.core.audit, now, StatusCode::OK, ops).await {
         vaulted.discard(&pa.core).await;

@@ -198,7 +198,7 @@ async fn answer(
                 answered += 1;
                 match result {
                     SetResult::Created(case) => {
-                        crate::audit_case(ctx, case);
+                        crate::audit_new_case(ctx, case);
                         payer = case.payer.clone();
                         ops.extend(CaseRepo::create_ops(case, None)?);
                         write_278(&mut iw, &st02, req, Some(case), None, now);

@@ -93,9 +93,17 @@ fn op_key(op: &WriteOp) -> &Key {
     }
 }
 
-/// Rejects transactions that address one key twice: DynamoDB refuses them, so the embedded adapters do too,
-/// keeping code that works locally working on AWS.
+/// Rejects transactions that address one key twice or hold more than
+/// [`MAX_TRANSACTION_WRITES`](crate::ports::MAX_TRANSACTION_WRITES) writes: DynamoDB refuses them, so the embedded
+/// adapters do too, keeping code that works locally working on AWS.
 pub(crate) fn check_distinct_keys(ops: &[WriteOp]) -> PortResult<()> {
+    if ops.len() > crate::ports::MAX_TRANSACTION_WRITES {
+        return Err(PortError::Invalid(format!(
+            "a transaction holds at most {} writes, not {}",
+            crate::ports::MAX_TRANSACTION_WRITES,
+            ops.len()
+        )));
+    }
     let mut seen = BTreeSet::new();
     for op in ops {
         let key = op_key(op);
