@@ -293,3 +293,38 @@ impl<S: Send + Sync> FromRequestParts<S> for CallerContext {
             .ok_or_else(|| Problem::unauthorized("the route is not behind the caller middleware"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_commit_creates_is_noted_only_if_the_commit_succeeds() {
+        let notes = AuditNotes::default();
+        notes.set_operation("POST", "/fhir/Claim/$submit");
+        notes.with(|n| n.resources.push("exchange/a".into()));
+        notes.with(|n| n.pending_resources.push("case/LOST".into()));
+        assert_eq!(notes.with_pending().resources, ["exchange/a", "case/LOST"], "the record names it");
+        notes.settle(None);
+        assert_eq!(notes.with_pending().resources, ["exchange/a"], "a failed commit's ids are dropped");
+
+        notes.with(|n| n.pending_resources.push("case/KEPT".into()));
+        notes.with(|n| n.pending_members.push("M1".into()));
+        let committed = notes.with_pending();
+        notes.settle(Some((200, &committed)));
+        let taken = notes.take();
+        assert_eq!(taken.resources, ["exchange/a", "case/KEPT"]);
+        assert_eq!(taken.members, ["M1"]);
+        assert!(taken.already_recorded(200), "the middleware adds no second record");
+        assert!(!taken.already_recorded(503), "another answer is recorded again");
+    }
+
+    #[test]
+    fn notes_made_after_the_commit_get_their_own_record() {
+        let notes = AuditNotes::default();
+        let committed = notes.with_pending();
+        notes.settle(Some((200, &committed)));
+        notes.with(|n| n.resources.push("attachment/late".into()));
+        assert!(!notes.take().already_recorded(200));
+    }
+}
