@@ -267,6 +267,26 @@ async fn a_case_is_written_with_its_audit_record_or_not_at_all() {
     assert!(mine[0].entry.members.iter().any(|m| m.eq_ignore_ascii_case(&cases[0].subscriber.member_id)));
 }
 
+#[tokio::test]
+async fn subscription_changes_are_recorded_once_each_naming_the_subscription() {
+    let ex = exchange().await;
+    let (endpoint, _received) = subscriber_endpoint(200).await;
+    let created = ex.subscribe("sample-provider", "8189991234", &endpoint).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id = created.json()["id"].as_str().expect("id").to_owned();
+    let token = ex.token("sample-provider").await;
+    let deleted = ex.send("DELETE", &format!("/fhir/Subscription/{id}"), "application/fhir+json", &token, b"").await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+
+    let history = ex.pa.core.audit.partner_history("sample-provider", 10).await.expect("history");
+    for (reply, status) in [(&created, 201), (&deleted, 204)] {
+        let mine: Vec<_> = history.iter().filter(|r| r.entry.request_id == reply.header("x-request-id")).collect();
+        assert_eq!(mine.len(), 1, "one record per request: {history:?}");
+        assert_eq!(mine[0].entry.outcome, status);
+        assert_eq!(mine[0].entry.resources, [format!("subscription/{id}")]);
+    }
+}
+
 fn sample(name: &str) -> Vec<u8> {
     std::fs::read(conformance_dir().unwrap().join("x12/278").join(name)).unwrap()
 }

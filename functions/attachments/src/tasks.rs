@@ -12,7 +12,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use exchange_core::auth::random_id;
-use exchange_core::domain::attachment_requests::{AttachmentRequest, NeededDocument, RequestStatus};
+use exchange_core::domain::attachment_requests::{
+    AttachmentRequest, AttachmentRequestRepo, NeededDocument, RequestStatus,
+};
 use exchange_core::domain::attachments::AttachTo;
 use exchange_core::domain::ids::MAX_REFERENCE_LEN;
 use exchange_core::domain::payer_data::Payer;
@@ -251,7 +253,12 @@ pub async fn create(
             }
         }
     }
-    match svc.requests.create(&req).await {
+    ctx.audit_resource_on_commit("task", &req.id);
+    if let Some(member) = &req.member_id {
+        ctx.audit_member_on_commit(member);
+    }
+    let ops = AttachmentRequestRepo::create_ops(&req).map_err(port(&ctx))?;
+    match ctx.commit_audited(&svc.core.audit, svc.core.clock.now(), StatusCode::CREATED, ops).await {
         Ok(()) => {}
         Err(PortError::Conflict(_)) => {
             return Err(FhirError::Conflict("a request with this tracking id already exists".into()))

@@ -20,7 +20,9 @@ use exchange_core::domain::attachments::MAX_DOCUMENT_BYTES;
 use exchange_core::domain::cleanup::CleanupLedger;
 use exchange_core::domain::payer_data::bare_media_type;
 use exchange_core::domain::prior_auth::rfc3339;
-use exchange_core::domain::uploads::{upload_path, upload_reference, Upload, UploadState, RECORD_RETENTION_SECS};
+use exchange_core::domain::uploads::{
+    upload_path, upload_reference, Upload, UploadRepo, UploadState, RECORD_RETENTION_SECS,
+};
 use exchange_core::domain::PartnerRole;
 use exchange_core::http::{read_body_max, CallerContext, Problem};
 use exchange_core::ports::TransferUrl;
@@ -113,7 +115,9 @@ pub async fn create(
         .schedule(vec![path.clone()], "upload", expires_at + SUBMIT_WINDOW)
         .await
         .map_err(port)?;
-    svc.uploads.create(&upload).await.map_err(port)?;
+    ctx.audit_resource_on_commit("upload", &id);
+    let op = UploadRepo::create_op(&upload).map_err(port)?;
+    ctx.commit_audited(&core.audit, now, StatusCode::CREATED, vec![op]).await.map_err(port)?;
     let url = core.transfers.upload_url(&path, &content_type, now, UPLOAD_URL_TTL).await.map_err(port)?;
     tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, upload = %id, size = d.size, "upload issued");
     let view = json!({

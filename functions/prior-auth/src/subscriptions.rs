@@ -9,7 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use exchange_core::domain::subscriptions::{SubscriptionRecord, MAX_SUBSCRIPTIONS_PER_OWNER};
+use exchange_core::domain::subscriptions::{SubscriptionRecord, SubscriptionRepo, MAX_SUBSCRIPTIONS_PER_OWNER};
 use exchange_core::fhir::{FhirError, FHIR_JSON};
 use exchange_core::http::{answer_response, CallerContext};
 use exchange_core::ports::PortError;
@@ -151,7 +151,9 @@ pub async fn create(
             Some("Subscription"),
         ));
     }
-    pa.subscriptions.create(&record).await.map_err(port(&ctx))?;
+    ctx.audit_resource_on_commit("subscription", &record.id);
+    let ops = SubscriptionRepo::create_ops(&record).map_err(port(&ctx))?;
+    ctx.commit_audited(&pa.core.audit, pa.core.clock.now(), StatusCode::CREATED, ops).await.map_err(port(&ctx))?;
     tracing::info!(request_id = %ctx.request_id, subscription = %record.id, "subscription created");
     Ok(resource_response(StatusCode::CREATED, &record))
 }
@@ -195,8 +197,10 @@ pub async fn update(
     let (current, version) = owned(&pa, &ctx, &id).await?;
     let mut record = to_record(&pa, &ctx, &sub, id.clone())?;
     record.events_delivered = current.events_delivered;
-    match pa.subscriptions.save(&record, version).await {
-        Ok(_) => Ok(resource_response(StatusCode::OK, &record)),
+    ctx.audit_resource("subscription", &id);
+    let op = SubscriptionRepo::save_op(&record, version).map_err(port(&ctx))?;
+    match ctx.commit_audited(&pa.core.audit, pa.core.clock.now(), StatusCode::OK, vec![op]).await {
+        Ok(()) => Ok(resource_response(StatusCode::OK, &record)),
         Err(PortError::Conflict(_)) => Err(FhirError::Conflict("the subscription changed meanwhile".into())),
         Err(e) => Err(port(&ctx)(e)),
     }
@@ -209,7 +213,9 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, FhirError> {
     let (current, version) = owned(&pa, &ctx, &id).await?;
-    match pa.subscriptions.delete(&current, version).await {
+    ctx.audit_resource("subscription", &id);
+    let ops = pa.subscriptions.delete_ops(&current, version).await.map_err(port(&ctx))?;
+    match ctx.commit_audited(&pa.core.audit, pa.core.clock.now(), StatusCode::NO_CONTENT, ops).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
         Err(PortError::Conflict(_)) => Err(FhirError::Conflict("the subscription changed meanwhile".into())),
         Err(e) => Err(port(&ctx)(e)),

@@ -79,13 +79,16 @@ impl SubscriptionRepo {
 
     /// Creates a subscription and its owner index entry together.
     pub async fn create(&self, sub: &SubscriptionRecord) -> Result<(), PortError> {
+        self.store.transact(Self::create_ops(sub)?).await
+    }
+
+    /// The writes that create a subscription and its owner index entry, for a caller's transaction.
+    pub fn create_ops(sub: &SubscriptionRecord) -> Result<Vec<WriteOp>, PortError> {
         let body = serde_json::to_value(sub).map_err(|e| PortError::Invalid(e.to_string()))?;
-        self.store
-            .transact(vec![
-                WriteOp::PutNew(Item::new(key(&sub.id), body)),
-                WriteOp::PutNew(Item::new(owner_key(&sub.owner, &sub.id), serde_json::json!({ "id": sub.id }))),
-            ])
-            .await
+        Ok(vec![
+            WriteOp::PutNew(Item::new(key(&sub.id), body)),
+            WriteOp::PutNew(Item::new(owner_key(&sub.owner, &sub.id), serde_json::json!({ "id": sub.id }))),
+        ])
     }
 
     /// A subscription and its version.
@@ -99,14 +102,25 @@ impl SubscriptionRepo {
         self.store.update(Item::new(key(&sub.id), body), version).await
     }
 
+    /// The write that replaces a subscription read at `version`, for a caller's transaction.
+    pub fn save_op(sub: &SubscriptionRecord, version: u64) -> Result<WriteOp, PortError> {
+        let body = serde_json::to_value(sub).map_err(|e| PortError::Invalid(e.to_string()))?;
+        Ok(WriteOp::Update { item: Item::new(key(&sub.id), body), expected_version: version })
+    }
+
     /// Deletes a subscription read at `version`, with its index entry.
     pub async fn delete(&self, sub: &SubscriptionRecord, version: u64) -> Result<(), PortError> {
+        self.store.transact(self.delete_ops(sub, version).await?).await
+    }
+
+    /// The writes that delete a subscription read at `version` and its index entry, for a caller's transaction.
+    pub async fn delete_ops(&self, sub: &SubscriptionRecord, version: u64) -> Result<Vec<WriteOp>, PortError> {
         let index = self.store.get(&owner_key(&sub.owner, &sub.id)).await?;
         let mut ops = vec![WriteOp::Delete { key: key(&sub.id), expected_version: version }];
         if let Some(i) = index {
             ops.push(WriteOp::Delete { key: i.key, expected_version: i.version });
         }
-        self.store.transact(ops).await
+        Ok(ops)
     }
 
     /// The subscriptions `owner` created (at most [`MAX_SUBSCRIPTIONS_PER_OWNER`]).
