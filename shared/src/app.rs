@@ -36,6 +36,8 @@ pub struct App {
     pub audit: AuditLog,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// Outbound interchange control numbers (reserved in blocks, issued from memory).
+    pub control_numbers: Arc<crate::control_numbers::ControlNumbers>,
     /// Direct upload and download URLs for documents larger than a Lambda payload (S3 presigned URLs, or the
     /// local runner's one-time URLs).
     pub transfers: Arc<dyn TransferUrls>,
@@ -65,7 +67,8 @@ impl App {
             clock: clock.clone(),
             audit: audit.clone(),
         });
-        App { store, vault: Arc::new(vault), repo, tokens, auth, audit, clock, transfers }
+        let control_numbers = Arc::new(crate::control_numbers::ControlNumbers::new(store.clone()));
+        App { store, vault: Arc::new(vault), repo, tokens, auth, audit, clock, control_numbers, transfers }
     }
 
     /// The app over the in-memory state and blob stores, with local keys kept in `key_dir`: nothing it stores

@@ -19,7 +19,6 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use exchange_core::control_numbers;
 use exchange_core::domain::attachments::AttachTo;
 use exchange_core::domain::PartnerRole;
 use exchange_core::http::{receive_x12, ta1_answer, x12_response, CallerContext, Problem, X12Route, X12_MEDIA_TYPE};
@@ -348,7 +347,7 @@ async fn answer(
             let Some(fields) = rej.fields else {
                 return Ok(Problem::bad_request(format!("not an X12 interchange: {}", rej.error)).into_response());
             };
-            let control = control_numbers::next_interchange(svc.core.store.as_ref(), &ctx.caller.partner).await?;
+            let control = svc.core.control_numbers.next_interchange(&ctx.caller.partner).await?;
             let env = OutboundEnvelope::answering(&fields, control, now);
             tracing::info!(request_id = %ctx.request_id, ta1 = rej.note_code, "275 interchange rejected");
             return Ok(x12_response(ta1_interchange(rej.delimiters, &fields, env, false, rej.note_code), false));
@@ -358,7 +357,7 @@ async fn answer(
     if !ctx.partner.sends_as(&fields.sender.1) {
         return Ok(ta1_answer(&svc.core, ctx, input, "006").await);
     }
-    let control = control_numbers::next_interchange(svc.core.store.as_ref(), &ctx.caller.partner).await?;
+    let control = svc.core.control_numbers.next_interchange(&ctx.caller.partner).await?;
     let env = OutboundEnvelope::answering(&fields, control, now);
     let mut iw = InterchangeWriter::new(interchange.delimiters, env);
     if interchange.ack_requested() {

@@ -12,7 +12,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use exchange_core::control_numbers;
 use exchange_core::http::problem::FieldError;
 use exchange_core::http::{CallerContext, Problem};
 use exchange_core::x12::ack::{InterchangeWriter, OutboundEnvelope};
@@ -253,7 +252,7 @@ pub async fn post_eligibility(
     let now = app.clock.now();
     let answer = matching::answer(&inquiry, data.as_ref(), &app.repo, &ctx.partner, now.date()).await;
     answer.member_ids().for_each(|m| ctx.audit_member(m));
-    let control = match control_numbers::next_interchange(app.store.as_ref(), &ctx.caller.partner).await {
+    let control = match app.control_numbers.next_interchange(&ctx.caller.partner).await {
         Ok(c) => c,
         Err(e) => return Problem::from_port(&ctx.request_id, &e).into_response(),
     };

@@ -1,6 +1,5 @@
 //! 270 interchange → 271 interchange (plus 999 / TA1): the X12 eligibility flow, independent of HTTP.
 
-use exchange_core::control_numbers;
 use exchange_core::domain::payer_data::CurrentDataSet;
 use exchange_core::http::CallerContext;
 use exchange_core::ports::PortError;
@@ -75,14 +74,14 @@ pub async fn answer_interchange(app: &App, ctx: &CallerContext, input: &[u8]) ->
         Ok(ic) => ic,
         Err(rej) => {
             let Some(fields) = rej.fields else { return Err(FlowError::NotX12(rej.error)) };
-            let control = control_numbers::next_interchange(app.store.as_ref(), &ctx.caller.partner).await?;
+            let control = app.control_numbers.next_interchange(&ctx.caller.partner).await?;
             let env = OutboundEnvelope::answering(&fields, control, now);
             let body = ta1_interchange(rej.delimiters, &fields, env, false, rej.note_code);
             return Ok(X12Outcome::ta1(body, rej.note_code, fields.control_number, control));
         }
     };
     let fields = interchange.fields();
-    let control = control_numbers::next_interchange(app.store.as_ref(), &ctx.caller.partner).await?;
+    let control = app.control_numbers.next_interchange(&ctx.caller.partner).await?;
     let env = OutboundEnvelope::answering(&fields, control, now);
     let delimiters: Delimiters = interchange.delimiters;
 

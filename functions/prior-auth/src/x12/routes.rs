@@ -10,7 +10,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use exchange_core::control_numbers;
 use exchange_core::domain::prior_auth::{CaseRepo, PaCase};
 use exchange_core::domain::PartnerRole;
 use exchange_core::http::{
@@ -130,7 +129,7 @@ async fn answer(
                 tracing::info!(request_id = %ctx.request_id, error = %rej.error, "not an X12 interchange");
                 return Ok(Problem::bad_request(format!("not an X12 interchange: {}", rej.error)).into_response());
             };
-            let control = control_numbers::next_interchange(pa.core.store.as_ref(), &ctx.caller.partner).await?;
+            let control = pa.core.control_numbers.next_interchange(&ctx.caller.partner).await?;
             let env = OutboundEnvelope::answering(&fields, control, now);
             tracing::info!(request_id = %ctx.request_id, ta1 = rej.note_code, "278 interchange rejected");
             return Ok(x12_response(ta1_interchange(rej.delimiters, &fields, env, false, rej.note_code), false));
@@ -147,7 +146,7 @@ async fn answer(
         ))
         .into_response());
     }
-    let control = control_numbers::next_interchange(pa.core.store.as_ref(), &ctx.caller.partner).await?;
+    let control = pa.core.control_numbers.next_interchange(&ctx.caller.partner).await?;
     let env = OutboundEnvelope::answering(&fields, control, now);
     let mut iw = InterchangeWriter::new(interchange.delimiters, env);
     if interchange.ack_requested() {
