@@ -127,6 +127,16 @@ pub enum WriteOp {
     },
 }
 
+impl WriteOp {
+    /// The key the write addresses.
+    pub fn key(&self) -> &Key {
+        match self {
+            WriteOp::PutNew(item) | WriteOp::Update { item, .. } => &item.key,
+            WriteOp::Delete { key, .. } => key,
+        }
+    }
+}
+
 /// A page of query results.
 #[derive(Debug, Clone, Default)]
 pub struct Page {

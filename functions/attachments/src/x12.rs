@@ -326,9 +326,8 @@ async fn store_set(
     }
     let mut payer = None;
     for plan in plans {
+        // The store notes the attachment and its member in the audit record it commits with.
         let stored = intake::store(svc, ctx, *plan).await?.attachment;
-        ctx.audit_resource("attachment", &stored.id);
-        ctx.audit_member(&stored.member_id);
         payer = Some(stored.payer);
     }
     Ok(payer)

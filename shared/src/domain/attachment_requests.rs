@@ -151,11 +151,6 @@ impl AttachmentRequestRepo {
         Ok(Item::new(key(&req.id), serde_json::to_value(req).map_err(|e| PortError::Invalid(e.to_string()))?))
     }
 
-    /// Creates `req`; `Conflict` when the payer already used its tracking id.
-    pub async fn create(&self, req: &AttachmentRequest) -> Result<(), PortError> {
-        self.store.transact(Self::create_ops(req)?).await
-    }
-
     /// The writes that create `req` (with its tracking-id and owner index entries), for a caller's transaction.
     pub fn create_ops(req: &AttachmentRequest) -> Result<Vec<WriteOp>, PortError> {
         Ok(vec![

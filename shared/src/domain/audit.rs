@@ -683,7 +683,7 @@ mod tests {
             self.inner.query_gsi1(query).await
         }
         async fn transact(&self, ops: Vec<WriteOp>) -> PortResult<()> {
-            let carries_a_write = ops.iter().any(|op| !op_key(op).pk.starts_with("AUDIT"));
+            let carries_a_write = ops.iter().any(|op| !op.key().pk.starts_with("AUDIT"));
             let race = carries_a_write && self.races.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok();
             if race {
                 AuditLog::new(self.inner.clone()).append(entry("p", "r1", &[])).await?;
@@ -692,13 +692,6 @@ mod tests {
         }
         async fn increment(&self, key: &Key) -> PortResult<u64> {
             self.inner.increment(key).await
-        }
-    }
-
-    fn op_key(op: &WriteOp) -> &Key {
-        match op {
-            WriteOp::PutNew(item) | WriteOp::Update { item, .. } => &item.key,
-            WriteOp::Delete { key, .. } => key,
         }
     }
 

@@ -558,25 +558,6 @@ impl CaseRepo {
         Ok(ops)
     }
 
-    /// Saves a changed case if nobody changed it since `version` was read, together with the submission that
-    /// changed it (when one did) and any `extra` writes, in one transaction.
-    pub async fn save_with(
-        &self,
-        case: &PaCase,
-        version: u64,
-        submission: Option<(&str, Option<IdempotencyRecord>)>,
-        extra: Vec<WriteOp>,
-    ) -> Result<(), PortError> {
-        let mut ops = Self::save_ops(case, version, submission)?;
-        ops.extend(extra);
-        self.store.transact(ops).await
-    }
-
-    /// Applies writes built with [`Self::create_ops`] / [`Self::save_ops`] (and others) in one transaction.
-    pub async fn commit(&self, ops: Vec<WriteOp>) -> Result<(), PortError> {
-        self.store.transact(ops).await
-    }
-
     /// Saves a changed case if nobody changed it since `version` was read; returns the new version.
     pub async fn save(&self, case: &PaCase, version: u64) -> Result<u64, PortError> {
         self.store.update(Self::item(case)?, version).await

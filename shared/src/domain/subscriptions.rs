@@ -77,11 +77,6 @@ impl SubscriptionRepo {
         SubscriptionRepo { store }
     }
 
-    /// Creates a subscription and its owner index entry together.
-    pub async fn create(&self, sub: &SubscriptionRecord) -> Result<(), PortError> {
-        self.store.transact(Self::create_ops(sub)?).await
-    }
-
     /// The writes that create a subscription and its owner index entry, for a caller's transaction.
     pub fn create_ops(sub: &SubscriptionRecord) -> Result<Vec<WriteOp>, PortError> {
         let body = serde_json::to_value(sub).map_err(|e| PortError::Invalid(e.to_string()))?;
@@ -106,11 +101,6 @@ impl SubscriptionRepo {
     pub fn save_op(sub: &SubscriptionRecord, version: u64) -> Result<WriteOp, PortError> {
         let body = serde_json::to_value(sub).map_err(|e| PortError::Invalid(e.to_string()))?;
         Ok(WriteOp::Update { item: Item::new(key(&sub.id), body), expected_version: version })
-    }
-
-    /// Deletes a subscription read at `version`, with its index entry.
-    pub async fn delete(&self, sub: &SubscriptionRecord, version: u64) -> Result<(), PortError> {
-        self.store.transact(self.delete_ops(sub, version).await?).await
     }
 
     /// The writes that delete a subscription read at `version` and its index entry, for a caller's transaction.

@@ -107,12 +107,7 @@ impl UploadRepo {
         UploadRepo { store }
     }
 
-    /// Records a new upload, kept until its `retain_until`.
-    pub async fn create(&self, upload: &Upload) -> PortResult<()> {
-        self.store.transact(vec![Self::create_op(upload)?]).await
-    }
-
-    /// The write that creates `upload`, for a caller's transaction.
+    /// The write that records a new upload (kept until its `retain_until`), for a caller's transaction.
     pub fn create_op(upload: &Upload) -> PortResult<WriteOp> {
         let body = serde_json::to_value(upload).map_err(|e| PortError::Invalid(format!("upload: {e}")))?;
         Ok(WriteOp::PutNew(Item::new(key(&upload.id), body).with_ttl(upload.retain_until)))

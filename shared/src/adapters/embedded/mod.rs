@@ -85,14 +85,6 @@ pub(crate) fn check_query(query: &Query) -> PortResult<()> {
     Ok(())
 }
 
-/// The key a write operation addresses.
-fn op_key(op: &WriteOp) -> &Key {
-    match op {
-        WriteOp::PutNew(item) | WriteOp::Update { item, .. } => &item.key,
-        WriteOp::Delete { key, .. } => key,
-    }
-}
-
 /// Rejects transactions that address one key twice or hold more than
 /// [`MAX_TRANSACTION_WRITES`](crate::ports::MAX_TRANSACTION_WRITES) writes: DynamoDB refuses them, so the embedded
 /// adapters do too, keeping code that works locally working on AWS.
@@ -106,7 +98,7 @@ pub(crate) fn check_distinct_keys(ops: &[WriteOp]) -> PortResult<()> {
     }
     let mut seen = BTreeSet::new();
     for op in ops {
-        let key = op_key(op);
+        let key = op.key();
         if !seen.insert(key) {
             return Err(PortError::Invalid(format!("transaction addresses {}/{} twice", key.pk, key.sk)));
         }
