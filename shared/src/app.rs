@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use crate::adapters::embedded::LocalTransfers;
 use crate::auth::TokenService;
+use crate::domain::audit::seal::Sealer;
 use crate::domain::audit::AuditLog;
 use crate::domain::payer_data::PayerDataRepo;
 use crate::http::Authenticator;
-use crate::ports::{Clock, KeyService, PortError, StateStore, SystemClock, TransferUrls};
+use crate::ports::{BlobStore, Clock, KeyService, PortError, StateStore, SystemClock, TransferUrls};
 use crate::vault::DocumentVault;
 
 /// `iss`/`aud` of exchange tokens.
@@ -36,6 +37,9 @@ pub struct App {
     pub audit: AuditLog,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// Seals the audit trail into signed digests and verifies it (`None` in a function deployed without the
+    /// digest bucket and audit-signing key: only the worker seals and the admin function verifies).
+    pub audit_sealer: Option<Arc<Sealer>>,
     /// Outbound interchange control numbers (reserved in blocks, issued from memory).
     pub control_numbers: Arc<crate::control_numbers::ControlNumbers>,
     /// Direct upload and download URLs for documents larger than a Lambda payload (S3 presigned URLs, or the
@@ -68,7 +72,31 @@ impl App {
             audit: audit.clone(),
         });
         let control_numbers = Arc::new(crate::control_numbers::ControlNumbers::new(store.clone()));
-        App { store, vault: Arc::new(vault), repo, tokens, auth, audit, clock, control_numbers, transfers }
+        App {
+            store,
+            vault: Arc::new(vault),
+            repo,
+            tokens,
+            auth,
+            audit,
+            clock,
+            audit_sealer: None,
+            control_numbers,
+            transfers,
+        }
+    }
+
+    /// This app with an audit sealer writing digests to `digests`, signed by `signer`'s RS256 key.
+    pub fn with_audit_sealer(mut self, digests: Arc<dyn BlobStore>, signer: Arc<dyn KeyService>) -> Self {
+        self.audit_sealer = Some(Arc::new(Sealer::new(self.store.clone(), digests, signer)));
+        self
+    }
+
+    /// The audit sealer; `Unavailable` when this deployment has none.
+    pub fn sealer(&self) -> Result<&Arc<Sealer>, PortError> {
+        self.audit_sealer
+            .as_ref()
+            .ok_or_else(|| PortError::Unavailable("this function has no audit digest store configured".into()))
     }
 
     /// The app over the in-memory state and blob stores, with local keys kept in `key_dir`: nothing it stores
@@ -79,7 +107,9 @@ impl App {
         let keys = Arc::new(crate::adapters::embedded::LocalKeyService::load_or_create(key_dir)?);
         let vault = DocumentVault::new(Arc::new(crate::adapters::memory::MemoryBlobStore::new()), keys.clone());
         let transfers = Arc::new(LocalTransfers::new(store.clone(), ""));
-        Ok(App::new(store, vault, keys, Arc::new(SystemClock), transfers))
+        let signer = Arc::new(crate::adapters::embedded::LocalKeyService::load_or_create(&key_dir.join("audit"))?);
+        let digests = Arc::new(crate::adapters::memory::MemoryBlobStore::new());
+        Ok(App::new(store, vault, keys, Arc::new(SystemClock), transfers).with_audit_sealer(digests, signer))
     }
 
     /// The app over the embedded adapters in `data_dir` (local runner, tests, benchmarks). Transfer URLs are
@@ -88,7 +118,9 @@ impl App {
         let adapters = crate::adapters::embedded::EmbeddedAdapters::open(data_dir)?;
         let vault = adapters.vault();
         let transfers = Arc::new(LocalTransfers::new(adapters.store.clone(), base_url));
-        Ok(App::new(adapters.store, vault, adapters.keys, Arc::new(SystemClock), transfers))
+        let (digests, signer) = (adapters.audit_digests.clone(), adapters.audit_signer.clone());
+        Ok(App::new(adapters.store, vault, adapters.keys, Arc::new(SystemClock), transfers)
+            .with_audit_sealer(digests, signer))
     }
 
     /// The app over DynamoDB, S3 and KMS, configured from the environment (Lambda).
@@ -96,7 +128,10 @@ impl App {
     pub async fn from_aws_env() -> Result<Self, PortError> {
         let adapters = crate::adapters::aws::AwsAdapters::from_env().await?;
         let vault = adapters.vault();
-        let app = App::new(adapters.store, vault, adapters.keys, Arc::new(SystemClock), adapters.transfers);
+        let mut app = App::new(adapters.store, vault, adapters.keys, Arc::new(SystemClock), adapters.transfers);
+        if let Some((digests, signer)) = adapters.audit_sealing {
+            app = app.with_audit_sealer(digests, signer);
+        }
         app.bootstrap_admin_from_env()?;
         Ok(app)
     }

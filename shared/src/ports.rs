@@ -157,12 +157,21 @@ pub struct Query {
     pub limit: usize,
     /// Cursor from a previous page.
     pub after: Option<String>,
+    /// Start after this sort key (exclusive) when there is no cursor: resumes a scan from a key the caller kept
+    /// (the audit sealer's progress). Table queries only; ignored on the secondary index.
+    pub start_after_sk: Option<String>,
 }
 
 impl Query {
     /// A query for up to `limit` items of `pk` whose sort key starts with `sk_prefix`.
     pub fn prefix(pk: impl Into<String>, sk_prefix: impl Into<String>, limit: usize) -> Self {
-        Query { pk: pk.into(), sk_prefix: sk_prefix.into(), limit, after: None }
+        Query { pk: pk.into(), sk_prefix: sk_prefix.into(), limit, after: None, start_after_sk: None }
+    }
+
+    /// This query, starting after sort key `sk` (exclusive).
+    pub fn starting_after(mut self, sk: impl Into<String>) -> Self {
+        self.start_after_sk = Some(sk.into());
+        self
     }
 }
 

@@ -67,7 +67,8 @@ impl DvExchange {
         let keys = adapters.keys.clone();
         let transfers = Arc::new(LocalTransfers::new(store.clone(), ""));
         let app =
-            App::new(store, DocumentVault::new(adapters.blobs.clone(), keys.clone()), keys, clock.clone(), transfers);
+            App::new(store, DocumentVault::new(adapters.blobs.clone(), keys.clone()), keys, clock.clone(), transfers)
+                .with_audit_sealer(adapters.audit_digests.clone(), adapters.audit_signer.clone());
         let mut data = PayerData::parse(&std::fs::read(data).expect("payer data")).expect("payer data valid");
         let ehr_key = p384::ecdsa::SigningKey::random(&mut rand::thread_rng());
         for p in &mut data.trading_partners {

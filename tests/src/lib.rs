@@ -145,7 +145,8 @@ impl TestExchange {
             keys,
             Arc::new(FixedClock(now)),
             transfers.clone(),
-        );
+        )
+        .with_audit_sealer(adapters.audit_digests.clone(), adapters.audit_signer.clone());
         let data = PayerData::parse(&std::fs::read(demo_data_path()).expect("demo data")).expect("demo data valid");
         if load {
             app.repo.load(&data).await.expect("load demo data");
@@ -158,7 +159,8 @@ impl TestExchange {
                 keys_for_wrap,
                 Arc::new(FixedClock(now)),
                 transfers,
-            ),
+            )
+            .with_audit_sealer(adapters.audit_digests.clone(), adapters.audit_signer.clone()),
             None => app,
         };
         let app = Arc::new(app);
@@ -236,7 +238,8 @@ pub fn embedded_app(clock: Arc<dyn exchange_core::ports::Clock>) -> (Arc<App>, t
         keys,
         clock,
         Arc::new(LocalTransfers::new(store, "")),
-    );
+    )
+    .with_audit_sealer(adapters.audit_digests.clone(), adapters.audit_signer.clone());
     (Arc::new(app), dir)
 }
 

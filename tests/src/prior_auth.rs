@@ -9,10 +9,11 @@ use exchange_core::adapters::notifier::HttpNotifier;
 use exchange_core::app::App;
 use exchange_core::domain::payer_data::PayerData;
 use exchange_core::domain::{PartnerId, TradingPartner};
-use exchange_core::ports::{Clock, StateStore};
+use exchange_core::ports::{Clock, Item, Key, Page, PortError, PortResult, Query, StateStore, WriteOp};
 use exchange_core::vault::DocumentVault;
 use prior_auth::{PriorAuth, Settings};
 use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
 use time::{Duration, OffsetDateTime};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
@@ -64,6 +65,42 @@ pub struct PaExchange {
     /// Data directory.
     pub dir: tempfile::TempDir,
     partners: Vec<TradingPartner>,
+    audit_failures: Arc<AuditFailures>,
+    db: Arc<exchange_core::adapters::embedded::RedbStateStore>,
+}
+
+/// The state store, with transactions that carry an audit record failing while switched on.
+struct AuditFailures {
+    inner: Arc<dyn StateStore>,
+    failing: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl StateStore for AuditFailures {
+    async fn get(&self, key: &Key) -> PortResult<Option<Item>> {
+        self.inner.get(key).await
+    }
+    async fn put_new(&self, item: Item) -> PortResult<()> {
+        self.inner.put_new(item).await
+    }
+    async fn update(&self, item: Item, expected_version: u64) -> PortResult<u64> {
+        self.inner.update(item, expected_version).await
+    }
+    async fn query(&self, query: &Query) -> PortResult<Page> {
+        self.inner.query(query).await
+    }
+    async fn query_gsi1(&self, query: &Query) -> PortResult<Page> {
+        self.inner.query_gsi1(query).await
+    }
+    async fn transact(&self, ops: Vec<WriteOp>) -> PortResult<()> {
+        if self.failing.load(Ordering::SeqCst) && ops.iter().any(|op| op.key().pk.starts_with("AUDIT#")) {
+            return Err(PortError::Unavailable("injected: the audit record cannot be written".into()));
+        }
+        self.inner.transact(ops).await
+    }
+    async fn increment(&self, key: &Key) -> PortResult<u64> {
+        self.inner.increment(key).await
+    }
 }
 
 impl PaExchange {
@@ -73,17 +110,27 @@ impl PaExchange {
         let adapters = EmbeddedAdapters::open(dir.path()).expect("embedded adapters");
         let clock = Arc::new(SteppingClock(Mutex::new(now)));
         let store: Arc<dyn StateStore> = Arc::new((*adapters.store).clone().with_clock(clock.clone()));
+        let audit_failures = Arc::new(AuditFailures { inner: store, failing: AtomicBool::new(false) });
+        let store: Arc<dyn StateStore> = audit_failures.clone();
         let keys = adapters.keys.clone();
         let transfers = Arc::new(LocalTransfers::new(store.clone(), ""));
         let app =
-            App::new(store, DocumentVault::new(adapters.blobs.clone(), keys.clone()), keys, clock.clone(), transfers);
+            App::new(store, DocumentVault::new(adapters.blobs.clone(), keys.clone()), keys, clock.clone(), transfers)
+                .with_audit_sealer(adapters.audit_digests.clone(), adapters.audit_signer.clone());
         let data = PayerData::parse(&std::fs::read(data).expect("payer data")).expect("payer data valid");
         app.repo.load(&data).await.expect("load payer data");
         let notifier = HttpNotifier::new(std::time::Duration::from_secs(2)).expect("notifier");
         let settings = Settings { allow_http_endpoints: true, retry_base: Duration::seconds(1), ..Settings::default() };
         let pa = Arc::new(PriorAuth::new(Arc::new(app), Arc::new(notifier), settings));
         let router = prior_auth::router(pa.clone());
-        PaExchange { pa, router, clock, dir, partners: data.trading_partners }
+        let db = adapters.store.clone();
+        PaExchange { pa, router, clock, dir, partners: data.trading_partners, audit_failures, db }
+    }
+
+    /// While `failing`, every transaction that writes an audit record fails as an unavailable store would (and
+    /// writes nothing): failure injection for "a write is kept with its record or not at all".
+    pub fn fail_audit_writes(&self, failing: bool) {
+        self.audit_failures.failing.store(failing, Ordering::SeqCst);
     }
 
     /// A bearer token for a registered partner.
@@ -177,14 +224,20 @@ impl PaExchange {
         self.pa.cases.received_in_month(&payer, &month).await.expect("ledger")
     }
 
-    /// Documents in the vault.
+    /// The paths of the small documents the database holds (the rest are files under `documents/`).
+    pub fn small_documents(&self) -> Vec<String> {
+        self.db.blob_paths().expect("the database's documents")
+    }
+
+    /// Documents in the vault (files, and the small ones the database holds).
     pub fn vaulted_documents(&self) -> usize {
         fn count(dir: &Path) -> usize {
             std::fs::read_dir(dir)
                 .map(|entries| entries.flatten().map(|e| if e.path().is_dir() { count(&e.path()) } else { 1 }).sum())
                 .unwrap_or(0)
         }
-        count(&self.dir.path().join("documents"))
+        let small = self.db.blob_paths().expect("the database's documents").len();
+        count(&self.dir.path().join("documents")) + small
     }
 
     /// A reviewer request as `sample-payer` (JSON).

@@ -1,6 +1,7 @@
 //! The audit trail end to end: requests through the eligibility router append records naming the caller, the
 //! route, the members answered and the outcome; the admin exports them as AuditEvents by partner and by member;
-//! a record changed or removed in the store is reported by `GET /admin/audit/verify` with its position.
+//! once sealed, a record changed or removed in the store is reported by `GET /admin/audit/verify` with its digest
+//! and key.
 
 use std::sync::Arc;
 
@@ -65,39 +66,42 @@ async fn requests_are_recorded_exported_by_partner_and_member_and_tampering_is_f
     assert_eq!(refused.status, 403);
     assert!(!refused.text().contains(member));
 
+    // Sealed a minute later (past the grace period), the trail verifies.
+    let sealer = ex.app.sealer().expect("the embedded app seals");
+    let pass = sealer.seal(ex.app.clock.now() + time::Duration::minutes(1)).await.expect("seal");
+    assert!(pass.records >= 2 && pass.digests >= 2, "{pass:?}");
     let verified = get(&router, "/admin/audit/verify", &admin).await.json();
     assert_eq!(verified["intact"], true, "{verified}");
+    assert_eq!(verified["unsealed"], 1, "only the verify request's own record is not sealed: {verified}");
 
-    // Change the first record of demo-provider's chain in the store: the verification names chain and seq.
+    // Change the 270's record in the store: the verification names the digest and the record.
     let store = ex.app.store.clone();
-    let chain = event["extension"][1]["valueString"].as_str().expect("chain").to_owned();
-    let key = Key::new(format!("AUDIT#{chain}"), "SEQ#000000000001");
+    let place = ext("urn:exchange:audit:key").and_then(|e| e["valueString"].as_str().map(str::to_owned)).expect("key");
+    let (pk, sk) = place.split_once('/').expect("pk/sk");
+    let key = Key::new(pk, sk);
     let item = store.get(&key).await.expect("get").expect("the record");
     let mut changed = item.clone();
     changed.body["entry"]["outcome"] = Value::from(500);
     store.update(changed, item.version).await.expect("tamper");
     let report = get(&router, "/admin/audit/verify", &admin).await.json();
     assert_eq!(report["intact"], false, "{report}");
-    let problem = report["problems"]
-        .as_array()
-        .and_then(|p| p.iter().find(|p| p["chain"] == chain.as_str()))
-        .cloned()
-        .expect("the chain is reported");
-    assert_eq!(problem["seq"], 1);
+    let problem = |report: &Value, kind: &str| {
+        report["problems"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["kind"] == kind && p["record"] == place.as_str()))
+            .cloned()
+    };
+    let changed = problem(&report, "changed").expect("the changed record is reported");
+    assert_eq!((changed["partner"].as_str(), changed["digest"].as_u64()), (Some("demo-provider"), Some(1)), "{report}");
 
-    // Removed instead: still found, at the same position.
+    // Removed instead: still found, in the same digest.
     let current = store.get(&key).await.expect("get").expect("record").version;
     store.transact(vec![WriteOp::Delete { key: key.clone(), expected_version: current }]).await.expect("remove");
     let report = get(&router, "/admin/audit/verify", &admin).await.json();
-    let problem = report["problems"]
-        .as_array()
-        .and_then(|p| p.iter().find(|p| p["chain"] == chain.as_str()))
-        .cloned()
-        .expect("the chain is reported");
-    assert_eq!(problem["seq"], 1, "{report}");
-    assert!(problem["problem"].as_str().unwrap_or("").contains("missing"), "{report}");
+    let removed = problem(&report, "removed").expect("the removed record is reported");
+    assert_eq!(removed["digest"], 1, "{report}");
 
     // No audit item carries a TTL: the trail is kept.
-    let page = store.query(&Query::prefix(format!("AUDIT#{chain}"), "", 100)).await.expect("query");
+    let page = store.query(&Query::prefix(pk, "", 100)).await.expect("query");
     assert!(!page.items.is_empty() && page.items.iter().all(|i| i.ttl.is_none()));
 }

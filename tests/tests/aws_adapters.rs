@@ -227,21 +227,19 @@ async fn aws_adapters_pass_the_contracts() {
     expired_items_stay_in_the_table_but_not_in_reads(&fixture, &adapters.store, &ns).await;
     signatures_verify_with_kms(&fixture, adapters.keys.as_ref()).await;
     errors_map_to_port_errors(&fixture).await;
-    audit_chains_hold_in_dynamodb(adapters.store.clone(), &ns).await;
+    audit_chains_hold_in_dynamodb(&adapters, &ns).await;
 }
 
-/// The audit trail over DynamoDB: appends to one chain take consecutive positions (the head's conditional put in
-/// each TransactWriteItems), a stale head is refused and retried, the chain verifies, and an edited record is found
-/// at its position. The appends run one after another: moto's threaded server checks a transaction's conditions
-/// and applies its writes without holding out a concurrent transaction (two racing appends both committed seq 4
-/// here), which DynamoDB does not do; racing appends are tested on the embedded and in-memory stores.
-async fn audit_chains_hold_in_dynamodb(store: Arc<DynamoStateStore>, ns: &str) {
-    use exchange_core::domain::audit::{verify, AuditAction, AuditEntry, AuditLog};
-    let store: Arc<dyn exchange_core::ports::StateStore> = store;
+/// The audit trail over DynamoDB, S3 and KMS: records are written each on a key of its own (no head: six
+/// concurrent appends of one partner all commit), the sealer writes a KMS-signed digest into S3 listing them, the
+/// trail verifies, and a record edited in the table is reported with its digest and key.
+async fn audit_chains_hold_in_dynamodb(adapters: &AwsAdapters, ns: &str) {
+    use exchange_core::domain::audit::seal::Sealer;
+    use exchange_core::domain::audit::{AuditAction, AuditEntry, AuditLog};
+    let store: Arc<dyn exchange_core::ports::StateStore> = adapters.store.clone();
     let log = AuditLog::new(store.clone());
     let partner = format!("{ns}-audited");
-    let mut seqs = Vec::new();
-    for i in 0..6 {
+    let appends = (0..6).map(|i| {
         let entry = AuditEntry {
             at: format!("2026-03-10T10:00:0{i}.000Z"),
             partner: partner.clone(),
@@ -251,30 +249,35 @@ async fn audit_chains_hold_in_dynamodb(store: Arc<DynamoStateStore>, ns: &str) {
             resources: vec![format!("attachment/a{i}")],
             members: vec!["M-1".into()],
             outcome: 200,
-            // One request id: one chain.
             request_id: "same-request".into(),
         };
-        seqs.push(log.append(entry).await.expect("append to DynamoDB").seq);
+        let log = log.clone();
+        tokio::spawn(async move { log.append(entry).await })
+    });
+    let mut records = Vec::new();
+    for task in appends.collect::<Vec<_>>() {
+        records.push(task.await.expect("task").expect("append"));
     }
-    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
-    // A head moved behind the append's back is a conflict, not an overwrite: a stale update is refused.
-    let chain = exchange_core::domain::audit::chain_for(&partner, "same-request");
-    let head_key = exchange_core::ports::Key::new(format!("AUDIT#{chain}"), "HEAD");
-    let head = store.get(&head_key).await.expect("get").expect("head");
-    let stale = store.update(head.clone(), head.version - 1).await;
-    assert!(matches!(stale, Err(exchange_core::ports::PortError::Conflict(_))), "{stale:?}");
-    let report = verify(&log).await.expect("verify");
-    assert!(report.is_intact(), "{report:?}");
     assert_eq!(log.member_history("M-1", 10).await.expect("member history").len(), 6);
+    assert_eq!(log.partner_history(&partner, 10).await.expect("partner history").len(), 6);
 
-    let key = exchange_core::ports::Key::new(format!("AUDIT#{chain}"), "SEQ#000000000004");
-    let item = store.get(&key).await.expect("get").expect("record 4");
+    let sealer = Sealer::new(store.clone(), adapters.blobs.clone(), adapters.keys.clone());
+    let now = time::macros::datetime!(2026-03-10 10:05 UTC);
+    let pass = sealer.seal(now).await.expect("seal");
+    assert_eq!((pass.records, pass.digests), (6, 1), "{pass:?}");
+    let report = sealer.verify(now).await.expect("verify");
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!((report.sealed, report.records), (6, 6));
+
+    let edited_rec = &records[3];
+    let item = store.get(&edited_rec.key()).await.expect("get").expect("record");
     let mut edited = item.clone();
     edited.body["entry"]["operation"] = serde_json::Value::from("GET /health");
     store.update(edited, item.version).await.expect("edit");
-    let report = verify(&log).await.expect("verify");
-    let problem = report.problems.iter().find(|p| p.chain == chain).expect("the edited chain is reported");
-    assert_eq!(problem.seq, 4);
+    let report = sealer.verify(now).await.expect("verify");
+    let problem = report.problems.iter().find(|p| p.kind == "changed").expect("the edit is reported");
+    assert_eq!(problem.digest, Some(1));
+    assert_eq!(problem.record.as_deref(), Some(format!("{}/{}", edited_rec.pk, edited_rec.sk).as_str()));
 }
 
 /// Every object is written with SSE-KMS under the configured key and an S3 Bucket Key, and what S3 holds is the

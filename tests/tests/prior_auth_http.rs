@@ -232,19 +232,9 @@ async fn a_resubmitted_bundle_gets_its_original_answer_and_no_second_case() {
 
 #[tokio::test]
 async fn a_case_is_written_with_its_audit_record_or_not_at_all() {
-    use exchange_core::domain::audit::AUDIT_SHARDS;
-    use exchange_core::ports::{Item, Key, WriteOp};
-
     let ex = exchange().await;
     let b = pas_example("Bundle-HomecareAuthorizationBundleExample.json");
-    let store = ex.pa.core.store.clone();
-    // Every chain head of the submitter unreadable: no audit record can be appended, whichever shard the
-    // request's id picks.
-    let heads: Vec<Key> =
-        (0..AUDIT_SHARDS).map(|shard| Key::new(format!("AUDIT#sample-provider#{shard}"), "HEAD")).collect();
-    let broken: Vec<WriteOp> =
-        heads.iter().map(|k| WriteOp::PutNew(Item::new(k.clone(), json!({"not": "a head"})))).collect();
-    store.transact(broken).await.expect("break the heads");
+    ex.fail_audit_writes(true);
 
     let refused = ex.submit("sample-provider", &b).await;
     assert!(refused.status >= 500, "{} {}", refused.status, refused.text());
@@ -252,8 +242,7 @@ async fn a_case_is_written_with_its_audit_record_or_not_at_all() {
     assert_eq!(ex.vaulted_documents(), 0, "nothing kept");
 
     // Repaired, the retry creates the case, and the one record of that request names it.
-    let repair: Vec<WriteOp> = heads.iter().map(|k| WriteOp::Delete { key: k.clone(), expected_version: 1 }).collect();
-    store.transact(repair).await.expect("repair");
+    ex.fail_audit_writes(false);
     let accepted = ex.submit("sample-provider", &b).await;
     assert_eq!(accepted.status, 200, "{}", accepted.text());
     let cases = ex.cases().await;

@@ -1,5 +1,6 @@
 //! The worker Lambda: delivers due prior-auth notifications, flags pended cases near their decision deadline, and
-//! sweeps the clean-up ledger (documents of submissions that never committed, expired transfer copies).
+//! sweeps the clean-up ledger (documents of submissions that never committed, expired transfer copies), and seals
+//! the audit trail into signed digests (the only sealer: reserved concurrency 1).
 //!
 //! It is invoked by DynamoDB Streams batches (new `NOTIFY#` outbox records: deliver what is due) and by an
 //! EventBridge schedule (deliveries whose retry has come due, the deadline sweep and the clean-up sweep). The records' content is not
@@ -28,6 +29,7 @@ async fn main() -> Result<(), Error> {
             // Stream batches carry `Records`; the schedule's event does not.
             let from_stream = event.payload.get("Records").is_some();
             let pass = if from_stream { deliver_due(&pa).await? } else { run_once(&pa).await? };
+            let sealed = seal_audit(&pa.core, from_stream).await?;
             let cleaned = if from_stream {
                 0
             } else {
@@ -41,12 +43,43 @@ async fn main() -> Result<(), Error> {
                 dead_lettered = pass.dead_lettered,
                 flagged = pass.flagged,
                 cleaned,
+                sealed,
                 "worker pass"
             );
-            Ok::<Value, Error>(summary(&pass, cleaned))
+            let mut out = summary(&pass, cleaned);
+            out["auditSealed"] = json!(sealed);
+            Ok::<Value, Error>(out)
         }
     }))
     .await
+}
+
+/// Seals the audit records into digests (when this deployment has the digest bucket). A stream batch that brought
+/// records still inside the grace period waits for them and seals again, so a record is sealed within about
+/// `SEAL_GRACE` of its write rather than at the next scheduled pass.
+async fn seal_audit(core: &exchange_core::app::App, from_stream: bool) -> Result<usize, Error> {
+    let Ok(sealer) = core.sealer() else {
+        return Ok(0);
+    };
+    let mut sealed = 0;
+    for round in 0..2 {
+        loop {
+            let pass = sealer.seal(core.clock.now()).await?;
+            sealed += pass.records;
+            if !pass.more {
+                let grace = exchange_core::domain::audit::seal::SEAL_GRACE.as_secs() as i64;
+                match pass.oldest_unsealed_secs {
+                    Some(age) if from_stream && round == 0 && age <= grace => {
+                        let wait = u64::try_from(grace - age + 1).unwrap_or(1);
+                        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                    }
+                    _ => return Ok(sealed),
+                }
+                break;
+            }
+        }
+    }
+    Ok(sealed)
 }
 
 /// The invocation's result: what the pass did, in the JSON casing the rest of the API uses.

@@ -4,7 +4,8 @@
 //! exchange-local                         serve (EXCHANGE_ADDR, default 127.0.0.1:3000; EXCHANGE_DATA_DIR, default .exchange)
 //! exchange-local token PARTNER           print a bearer token for a registered partner
 //! exchange-local load-payer-data FILE    validate and load a payer data file (nothing is loaded if any record is bad)
-//! exchange-local audit-verify            walk every audit chain; exit 1 naming each break (chain and position)
+//! exchange-local audit-verify            verify the audit trail against its signed digests; exit 1 naming each problem
+//! exchange-local audit-seal              seal what can be sealed now (the server does this every few seconds)
 //! ```
 
 use std::net::SocketAddr;
@@ -27,7 +28,11 @@ const LOCAL_TOKEN_LIFETIME_SECS: i64 = 12 * 3600;
 /// Partner registrations (no PHI), kept beside the database so `token` works while the server holds its lock.
 const PARTNERS_FILE: &str = "partners.json";
 
-const USAGE: &str = "usage: exchange-local [serve | token PARTNER | load-payer-data FILE | audit-verify]";
+const USAGE: &str = "usage: exchange-local [serve | token PARTNER | load-payer-data FILE | audit-verify | audit-seal]";
+
+/// How often the runner's sealer takes the audit records into digests (a record is sealed within
+/// `SEAL_GRACE` + this).
+const SEAL_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn data_dir() -> PathBuf {
     std::env::var_os("EXCHANGE_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".exchange"))
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
             ["token", partner] => token(partner).await,
             ["load-payer-data", file] => load_payer_data(Path::new(file)).await,
             ["audit-verify"] => audit_verify().await,
+            ["audit-seal"] => audit_seal().await,
             ["--help"] | ["-h"] | ["help"] => {
                 println!("{USAGE}");
                 Ok(())
@@ -113,6 +119,9 @@ async fn serve() -> Result<(), String> {
     tokio::spawn(prior_auth::worker::run_forever(pa.clone(), std::time::Duration::from_secs(1)));
     let attachments = Arc::new(attachments::Attachments::new(app.clone()));
     tokio::spawn(exchange_core::domain::cleanup::run_forever(app.clone(), std::time::Duration::from_secs(60)));
+    if let Ok(sealer) = app.sealer() {
+        tokio::spawn(exchange_core::domain::audit::seal::Sealer::clone(sealer).run_forever(SEAL_EVERY));
+    }
     // Locally the CRD services may read missing prefetch from a plain-HTTP EHR sandbox, and CDS client JWTs name
     // this address as their audience.
     let davinci_settings = davinci::Settings {
@@ -178,25 +187,45 @@ async fn token(partner: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Walks every audit chain of the data directory (the server must be stopped: the database is locked while it
-/// runs; `GET /admin/audit/verify` checks a running one).
+/// Verifies the data directory's audit trail against its signed digests (the server must be stopped: the database
+/// is locked while it runs; `GET /admin/audit/verify` checks a running one). Exit 1 naming each problem.
 async fn audit_verify() -> Result<(), String> {
     let app = open_app(&data_dir(), "").await?;
-    let partners: Vec<String> = match app.repo.current().await.map_err(|e| e.to_string())? {
-        Some(c) => c.partners.iter().map(|p| p.as_str().to_owned()).collect(),
-        None => Vec::new(),
-    };
-    let report =
-        exchange_core::domain::audit::verify_with_partners(&app.audit, &partners).await.map_err(|e| e.to_string())?;
-    println!("{} chains, {} records", report.chains, report.records);
+    let sealer = app.sealer().map_err(|e| e.to_string())?;
+    let report = sealer.verify(app.clock.now()).await.map_err(|e| e.to_string())?;
+    println!(
+        "{} partners, {} digests, {} records: {} sealed, {} not sealed yet{}",
+        report.partners,
+        report.digests,
+        report.records,
+        report.sealed,
+        report.unsealed,
+        report.oldest_unsealed_at.as_deref().map(|at| format!(" (oldest {at})")).unwrap_or_default()
+    );
     for p in &report.problems {
-        println!("chain {} at record {}: {}", p.chain, p.seq, p.problem);
+        let digest = p.digest.map(|d| format!(" digest {d}")).unwrap_or_default();
+        let record = p.record.as_deref().map(|r| format!(" record {r}")).unwrap_or_default();
+        println!("{}: partner {}{digest}{record}: {}", p.kind, p.partner, p.detail);
     }
     if report.is_intact() {
         println!("the audit trail is intact");
         Ok(())
     } else {
-        Err(format!("the audit trail is broken in {} chain(s)", report.problems.len()))
+        Err(format!("the audit trail has {} problem(s)", report.problems.len()))
+    }
+}
+
+/// Seals the audit trail once (`exchange-local audit-seal`, with the server stopped): what the server's sealer
+/// task does every few seconds.
+async fn audit_seal() -> Result<(), String> {
+    let app = open_app(&data_dir(), "").await?;
+    let sealer = app.sealer().map_err(|e| e.to_string())?;
+    loop {
+        let pass = sealer.seal(app.clock.now()).await.map_err(|e| e.to_string())?;
+        println!("sealed {} records in {} digests", pass.records, pass.digests);
+        if !pass.more {
+            return Ok(());
+        }
     }
 }
 

@@ -146,7 +146,9 @@ impl StateStore for MemoryStateStore {
             .range(start..)
             .map(|(_, item)| item)
             .take_while(|item| item.key.pk == query.pk && item.key.sk.starts_with(&query.sk_prefix))
-            .filter(|item| query.after.as_ref().is_none_or(|after| item.key.sk > *after))
+            .filter(|item| {
+                query.after.as_ref().or(query.start_after_sk.as_ref()).is_none_or(|after| item.key.sk > *after)
+            })
             .filter(|item| !is_expired(item, now));
         Ok(paginate(matches, query.limit, |item| item.key.sk.clone()))
     }

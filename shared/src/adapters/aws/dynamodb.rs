@@ -67,7 +67,11 @@ impl DynamoStateStore {
         };
         let mut start_key = match &query.after {
             Some(cursor) => Some(decode_cursor(cursor, pk_attr, &query.pk, index.is_some())?),
-            None => None,
+            // A table query may start after any sort key of its partition, stored or not.
+            None => match (&query.start_after_sk, index) {
+                (Some(sk), None) => Some(key_attrs(&Key::new(query.pk.clone(), sk.clone()))),
+                _ => None,
+            },
         };
         let key_condition = if query.sk_prefix.is_empty() {
             format!("{pk_attr} = :pk")

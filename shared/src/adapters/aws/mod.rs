@@ -8,7 +8,9 @@
 //! | `TABLE_NAME` | the single DynamoDB table ([`DynamoStateStore`]) |
 //! | `BUCKET_NAME` | the document bucket ([`S3BlobStore`]) |
 //! | `DATA_KEY_ID` | the symmetric KMS key for data keys and SSE-KMS ([`KmsKeyService`], [`S3BlobStore`]) |
-//! | `SIGNING_KEY_ID` | the `ECC_NIST_P384` `SIGN_VERIFY` KMS key for ES384 tokens ([`KmsKeyService`]) |
+//! | `SIGNING_KEY_ID` | the `RSA_2048` `SIGN_VERIFY` KMS key for RS256 tokens ([`KmsKeyService`]) |
+//! | `AUDIT_DIGEST_BUCKET` | optional: the Object Lock bucket of audit digests (worker and admin functions) |
+//! | `AUDIT_SIGNING_KEY_ID` | optional, with the bucket: the `RSA_2048` `SIGN_VERIFY` KMS key that signs digests |
 
 mod dynamodb;
 mod kms;
@@ -39,6 +41,8 @@ pub struct AwsAdapters {
     pub keys: Arc<KmsKeyService>,
     /// Presigned URLs into the same bucket, for documents larger than a Lambda payload.
     pub transfers: Arc<S3TransferUrls>,
+    /// The audit digest bucket and the audit-signing key, when both are configured.
+    pub audit_sealing: Option<(Arc<S3BlobStore>, Arc<KmsKeyService>)>,
 }
 
 impl AwsAdapters {
@@ -61,7 +65,16 @@ impl AwsAdapters {
         let s3_config = aws_sdk_s3::config::Builder::from(&config).force_path_style(local_endpoint).build();
         let s3 = aws_sdk_s3::Client::from_conf(s3_config);
 
+        let audit_sealing = match (optional_env("AUDIT_DIGEST_BUCKET"), optional_env("AUDIT_SIGNING_KEY_ID")) {
+            (Some(digest_bucket), Some(audit_key)) => {
+                let digests = Arc::new(S3BlobStore::new(s3.clone(), digest_bucket, data_key_id.clone()));
+                let signer = Arc::new(KmsKeyService::new(kms.clone(), data_key_id.clone(), audit_key));
+                Some((digests, signer))
+            }
+            _ => None,
+        };
         Ok(AwsAdapters {
+            audit_sealing,
             store: Arc::new(DynamoStateStore::new(dynamodb, table)),
             transfers: Arc::new(S3TransferUrls::new(s3.clone(), bucket.clone(), data_key_id.clone())),
             blobs: Arc::new(S3BlobStore::new(s3, bucket, data_key_id.clone())),
@@ -75,6 +88,11 @@ impl AwsAdapters {
         let keys: Arc<dyn KeyService> = self.keys.clone();
         DocumentVault::new(blobs, keys)
     }
+}
+
+/// Reads an optional environment variable; empty counts as unset.
+fn optional_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 /// Reads a required, non-empty environment variable.

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use rand::RngCore as _;
 
-use super::create_private_dir;
+use std::sync::Arc;
+
+use super::redb_store::SMALL_BLOB_MAX;
+use super::{create_private_dir, RedbStateStore};
 use crate::ports::{BlobStore, PortError, PortResult};
 
 /// The blob store over a directory: one file per object, relative `/`-separated paths.
@@ -14,16 +17,33 @@ use crate::ports::{BlobStore, PortError, PortResult};
 /// Writes go to a temporary file in the target's directory, are flushed to disk, then renamed over the target, so a
 /// reader sees the old object or the new one, never a torn write. Reads and deletes use `tokio::fs`; a write runs as
 /// one blocking task. Files are mode 0600 and directories 0700 on unix.
-#[derive(Debug, Clone)]
+///
+/// With [`FolderBlobStore::with_small_objects`], objects up to [`SMALL_BLOB_MAX`] bytes are kept in the state
+/// database instead (one file and two fsyncs each would cost more than the request's whole commit): they join the
+/// database's group commit and become durable with the record that names them.
+#[derive(Clone)]
 pub struct FolderBlobStore {
     root: PathBuf,
+    small: Option<Arc<RedbStateStore>>,
+}
+
+impl std::fmt::Debug for FolderBlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FolderBlobStore").field("root", &self.root).field("small", &self.small.is_some()).finish()
+    }
 }
 
 impl FolderBlobStore {
     /// Opens the store rooted at `root`, creating the directory (mode 0700) when missing.
     pub fn open(root: &Path) -> PortResult<Self> {
         create_private_dir(root)?;
-        Ok(FolderBlobStore { root: root.to_path_buf() })
+        Ok(FolderBlobStore { root: root.to_path_buf(), small: None })
+    }
+
+    /// Keeps objects up to [`SMALL_BLOB_MAX`] bytes in `db` (see the type's docs).
+    pub fn with_small_objects(mut self, db: Arc<RedbStateStore>) -> Self {
+        self.small = Some(db);
+        self
     }
 
     /// The directory holding the objects.
@@ -68,6 +88,15 @@ pub(crate) fn validate_blob_path(path: &str) -> PortResult<()> {
 impl BlobStore for FolderBlobStore {
     async fn put(&self, path: &str, bytes: Vec<u8>) -> PortResult<()> {
         let target = self.resolve(path)?;
+        if let Some(db) = &self.small {
+            if bytes.len() <= SMALL_BLOB_MAX {
+                return db.put_blob(path, bytes).await;
+            }
+            // A large object replacing a small one at the same path: the small one must not shadow it.
+            if db.get_blob(path)?.is_some() {
+                db.delete_blob(path).await?;
+            }
+        }
         // One trip to the blocking pool for the whole create-write-sync-rename sequence, rather than one per step.
         let written = tokio::task::spawn_blocking(move || write_atomically(&target, &bytes))
             .await
@@ -77,11 +106,19 @@ impl BlobStore for FolderBlobStore {
 
     async fn get(&self, path: &str) -> PortResult<Vec<u8>> {
         let file = self.resolve(path)?;
+        if let Some(bytes) = self.small.as_ref().map(|db| db.get_blob(path)).transpose()?.flatten() {
+            return Ok(bytes);
+        }
         tokio::fs::read(&file).await.map_err(|e| io_error("read", path, e))
     }
 
     async fn delete(&self, path: &str) -> PortResult<()> {
         let file = self.resolve(path)?;
+        if let Some(db) = &self.small {
+            if db.get_blob(path)?.is_some() {
+                db.delete_blob(path).await?;
+            }
+        }
         match tokio::fs::remove_file(&file).await {
             Ok(()) => Ok(()),
             Err(e) if is_absent(&e) => Ok(()),
@@ -91,6 +128,9 @@ impl BlobStore for FolderBlobStore {
 
     async fn size(&self, path: &str) -> PortResult<u64> {
         let file = self.resolve(path)?;
+        if let Some(bytes) = self.small.as_ref().map(|db| db.get_blob(path)).transpose()?.flatten() {
+            return Ok(bytes.len() as u64);
+        }
         match tokio::fs::metadata(&file).await {
             Ok(meta) if meta.is_file() => Ok(meta.len()),
             Ok(_) => Err(PortError::NotFound(format!("blob {path:?}"))),

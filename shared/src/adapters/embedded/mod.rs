@@ -1,7 +1,8 @@
 //! Embedded adapters: real local storage under one data directory, for the local runner.
 //!
 //! - [`RedbStateStore`]: the state store over one ACID redb database file (`state.redb`).
-//! - [`FolderBlobStore`]: the blob store over a directory (`documents/`), written atomically, files mode 0600.
+//! - [`FolderBlobStore`]: the blob store over a directory (`documents/`), written atomically, files mode 0600;
+//!   documents up to [`redb_store::SMALL_BLOB_MAX`] live in the database and join its group commit.
 //! - [`LocalKeyService`]: a locally generated 256-bit master key and P-384 signing key (`keys/`, files mode 0600).
 //! - [`LocalTransfers`]: one-time upload and download URLs the runner serves, in place of S3 presigned URLs.
 //!
@@ -11,7 +12,7 @@
 mod folder_blobs;
 mod local_keys;
 pub mod local_transfers;
-mod redb_store;
+pub mod redb_store;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -39,6 +40,10 @@ pub struct EmbeddedAdapters {
     pub blobs: Arc<FolderBlobStore>,
     /// The key service (`<data_dir>/keys/`).
     pub keys: Arc<LocalKeyService>,
+    /// The audit digests (`<data_dir>/audit-digests/`), plain JSON (hashes and ids, no PHI).
+    pub audit_digests: Arc<FolderBlobStore>,
+    /// The audit-signing key (`<data_dir>/keys/audit/`; its RS256 key signs digests, kept apart from the token key).
+    pub audit_signer: Arc<LocalKeyService>,
 }
 
 impl EmbeddedAdapters {
@@ -46,9 +51,18 @@ impl EmbeddedAdapters {
     pub fn open(data_dir: &Path) -> PortResult<Self> {
         create_private_dir(data_dir)?;
         let store = RedbStateStore::open(&data_dir.join("state.redb"))?;
-        let blobs = FolderBlobStore::open(&data_dir.join("documents"))?;
+        let store = Arc::new(store);
+        let blobs = FolderBlobStore::open(&data_dir.join("documents"))?.with_small_objects(store.clone());
         let keys = LocalKeyService::load_or_create(&data_dir.join("keys"))?;
-        Ok(EmbeddedAdapters { store: Arc::new(store), blobs: Arc::new(blobs), keys: Arc::new(keys) })
+        let audit_digests = FolderBlobStore::open(&data_dir.join("audit-digests"))?;
+        let audit_signer = LocalKeyService::load_or_create(&data_dir.join("keys").join("audit"))?;
+        Ok(EmbeddedAdapters {
+            store,
+            blobs: Arc::new(blobs),
+            keys: Arc::new(keys),
+            audit_digests: Arc::new(audit_digests),
+            audit_signer: Arc::new(audit_signer),
+        })
     }
 
     /// A document vault over these adapters' blob store and key service.

@@ -1,9 +1,21 @@
-//! The state store over one redb database file.
+//! The state store over one redb database file, with group commit.
 //!
-//! Three tables, all written in the same ACID write transaction:
+//! Four tables, all written in the same ACID write transaction:
 //! - `items`: `(pk, sk)` → the item as JSON;
 //! - `gsi1`: `(gsi1pk, gsi1sk, pk, sk)` → `()`, the secondary index (the primary key makes entries unique);
-//! - `counters`: `(pk, sk)` → `u64`, kept apart from items so a counter never shows up in an item query.
+//! - `counters`: `(pk, sk)` → `u64`, kept apart from items so a counter never shows up in an item query;
+//! - `blobs`: path → bytes, the small documents of the blob store ([`super::FolderBlobStore`] puts objects up to
+//!   [`SMALL_BLOB_MAX`] here, so they ride in the same durable commit as the records that name them).
+//!
+//! **Group commit.** Every write goes to one committer thread through a queue. The committer takes everything
+//! queued (up to [`MAX_BATCH`] jobs), applies each job in one redb write transaction, and commits once: one fsync for
+//! the whole batch. A job whose condition fails is left out (its writes are never applied: conditions are checked
+//! against the transaction, including the batch's earlier jobs, before anything of the job is written) and only its
+//! caller gets `Conflict`; the others commit. Each caller is answered only after the commit that holds its writes
+//! is durable. Small-document puts alone commit without an fsync (`Durability::None`): the durable commit of the
+//! record that names them, which the flows always make after writing their documents, makes them durable too; a
+//! crash before it loses only documents no record names. Reads use redb's MVCC read transactions and never wait
+//! for the committer.
 
 use std::fmt;
 use std::ops::Bound;
@@ -20,13 +32,179 @@ const ITEMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("items"
 const GSI1: TableDefinition<(&str, &str, &str, &str), ()> = TableDefinition::new("gsi1");
 const COUNTERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("counters");
 
-/// The state store over one redb database file (ACID, crash-safe, single writer at a time).
-///
-/// redb is synchronous, so every call runs on tokio's blocking pool and never stalls the async workers.
+const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+
+/// Largest document kept in the database rather than as a file of its own: raw interchanges, answers and
+/// PAS Bundles are a few KiB (a 270 about 0.5 KiB, a PAS Bundle 5 to 20 KiB); 256 KiB holds nearly every X12 and
+/// FHIR message while keeping one batch's commit to a few MiB; attachments past it stay files.
+pub const SMALL_BLOB_MAX: usize = 256 * 1024;
+
+/// Most jobs one group commit takes.
+pub const MAX_BATCH: usize = 512;
+
+/// The state store over one redb database file (ACID, crash-safe), with group commit (see the module docs).
 #[derive(Clone)]
 pub struct RedbStateStore {
     db: Arc<Database>,
     clock: Arc<dyn Clock>,
+    committer: Arc<Committer>,
+}
+
+/// A write for the committer.
+enum Job {
+    Transact(Vec<WriteOp>),
+    Increment(Key),
+    PutBlob(String, Vec<u8>),
+    DeleteBlob(String),
+}
+
+/// What a job answers.
+enum Done {
+    Unit,
+    Count(u64),
+}
+
+struct Queued {
+    job: Job,
+    now: i64,
+    reply: tokio::sync::oneshot::Sender<PortResult<Done>>,
+}
+
+/// The committer thread and its queue; the last store handle dropped stops and joins it, so the database file is
+/// released when the store is gone.
+struct Committer {
+    queue: std::sync::Mutex<Option<std::sync::mpsc::Sender<Queued>>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        if let Ok(mut queue) = self.queue.lock() {
+            queue.take();
+        }
+        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Committer {
+    fn start(db: Arc<Database>) -> PortResult<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<Queued>();
+        let thread = std::thread::Builder::new()
+            .name("redb-committer".into())
+            .spawn(move || commit_loop(&db, &rx))
+            .map_err(|e| PortError::Unavailable(format!("cannot start the committer thread: {e}")))?;
+        Ok(Committer { queue: std::sync::Mutex::new(Some(tx)), thread: std::sync::Mutex::new(Some(thread)) })
+    }
+
+    async fn submit(&self, job: Job, now: i64) -> PortResult<Done> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = self
+            .queue
+            .lock()
+            .ok()
+            .and_then(|q| q.as_ref().map(|tx| tx.send(Queued { job, now, reply }).is_ok()))
+            .unwrap_or(false);
+        if !sent {
+            return Err(PortError::Unavailable("the embedded database is closed".into()));
+        }
+        answer.await.map_err(|_| PortError::Unavailable("the embedded database committer stopped".into()))?
+    }
+}
+
+/// The committer: one write transaction and one commit per batch of queued jobs.
+fn commit_loop(db: &Database, queue: &std::sync::mpsc::Receiver<Queued>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let durable = batch.iter().any(|q| !matches!(q.job, Job::PutBlob(..) | Job::DeleteBlob(..)));
+        match run_batch(db, &batch, durable) {
+            Ok(results) => {
+                for (queued, result) in batch.into_iter().zip(results) {
+                    let _ = queued.reply.send(result);
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for queued in batch {
+                    let _ = queued.reply.send(Err(PortError::Unavailable(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Applies a batch in one transaction and commits it; `Err` (nothing committed) when the transaction itself fails.
+fn run_batch(db: &Database, batch: &[Queued], durable: bool) -> PortResult<Vec<PortResult<Done>>> {
+    let mut txn = db.begin_write().map_err(storage)?;
+    if !durable {
+        txn.set_durability(redb::Durability::None);
+    }
+    let mut results = Vec::with_capacity(batch.len());
+    for queued in batch {
+        let result = match &queued.job {
+            Job::Transact(ops) => match check(&txn, queued.now, ops) {
+                Ok(()) => {
+                    // Every condition holds, so a failure while writing is the database's, not the caller's: the
+                    // job may be half-applied, and the whole batch must not commit.
+                    apply(&txn, queued.now, ops)?;
+                    Ok(Done::Unit)
+                }
+                Err(e) => Err(e),
+            },
+            Job::Increment(key) => Ok(Done::Count(increment_in(&txn, key)?)),
+            Job::PutBlob(path, bytes) => {
+                txn.open_table(BLOBS).map_err(storage)?.insert(path.as_str(), bytes.as_slice()).map_err(storage)?;
+                Ok(Done::Unit)
+            }
+            Job::DeleteBlob(path) => {
+                txn.open_table(BLOBS).map_err(storage)?.remove(path.as_str()).map_err(storage)?;
+                Ok(Done::Unit)
+            }
+        };
+        results.push(result);
+    }
+    txn.commit().map_err(storage)?;
+    Ok(results)
+}
+
+/// Checks every condition of `ops` against the transaction as it is (earlier jobs of the batch included), writing
+/// nothing.
+fn check(txn: &WriteTransaction, now: i64, ops: &[WriteOp]) -> PortResult<()> {
+    let items = txn.open_table(ITEMS).map_err(storage)?;
+    for op in ops {
+        match op {
+            WriteOp::PutNew(item) => {
+                if read_item(&items, &item.key)?.is_some_and(|old| !is_expired(&old, now)) {
+                    return Err(PortError::Conflict(format!("item {}/{} already exists", item.key.pk, item.key.sk)));
+                }
+            }
+            WriteOp::Update { item, expected_version } => {
+                live_with_version(&items, &item.key, *expected_version, now)?;
+            }
+            WriteOp::Delete { key, expected_version } => {
+                live_with_version(&items, key, *expected_version, now)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn increment_in(txn: &WriteTransaction, key: &Key) -> PortResult<u64> {
+    let mut counters = txn.open_table(COUNTERS).map_err(storage)?;
+    let current =
+        counters.get((key.pk.as_str(), key.sk.as_str())).map_err(storage)?.map(|guard| guard.value()).unwrap_or(0);
+    let value = current
+        .checked_add(1)
+        .ok_or_else(|| PortError::Invalid(format!("counter {}/{} overflowed", key.pk, key.sk)))?;
+    counters.insert((key.pk.as_str(), key.sk.as_str()), value).map_err(storage)?;
+    Ok(value)
 }
 
 impl fmt::Debug for RedbStateStore {
@@ -47,8 +225,11 @@ impl RedbStateStore {
         txn.open_table(ITEMS).map_err(storage)?;
         txn.open_table(GSI1).map_err(storage)?;
         txn.open_table(COUNTERS).map_err(storage)?;
+        txn.open_table(BLOBS).map_err(storage)?;
         txn.commit().map_err(storage)?;
-        Ok(RedbStateStore { db: Arc::new(db), clock: Arc::new(SystemClock) })
+        let db = Arc::new(db);
+        let committer = Arc::new(Committer::start(db.clone())?);
+        Ok(RedbStateStore { db, clock: Arc::new(SystemClock), committer })
     }
 
     /// Uses `clock` to decide which items have expired (the system clock by default).
@@ -61,6 +242,44 @@ impl RedbStateStore {
     /// in microseconds, less than the two thread hand-offs of a trip to the blocking pool would cost.
     fn read<T>(&self, work: impl FnOnce(&Database, i64) -> PortResult<T>) -> PortResult<T> {
         work(&self.db, self.clock.now().unix_timestamp())
+    }
+
+    /// Queues a write for the committer and waits until it is durable.
+    async fn commit(&self, job: Job) -> PortResult<Done> {
+        self.committer.submit(job, self.clock.now().unix_timestamp()).await
+    }
+
+    /// Stores a small document (at most [`SMALL_BLOB_MAX`] bytes) in the database: see the module docs.
+    pub(crate) async fn put_blob(&self, path: &str, bytes: Vec<u8>) -> PortResult<()> {
+        self.commit(Job::PutBlob(path.to_owned(), bytes)).await.map(drop)
+    }
+
+    /// Removes a small document; removing a missing one is not an error.
+    pub(crate) async fn delete_blob(&self, path: &str) -> PortResult<()> {
+        self.commit(Job::DeleteBlob(path.to_owned())).await.map(drop)
+    }
+
+    /// A small document, when the database holds one at `path`.
+    pub(crate) fn get_blob(&self, path: &str) -> PortResult<Option<Vec<u8>>> {
+        self.read(|db, _| {
+            let txn = db.begin_read().map_err(storage)?;
+            let blobs = txn.open_table(BLOBS).map_err(storage)?;
+            Ok(blobs.get(path).map_err(storage)?.map(|guard| guard.value().to_vec()))
+        })
+    }
+
+    /// The paths of the small documents the database holds.
+    pub fn blob_paths(&self) -> PortResult<Vec<String>> {
+        self.read(|db, _| {
+            let txn = db.begin_read().map_err(storage)?;
+            let blobs = txn.open_table(BLOBS).map_err(storage)?;
+            let mut out = Vec::new();
+            for entry in blobs.iter().map_err(storage)? {
+                let (path, _) = entry.map_err(storage)?;
+                out.push(path.value().to_owned());
+            }
+            Ok(out)
+        })
     }
 
     /// Runs `work` on the blocking pool with the database and the current time (epoch seconds).
@@ -88,12 +307,12 @@ impl StateStore for RedbStateStore {
     }
 
     async fn put_new(&self, item: Item) -> PortResult<()> {
-        self.run(move |db, now| write(db, now, &[WriteOp::PutNew(item)])).await
+        self.commit(Job::Transact(vec![WriteOp::PutNew(item)])).await.map(drop)
     }
 
     async fn update(&self, item: Item, expected_version: u64) -> PortResult<u64> {
         let new_version = next_version(expected_version)?;
-        self.run(move |db, now| write(db, now, &[WriteOp::Update { item, expected_version }])).await?;
+        self.commit(Job::Transact(vec![WriteOp::Update { item, expected_version }])).await?;
         Ok(new_version)
     }
 
@@ -114,31 +333,14 @@ impl StateStore for RedbStateStore {
         if ops.is_empty() {
             return Ok(());
         }
-        self.run(move |db, now| write(db, now, &ops)).await
+        self.commit(Job::Transact(ops)).await.map(drop)
     }
 
     async fn increment(&self, key: &Key) -> PortResult<u64> {
-        let key = key.clone();
-        self.run(move |db, _| {
-            let txn = db.begin_write().map_err(storage)?;
-            let value = {
-                let mut counters = txn.open_table(COUNTERS).map_err(storage)?;
-                let current = counters
-                    .get((key.pk.as_str(), key.sk.as_str()))
-                    .map_err(storage)?
-                    .map(|guard| guard.value())
-                    .unwrap_or(0);
-                let value = current
-                    .checked_add(1)
-                    .ok_or_else(|| PortError::Invalid(format!("counter {}/{} overflowed", key.pk, key.sk)))?;
-                counters.insert((key.pk.as_str(), key.sk.as_str()), value).map_err(storage)?;
-                value
-            };
-            // redb's single-writer lock plus the commit make the read-increment-write atomic across tasks.
-            txn.commit().map_err(storage)?;
-            Ok(value)
-        })
-        .await
+        match self.commit(Job::Increment(key.clone())).await? {
+            Done::Count(value) => Ok(value),
+            Done::Unit => Err(PortError::Invalid("the committer answered an increment without a value".into())),
+        }
     }
 }
 
@@ -184,14 +386,7 @@ where
     }
 }
 
-/// Applies `ops` in one write transaction: every condition is checked as its write is made, and the first failure
-/// drops the transaction, which rolls back everything written before it.
-fn write(db: &Database, now: i64, ops: &[WriteOp]) -> PortResult<()> {
-    let txn = db.begin_write().map_err(storage)?;
-    apply(&txn, now, ops)?;
-    txn.commit().map_err(storage)
-}
-
+/// Applies `ops` to the transaction, checking each condition as its write is made.
 fn apply(txn: &WriteTransaction, now: i64, ops: &[WriteOp]) -> PortResult<()> {
     let mut items = txn.open_table(ITEMS).map_err(storage)?;
     let mut index = txn.open_table(GSI1).map_err(storage)?;
@@ -279,7 +474,7 @@ fn query_items(db: &Database, query: &Query, now: i64) -> PortResult<Page> {
     let pk = query.pk.as_str();
     let prefix = query.sk_prefix.as_str();
     // Resume after the cursor unless it sorts before the prefix range (then the range start is the tighter bound).
-    let start = match query.after.as_deref() {
+    let start = match query.after.as_deref().or(query.start_after_sk.as_deref()) {
         Some(after) if after >= prefix => Bound::Excluded((pk, after)),
         _ => Bound::Included((pk, prefix)),
     };
@@ -403,6 +598,66 @@ mod tests {
         assert_eq!(second.items.len(), 1);
         assert_eq!(second.items[0].key.sk, "e");
         assert!(second.next.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_condition_fails_only_its_own_request_in_a_group_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        store.put_new(Item::new(Key::new("P", "taken"), json!({}))).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let ops = match i {
+                    // A create of an existing key.
+                    7 => vec![WriteOp::PutNew(Item::new(Key::new("P", "taken"), json!({"i": i})))],
+                    // A good create with a stale update: neither is applied.
+                    9 => vec![
+                        WriteOp::PutNew(Item::new(Key::new("P", "half"), json!({}))),
+                        WriteOp::Update { item: Item::new(Key::new("P", "taken"), json!({})), expected_version: 5 },
+                    ],
+                    // Two requests creating the same key: exactly one wins.
+                    11 | 12 => vec![WriteOp::PutNew(Item::new(Key::new("P", "raced"), json!({"i": i})))],
+                    _ => vec![WriteOp::PutNew(Item::new(Key::new("P", format!("k{i:02}")), json!({"i": i})))],
+                };
+                (i, store.transact(ops).await)
+            }));
+        }
+        let mut raced_wins = 0;
+        for t in tasks {
+            let (i, result) = t.await.unwrap();
+            match i {
+                7 | 9 => assert!(matches!(result, Err(PortError::Conflict(_))), "{i}: {result:?}"),
+                11 | 12 => raced_wins += usize::from(result.is_ok()),
+                _ => assert!(result.is_ok(), "{i}: {result:?}"),
+            }
+        }
+        assert_eq!(raced_wins, 1);
+        let page = store.query(&Query::prefix("P", "k", 100)).await.unwrap();
+        assert_eq!(page.items.len(), 60, "every other request committed");
+        assert!(store.get(&Key::new("P", "half")).await.unwrap().is_none(), "a failed request writes nothing");
+        assert_eq!(store.get(&Key::new("P", "taken")).await.unwrap().unwrap().body, json!({}));
+    }
+
+    #[tokio::test]
+    async fn small_documents_and_records_survive_a_reopen_and_counters_stay_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(&dir);
+            store.put_blob("a/raw", b"ciphertext".to_vec()).await.unwrap();
+            store.put_new(Item::new(Key::new("P", "record"), json!({"doc": "a/raw"}))).await.unwrap();
+            assert_eq!(store.increment(&Key::new("C", "n")).await.unwrap(), 1);
+            assert_eq!(store.increment(&Key::new("C", "n")).await.unwrap(), 2);
+        }
+        // Dropping the last handle stops the committer and releases the file.
+        let store = open(&dir);
+        assert_eq!(store.get_blob("a/raw").unwrap().as_deref(), Some(&b"ciphertext"[..]));
+        assert!(store.get(&Key::new("P", "record")).await.unwrap().is_some());
+        assert_eq!(store.increment(&Key::new("C", "n")).await.unwrap(), 3);
+        store.delete_blob("a/raw").await.unwrap();
+        assert_eq!(store.get_blob("a/raw").unwrap(), None);
+        assert_eq!(store.blob_paths().unwrap(), Vec::<String>::new());
     }
 
     #[tokio::test]
