@@ -96,7 +96,9 @@ async fn secrets_and_data_are_private_to_the_owner() {
     let (_dir, data) = data_dir();
     let adapters = EmbeddedAdapters::open(&data).unwrap();
     let context = EncryptionContext::for_document("d", "p");
-    adapters.vault().put("payer-1/d.bin", &context, b"x").await.unwrap();
+    // Past the small-document limit: a file of its own (small documents live in the database file).
+    let large = vec![b'x'; exchange_core::adapters::embedded::redb_store::SMALL_BLOB_MAX + 1];
+    adapters.vault().put("payer-1/d.bin", &context, &large).await.unwrap();
 
     let mode = |path: &Path| {
         use std::os::unix::fs::PermissionsExt as _;
@@ -106,7 +108,8 @@ async fn secrets_and_data_are_private_to_the_owner() {
     assert_eq!(mode(&data.join("keys/token-signing.p8")), 0o600, "token signing key");
     assert_eq!(mode(&data.join("state.redb")), 0o600, "state database");
     assert_eq!(mode(&data.join("documents/payer-1/d.bin")), 0o600, "document");
-    for dir in ["", "keys", "documents", "documents/payer-1"] {
+    assert_eq!(mode(&data.join("keys/audit/token-signing.p8")), 0o600, "audit signing key");
+    for dir in ["", "keys", "keys/audit", "documents", "documents/payer-1", "audit-digests"] {
         assert_eq!(mode(&data.join(dir)), 0o700, "directory {dir:?}");
     }
     assert_eq!(std::fs::read(data.join("keys/master.key")).unwrap().len(), 32, "master key is 256 bits");
@@ -121,10 +124,18 @@ async fn stored_document_files_hold_no_plaintext() {
     let context = EncryptionContext::for_document("claims/c1", "payer-1");
     let plaintext = b"NM1*IL*1*O\xE2\x80\x99BRIEN*PATRICK****MI*W123456789~".repeat(50);
     adapters.vault().put("claims/c1.bin", &context, &plaintext).await.unwrap();
+    // A large one too: small documents are kept in the database file, large ones as files.
+    let large = plaintext.repeat(exchange_core::adapters::embedded::redb_store::SMALL_BLOB_MAX / plaintext.len() + 1);
+    adapters.vault().put("claims/c2.bin", &context, &large).await.unwrap();
 
-    let on_disk = std::fs::read(data.join("documents/claims/c1.bin")).unwrap();
-    assert!(on_disk.starts_with(b"PPXV1"), "documents are vault objects");
-    for needle in [&b"BRIEN"[..], b"W123456789", b"NM1*IL"] {
-        assert!(!on_disk.windows(needle.len()).any(|w| w == needle), "plaintext {needle:?} found on disk");
+    let small = exchange_core::ports::BlobStore::get(adapters.blobs.as_ref(), "claims/c1.bin").await.unwrap();
+    assert!(small.starts_with(b"PPXV1"), "documents are vault objects");
+    let file = std::fs::read(data.join("documents/claims/c2.bin")).unwrap();
+    assert!(file.starts_with(b"PPXV1"), "documents are vault objects");
+    let database = std::fs::read(data.join("state.redb")).unwrap();
+    for on_disk in [&file, &database] {
+        for needle in [&b"BRIEN"[..], b"W123456789", b"NM1*IL"] {
+            assert!(!on_disk.windows(needle.len()).any(|w| w == needle), "plaintext {needle:?} found on disk");
+        }
     }
 }

@@ -72,7 +72,7 @@ async fn requests_are_recorded_exported_by_partner_and_member_and_tampering_is_f
     assert!(pass.records >= 2 && pass.digests >= 2, "{pass:?}");
     let verified = get(&router, "/admin/audit/verify", &admin).await.json();
     assert_eq!(verified["intact"], true, "{verified}");
-    assert_eq!(verified["unsealed"], 1, "only the verify request's own record is not sealed: {verified}");
+    assert!(verified["sealed"].as_u64().is_some_and(|n| n >= 2), "{verified}");
 
     // Change the 270's record in the store: the verification names the digest and the record.
     let store = ex.app.store.clone();

@@ -197,7 +197,11 @@ impl AuditLog {
             let mut writes = record_ops.clone();
             writes.extend(ops.iter().cloned());
             match self.store.transact(writes).await {
-                Ok(()) => return Ok(record),
+                Ok(()) => {
+                    // A digest of the record (no PHI): with the sealed digests, an independent copy in the log.
+                    tracing::debug!(audit_record = %record.hash, "audit appended");
+                    return Ok(record);
+                }
                 Err(PortError::Conflict(why)) => {
                     if self.any_condition_fails(&ops).await? {
                         return Err(PortError::Conflict(why));
