@@ -553,3 +553,30 @@ mod async_trait_free {
         }
     }
 }
+
+/// Many callers at once with one Idempotency-Key: every one gets the one answer (one computed, the rest replayed
+/// once it committed), never 503 or 409, and one inquiry is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_with_one_idempotency_key_get_the_one_answer() {
+    let ex = Arc::new(TestExchange::on(TODAY).await);
+    let token = ex.token("demo-provider").await;
+    let mut event = with_token(load_event("eligibility/post-eligibility.json"), &token);
+    event["headers"]["idempotency-key"] = json!("race-1");
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (ex, event) = (ex.clone(), event.clone());
+            tokio::spawn(async move { ex.send_event(&event).await })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for t in tasks {
+        replies.push(t.await.expect("task"));
+    }
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(replies.iter().all(|r| r.body == replies[0].body), "one answer for all");
+    assert_eq!(replies.iter().filter(|r| r.header("idempotent-replayed") != "true").count(), 1);
+    let records =
+        ex.adapters.store.query(&Query::prefix("PARTNER#demo-provider", "INQUIRY#", 100)).await.expect("query");
+    assert_eq!(records.items.len(), 1, "one inquiry recorded");
+}

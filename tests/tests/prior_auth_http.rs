@@ -754,3 +754,40 @@ async fn a_partner_holds_a_bounded_number_of_subscriptions() {
     assert_eq!(reply.json()["resourceType"], "OperationOutcome");
     assert!(reply.text().contains("at most"), "{}", reply.text());
 }
+
+/// The same PAS Bundle, and then the same 278 interchange, sent by many callers at once: each opens one case, and
+/// every caller gets that case's answer (the others replayed once the first committed), never 503 or 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_submissions_at_once_open_one_case_and_all_get_its_answer() {
+    let ex = std::sync::Arc::new(exchange().await);
+    let bundle = pas_example("Bundle-HomecareAuthorizationBundleExample.json");
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (ex, bundle) = (ex.clone(), bundle.clone());
+            tokio::spawn(async move { ex.submit("sample-provider", &bundle).await })
+        })
+        .collect();
+    let mut replies: Vec<Reply> = Vec::new();
+    for t in tasks {
+        replies.push(t.await.expect("task"));
+    }
+    assert!(replies.iter().all(|r| r.status == 200), "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert!(replies.iter().all(|r| r.body == replies[0].body), "one answer for all");
+    assert_eq!(ex.cases().await.len(), 1);
+
+    let input = sample(REFERRAL);
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (ex, input) = (ex.clone(), input.clone());
+            tokio::spawn(async move { ex.post_278("sample-provider", &input).await })
+        })
+        .collect();
+    let mut replies: Vec<Reply> = Vec::new();
+    for t in tasks {
+        replies.push(t.await.expect("task"));
+    }
+    assert!(replies.iter().all(|r| r.status == 200), "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert!(replies.iter().all(|r| r.body == replies[0].body), "one answer for all");
+    assert_eq!(replies.iter().filter(|r| r.header("idempotent-replayed") != "true").count(), 1);
+    assert_eq!(ex.cases().await.len(), 2, "the 278 opened one case");
+}

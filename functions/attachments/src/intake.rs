@@ -380,7 +380,27 @@ pub async fn accept(
     match check(svc, &ctx.partner, sub).await? {
         Verdict::Refused(r) => Ok(Err(r)),
         Verdict::Retry(a) => Ok(Ok(*a)),
-        Verdict::Store(plan) => store(svc, ctx, *plan).await.map(Ok),
+        Verdict::Store(plan) => store_or_join(svc, ctx, *plan).await.map(Ok),
+    }
+}
+
+/// [`store`], answering a lost race like a retry: when a concurrent submission of the same content under the
+/// tracking id committed first (this one's commit fails with `Conflict`), the answer is that submission's, replayed,
+/// and nothing of this one is kept. Any other conflict stays `Conflict`.
+pub async fn store_or_join(svc: &Attachments, ctx: &CallerContext, plan: Plan) -> Result<Accepted, PortError> {
+    let id = attachment_id(ctx.partner.id.as_str(), &plan.sub.tracking_id);
+    let content_sha256 = plan.content_sha256.clone();
+    match store(svc, ctx, plan).await {
+        Err(PortError::Conflict(why)) => match svc.attachments.get(&id).await? {
+            Some((att, _)) if att.submission_with(&content_sha256).is_some() => {
+                ctx.audit_resource("attachment", &att.id);
+                ctx.audit_member(&att.member_id);
+                let held = hold_reason(&att);
+                Ok(Accepted { attachment: att, replayed: true, held })
+            }
+            _ => Err(PortError::Conflict(why)),
+        },
+        other => other,
     }
 }
 

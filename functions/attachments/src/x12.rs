@@ -327,7 +327,7 @@ async fn store_set(
     let mut payer = None;
     for plan in plans {
         // The store notes the attachment and its member in the audit record it commits with.
-        let stored = intake::store(svc, ctx, *plan).await?.attachment;
+        let stored = intake::store_or_join(svc, ctx, *plan).await?.attachment;
         payer = Some(stored.payer);
     }
     Ok(payer)
@@ -386,10 +386,16 @@ async fn answer(
     let out = iw.finish();
     let vaulted = vault_exchange(&svc.core, ctx, "x12/275", input, &out, &payer).await?;
     if let Some(key) = idem_key {
-        let op = vaulted.idempotency_op(key, X12_MEDIA_TYPE, 200, &payer, now)?;
+        let op = vaulted.idempotency_op(key.clone(), X12_MEDIA_TYPE, 200, &payer, now)?;
         match svc.core.store.transact(vec![op]).await {
-            // A concurrent retry recorded its own answer first: both answers say the same.
-            Ok(()) | Err(PortError::Conflict(_)) => {}
+            Ok(()) => {}
+            // A concurrent retry recorded its answer first: that answer, byte for byte, as a retry gets it.
+            Err(PortError::Conflict(_)) => {
+                if let Ok(Some(Ok((_, bytes)))) = exchange_core::record::replay(&svc.core, &key, input).await {
+                    vaulted.discard(&svc.core).await;
+                    return Ok(x12_response(bytes, true));
+                }
+            }
             Err(e) => {
                 vaulted.discard(&svc.core).await;
                 return Err(e);

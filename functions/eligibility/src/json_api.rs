@@ -233,15 +233,7 @@ pub async fn post_eligibility(
             Ok(Some(Ok((_, bytes)))) => {
                 return exchange_core::http::answer_response(StatusCode::OK, "application/json", bytes, true);
             }
-            Ok(Some(Err(()))) => {
-                return Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency-key-reused",
-                    "Idempotency-Key reused",
-                )
-                .with_detail("this Idempotency-Key was used for a different request")
-                .into_response()
-            }
+            Ok(Some(Err(()))) => return reused_key(),
             Ok(None) => {}
             Err(e) => return Problem::from_port(&ctx.request_id, &e).into_response(),
         }
@@ -287,14 +279,32 @@ pub async fn post_eligibility(
         response_path: String::new(),
         at: String::new(),
     };
+    let retry_key = idem_key.clone();
     if let Err(e) =
         record::keep(&app, &ctx, "json/eligibility", &body, &bytes, "application/json", 200, &payer_id, idem_key, rec)
             .await
     {
+        if let (exchange_core::ports::PortError::Conflict(_), Some(key)) = (&e, &retry_key) {
+            // A concurrent request with the same Idempotency-Key committed first: answer as a retry would be.
+            match exchange_core::record::replay(&app, key, &body).await {
+                Ok(Some(Ok((_, bytes)))) => {
+                    return exchange_core::http::answer_response(StatusCode::OK, "application/json", bytes, true);
+                }
+                Ok(Some(Err(()))) => return reused_key(),
+                Ok(None) | Err(_) => {}
+            }
+        }
         return Problem::from_port(&ctx.request_id, &e).into_response();
     }
     tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, latency_ms, "eligibility answered");
     (StatusCode::OK, Json(out)).into_response()
+}
+
+/// 422: the Idempotency-Key names another request.
+fn reused_key() -> Response {
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused")
+        .with_detail("this Idempotency-Key was used for a different request")
+        .into_response()
 }
 
 fn aaa_json(r: Rejection, location: &str) -> Value {

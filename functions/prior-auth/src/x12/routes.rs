@@ -227,15 +227,21 @@ async fn answer(
     let out = iw.finish();
 
     let vaulted = vault_exchange(&pa.core, ctx, "x12/278", input, &out, &payer).await?;
-    if let Some(key) = idem_key {
-        ops.push(vaulted.idempotency_op(key, X12_MEDIA_TYPE, 200, &payer, now)?);
+    if let Some(key) = &idem_key {
+        ops.push(vaulted.idempotency_op(key.clone(), X12_MEDIA_TYPE, 200, &payer, now)?);
     }
     if let Err(e) = ctx.commit_audited(&pa.core.audit, now, StatusCode::OK, ops).await {
         vaulted.discard(&pa.core).await;
         if matches!(e, PortError::Conflict(_)) {
-            // A concurrent retry of the same interchange (or a concurrent change of a referenced case) won.
-            return Ok(Problem::new(StatusCode::CONFLICT, "conflict", "The interchange is being processed")
-                .with_detail("retry to receive its answer")
+            // A concurrent retry of the same interchange committed first: its answer, as a retry gets it.
+            if let Some(key) = &idem_key {
+                if let Ok(Some(Ok((_, bytes)))) = exchange_core::record::replay(&pa.core, key, input).await {
+                    return Ok(x12_response(bytes, true));
+                }
+            }
+            // Otherwise a referenced case changed meanwhile: the partner resends.
+            return Ok(Problem::new(StatusCode::CONFLICT, "conflict", "A referenced request changed meanwhile")
+                .with_detail("resend the interchange")
                 .into_response());
         }
         return Err(e);
