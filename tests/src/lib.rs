@@ -4,6 +4,7 @@
 //! the demo payer data loaded and the clock fixed. Requests are API Gateway HTTP API v2 events (from `events/`),
 //! converted by `lambda_http` exactly as in Lambda and pushed through the function's router.
 
+pub mod aws_fixture;
 pub mod davinci;
 pub mod prior_auth;
 

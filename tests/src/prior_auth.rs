@@ -13,7 +13,7 @@ use exchange_core::ports::{Clock, Item, Key, Page, PortError, PortResult, Query,
 use exchange_core::vault::DocumentVault;
 use prior_auth::{PriorAuth, Settings};
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use time::{Duration, OffsetDateTime};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
@@ -69,11 +69,15 @@ pub struct PaExchange {
     db: Arc<exchange_core::adapters::embedded::RedbStateStore>,
 }
 
-/// The state store, with transactions that carry an audit record failing while switched on.
+/// The state store, with transactions that carry an audit record failing or hanging while switched on.
 struct AuditFailures {
     inner: Arc<dyn StateStore>,
-    failing: AtomicBool,
+    failing: AtomicU8,
 }
+
+const PASS: u8 = 0;
+const FAIL: u8 = 1;
+const HANG: u8 = 2;
 
 #[async_trait::async_trait]
 impl StateStore for AuditFailures {
@@ -93,8 +97,12 @@ impl StateStore for AuditFailures {
         self.inner.query_gsi1(query).await
     }
     async fn transact(&self, ops: Vec<WriteOp>) -> PortResult<()> {
-        if self.failing.load(Ordering::SeqCst) && ops.iter().any(|op| op.key().pk.starts_with("AUDIT#")) {
-            return Err(PortError::Unavailable("injected: the audit record cannot be written".into()));
+        if ops.iter().any(|op| op.key().pk.starts_with("AUDIT#")) {
+            match self.failing.load(Ordering::SeqCst) {
+                FAIL => return Err(PortError::Unavailable("injected: the audit record cannot be written".into())),
+                HANG => std::future::pending::<()>().await,
+                _ => {}
+            }
         }
         self.inner.transact(ops).await
     }
@@ -110,7 +118,7 @@ impl PaExchange {
         let adapters = EmbeddedAdapters::open(dir.path()).expect("embedded adapters");
         let clock = Arc::new(SteppingClock(Mutex::new(now)));
         let store: Arc<dyn StateStore> = Arc::new((*adapters.store).clone().with_clock(clock.clone()));
-        let audit_failures = Arc::new(AuditFailures { inner: store, failing: AtomicBool::new(false) });
+        let audit_failures = Arc::new(AuditFailures { inner: store, failing: AtomicU8::new(PASS) });
         let store: Arc<dyn StateStore> = audit_failures.clone();
         let keys = adapters.keys.clone();
         let transfers = Arc::new(LocalTransfers::new(store.clone(), ""));
@@ -130,7 +138,13 @@ impl PaExchange {
     /// While `failing`, every transaction that writes an audit record fails as an unavailable store would (and
     /// writes nothing): failure injection for "a write is kept with its record or not at all".
     pub fn fail_audit_writes(&self, failing: bool) {
-        self.audit_failures.failing.store(failing, Ordering::SeqCst);
+        self.audit_failures.failing.store(if failing { FAIL } else { PASS }, Ordering::SeqCst);
+    }
+
+    /// While `hanging`, every transaction that writes an audit record never returns (and writes nothing): a
+    /// function that dies at its commit, when the future is dropped.
+    pub fn hang_audit_writes(&self, hanging: bool) {
+        self.audit_failures.failing.store(if hanging { HANG } else { PASS }, Ordering::SeqCst);
     }
 
     /// A bearer token for a registered partner.

@@ -795,29 +795,17 @@ async fn documents_of_a_submission_that_never_committed_are_swept() {
         attachments::intake::Verdict::Store(plan) => plan,
         other => panic!("expected a plan, got {other:?}"),
     };
-    // Run the store until its documents are written, then drop it: the "crash" before the commit.
+    // The store runs until its record's commit, which never returns; dropped there: the "crash" before the commit.
     let token = ex.token("cdex-provider").await;
     let bearer = http::HeaderValue::from_str(&format!("Bearer {token}")).expect("header");
     let ctx = ex.pa.core.auth.authenticate(Some(&bearer)).await.expect("caller");
+    ex.hang_audit_writes(true);
     let store = attachments::intake::store(&svc, &ctx, *plan);
-    let mut store = Box::pin(store);
-    let written = loop {
-        let n = ex.vaulted_documents();
-        if n > 0 {
-            break n;
-        }
-        match futures_poll_once(store.as_mut()).await {
-            Some(result) => panic!("the store finished before a crash could happen: {:?}", result.map(|_| ())),
-            // Let the embedded store's committer finish what this poll queued before looking again, so the
-            // future is never polled past its first document (its record would be queued next).
-            None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-        }
-    };
-    drop(store);
-    // A document write already queued for the embedded store's committer still lands: count once it has.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let written = written.max(ex.vaulted_documents());
-    assert!(written > 0);
+    let died = tokio::time::timeout(std::time::Duration::from_millis(500), store).await;
+    assert!(died.is_err(), "the store hangs at its record's commit");
+    ex.hang_audit_writes(false);
+    let written = ex.vaulted_documents();
+    assert!(written > 0, "the documents were written before the commit");
     let list = get(&ex, "sample-payer", "/attachments").await.json();
     assert!(list["attachments"].as_array().unwrap().is_empty(), "no record was committed");
 
@@ -837,15 +825,6 @@ async fn documents_of_a_submission_that_never_committed_are_swept() {
     assert_eq!(ex.vaulted_documents(), kept);
     let (_, docs) = retrieve(&ex, &tracking_of(&serde_json::from_slice(&body).unwrap())).await;
     assert_eq!(docs, expected_documents(&body));
-}
-
-/// Polls a future once: `Some` when it completed.
-async fn futures_poll_once<F: std::future::Future + Unpin>(mut f: F) -> Option<F::Output> {
-    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut f).poll(cx) {
-        std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
-        std::task::Poll::Pending => std::task::Poll::Ready(None),
-    })
-    .await
 }
 
 /// A reviewer's documentation request on a pended case is also a CDex attachment request: the provider lists it,

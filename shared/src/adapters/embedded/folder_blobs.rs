@@ -90,11 +90,11 @@ impl BlobStore for FolderBlobStore {
         let target = self.resolve(path)?;
         if let Some(db) = &self.small {
             if bytes.len() <= SMALL_BLOB_MAX {
-                return db.put_blob(path, bytes).await;
+                return db.put_blob(path, bytes);
             }
             // A large object replacing a small one at the same path: the small one must not shadow it.
             if db.get_blob(path)?.is_some() {
-                db.delete_blob(path).await?;
+                db.delete_blob(path)?;
             }
         }
         // One trip to the blocking pool for the whole create-write-sync-rename sequence, rather than one per step.
@@ -116,7 +116,7 @@ impl BlobStore for FolderBlobStore {
         let file = self.resolve(path)?;
         if let Some(db) = &self.small {
             if db.get_blob(path)?.is_some() {
-                db.delete_blob(path).await?;
+                db.delete_blob(path)?;
             }
         }
         match tokio::fs::remove_file(&file).await {

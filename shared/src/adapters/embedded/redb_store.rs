@@ -12,9 +12,10 @@
 //! the whole batch. A job whose condition fails is left out (its writes are never applied: conditions are checked
 //! against the transaction, including the batch's earlier jobs, before anything of the job is written) and only its
 //! caller gets `Conflict`; the others commit. Each caller is answered only after the commit that holds its writes
-//! is durable. Small-document puts alone commit without an fsync (`Durability::None`): the durable commit of the
-//! record that names them, which the flows always make after writing their documents, makes them durable too; a
-//! crash before it loses only documents no record names. Reads use redb's MVCC read transactions and never wait
+//! is durable. Small-document puts do not wait: they are queued (readable at once from a map of pending writes)
+//! and ride in the next batch; a batch no caller waits for commits without an fsync (`Durability::None`), and the
+//! durable commit of the record that names them, which the flows always make after writing their documents and
+//! which is queued after them, makes them durable too. A crash before it loses only documents no record names. Reads use redb's MVCC read transactions and never wait
 //! for the committer.
 
 use std::fmt;
@@ -23,7 +24,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableTable, Table, TableDefinition};
 
 use super::{check_distinct_keys, check_query, decode_gsi1_cursor, encode_gsi1_cursor, is_expired};
 use crate::ports::{Clock, Item, Key, Page, PortError, PortResult, Query, StateStore, SystemClock, WriteOp};
@@ -54,8 +55,43 @@ pub struct RedbStateStore {
 enum Job {
     Transact(Vec<WriteOp>),
     Increment(Key),
-    PutBlob(String, Vec<u8>),
-    DeleteBlob(String),
+    /// A small document (its generation in the pending map).
+    PutBlob(String, Arc<Vec<u8>>, u64),
+    DeleteBlob(String, u64),
+}
+
+/// Small-document writes queued but not committed yet, by path: readers see them at once (so a document is
+/// readable as soon as its put returns), and the committer forgets each once the batch holding it commits.
+#[derive(Default)]
+struct PendingBlobs {
+    next: std::sync::atomic::AtomicU64,
+    writes: std::sync::Mutex<std::collections::HashMap<String, PendingWrite>>,
+}
+
+/// A pending small-document write: its generation, and the bytes (`None`: a delete).
+type PendingWrite = (u64, Option<Arc<Vec<u8>>>);
+
+impl PendingBlobs {
+    fn record(&self, path: &str, bytes: Option<Arc<Vec<u8>>>) -> u64 {
+        let generation = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut writes) = self.writes.lock() {
+            writes.insert(path.to_owned(), (generation, bytes));
+        }
+        generation
+    }
+
+    /// `Some(Some(bytes))`: a pending put; `Some(None)`: a pending delete; `None`: nothing pending.
+    fn get(&self, path: &str) -> Option<Option<Arc<Vec<u8>>>> {
+        self.writes.lock().ok().and_then(|w| w.get(path).map(|(_, bytes)| bytes.clone()))
+    }
+
+    fn committed(&self, path: &str, generation: u64) {
+        if let Ok(mut writes) = self.writes.lock() {
+            if writes.get(path).is_some_and(|(g, _)| *g == generation) {
+                writes.remove(path);
+            }
+        }
+    }
 }
 
 /// What a job answers.
@@ -67,7 +103,10 @@ enum Done {
 struct Queued {
     job: Job,
     now: i64,
-    reply: tokio::sync::oneshot::Sender<PortResult<Done>>,
+    /// Who waits for the commit (small-document writes do not: they are read from the pending map meanwhile).
+    reply: Option<tokio::sync::oneshot::Sender<PortResult<Done>>>,
+    /// Commits this job failed in (small-document writes are carried to the next batch a few times).
+    failures: u8,
 }
 
 /// The committer thread and its queue; the last store handle dropped stops and joins it, so the database file is
@@ -75,6 +114,7 @@ struct Queued {
 struct Committer {
     queue: std::sync::Mutex<Option<std::sync::mpsc::Sender<Queued>>>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    pending: Arc<PendingBlobs>,
 }
 
 impl Drop for Committer {
@@ -91,49 +131,102 @@ impl Drop for Committer {
 impl Committer {
     fn start(db: Arc<Database>) -> PortResult<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<Queued>();
+        let pending = Arc::new(PendingBlobs::default());
+        let committed = pending.clone();
         let thread = std::thread::Builder::new()
             .name("redb-committer".into())
-            .spawn(move || commit_loop(&db, &rx))
+            .spawn(move || commit_loop(&db, &rx, &committed))
             .map_err(|e| PortError::Unavailable(format!("cannot start the committer thread: {e}")))?;
-        Ok(Committer { queue: std::sync::Mutex::new(Some(tx)), thread: std::sync::Mutex::new(Some(thread)) })
+        Ok(Committer { queue: std::sync::Mutex::new(Some(tx)), thread: std::sync::Mutex::new(Some(thread)), pending })
+    }
+
+    fn send(&self, queued: Queued) -> PortResult<()> {
+        let sent = self.queue.lock().ok().and_then(|q| q.as_ref().map(|tx| tx.send(queued).is_ok())).unwrap_or(false);
+        if sent {
+            Ok(())
+        } else {
+            Err(PortError::Unavailable("the embedded database is closed".into()))
+        }
     }
 
     async fn submit(&self, job: Job, now: i64) -> PortResult<Done> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let sent = self
-            .queue
-            .lock()
-            .ok()
-            .and_then(|q| q.as_ref().map(|tx| tx.send(Queued { job, now, reply }).is_ok()))
-            .unwrap_or(false);
-        if !sent {
-            return Err(PortError::Unavailable("the embedded database is closed".into()));
-        }
+        self.send(Queued { job, now, reply: Some(reply), failures: 0 })?;
         answer.await.map_err(|_| PortError::Unavailable("the embedded database committer stopped".into()))?
+    }
+
+    /// Queues a small-document write without waiting for its commit.
+    fn enqueue_blob(&self, path: &str, bytes: Option<Vec<u8>>) -> PortResult<()> {
+        let bytes = bytes.map(Arc::new);
+        let generation = self.pending.record(path, bytes.clone());
+        let job = match bytes {
+            Some(bytes) => Job::PutBlob(path.to_owned(), bytes, generation),
+            None => Job::DeleteBlob(path.to_owned(), generation),
+        };
+        let sent = self.send(Queued { job, now: 0, reply: None, failures: 0 });
+        if sent.is_err() {
+            self.pending.committed(path, generation);
+        }
+        sent
     }
 }
 
+/// Small-document writes whose commit failed are carried to the next batch this many times before they are dropped
+/// (their request's record commits after them, and fails too while the database cannot commit).
+const BLOB_COMMIT_ATTEMPTS: u8 = 3;
+
 /// The committer: one write transaction and one commit per batch of queued jobs.
-fn commit_loop(db: &Database, queue: &std::sync::mpsc::Receiver<Queued>) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
+fn commit_loop(db: &Database, queue: &std::sync::mpsc::Receiver<Queued>, pending: &PendingBlobs) {
+    let mut carried: Vec<Queued> = Vec::new();
+    loop {
+        let mut batch = std::mem::take(&mut carried);
+        if batch.is_empty() {
+            match queue.recv() {
+                Ok(first) => batch.push(first),
+                Err(_) => return,
+            }
+        }
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
-        let durable = batch.iter().any(|q| !matches!(q.job, Job::PutBlob(..) | Job::DeleteBlob(..)));
+        // Only a batch someone waits for is flushed to disk; small documents alone are made durable by the next
+        // durable commit (their request's record).
+        let durable = batch.iter().any(|q| q.reply.is_some());
         match run_batch(db, &batch, durable) {
             Ok(results) => {
                 for (queued, result) in batch.into_iter().zip(results) {
-                    let _ = queued.reply.send(result);
+                    match &queued.job {
+                        Job::PutBlob(path, _, generation) | Job::DeleteBlob(path, generation) => {
+                            pending.committed(path, *generation);
+                        }
+                        _ => {}
+                    }
+                    if let Some(reply) = queued.reply {
+                        let _ = reply.send(result);
+                    }
                 }
             }
             Err(e) => {
                 let message = e.to_string();
-                for queued in batch {
-                    let _ = queued.reply.send(Err(PortError::Unavailable(message.clone())));
+                for mut queued in batch {
+                    match queued.reply.take() {
+                        Some(reply) => {
+                            let _ = reply.send(Err(PortError::Unavailable(message.clone())));
+                        }
+                        None if queued.failures + 1 < BLOB_COMMIT_ATTEMPTS => {
+                            queued.failures += 1;
+                            carried.push(queued);
+                        }
+                        None => {
+                            if let Job::PutBlob(path, _, generation) | Job::DeleteBlob(path, generation) = &queued.job {
+                                tracing::error!(error = %message, "a small document could not be committed");
+                                pending.committed(path, *generation);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -147,28 +240,35 @@ fn run_batch(db: &Database, batch: &[Queued], durable: bool) -> PortResult<Vec<P
         txn.set_durability(redb::Durability::None);
     }
     let mut results = Vec::with_capacity(batch.len());
-    for queued in batch {
-        let result = match &queued.job {
-            Job::Transact(ops) => match check(&txn, queued.now, ops) {
-                Ok(()) => {
-                    // Every condition holds, so a failure while writing is the database's, not the caller's: the
-                    // job may be half-applied, and the whole batch must not commit.
-                    apply(&txn, queued.now, ops)?;
+    {
+        // Each table is opened once per batch, not once per job.
+        let mut items = txn.open_table(ITEMS).map_err(storage)?;
+        let mut index = txn.open_table(GSI1).map_err(storage)?;
+        let mut counters = txn.open_table(COUNTERS).map_err(storage)?;
+        let mut blobs = txn.open_table(BLOBS).map_err(storage)?;
+        for queued in batch {
+            let result = match &queued.job {
+                Job::Transact(ops) => match check(&items, queued.now, ops) {
+                    Ok(()) => {
+                        // Every condition holds, so a failure while writing is the database's, not the caller's:
+                        // the job may be half-applied, and the whole batch must not commit.
+                        apply(&mut items, &mut index, queued.now, ops)?;
+                        Ok(Done::Unit)
+                    }
+                    Err(e) => Err(e),
+                },
+                Job::Increment(key) => Ok(Done::Count(increment_in(&mut counters, key)?)),
+                Job::PutBlob(path, bytes, _) => {
+                    blobs.insert(path.as_str(), bytes.as_slice()).map_err(storage)?;
                     Ok(Done::Unit)
                 }
-                Err(e) => Err(e),
-            },
-            Job::Increment(key) => Ok(Done::Count(increment_in(&txn, key)?)),
-            Job::PutBlob(path, bytes) => {
-                txn.open_table(BLOBS).map_err(storage)?.insert(path.as_str(), bytes.as_slice()).map_err(storage)?;
-                Ok(Done::Unit)
-            }
-            Job::DeleteBlob(path) => {
-                txn.open_table(BLOBS).map_err(storage)?.remove(path.as_str()).map_err(storage)?;
-                Ok(Done::Unit)
-            }
-        };
-        results.push(result);
+                Job::DeleteBlob(path, _) => {
+                    blobs.remove(path.as_str()).map_err(storage)?;
+                    Ok(Done::Unit)
+                }
+            };
+            results.push(result);
+        }
     }
     txn.commit().map_err(storage)?;
     Ok(results)
@@ -176,28 +276,26 @@ fn run_batch(db: &Database, batch: &[Queued], durable: bool) -> PortResult<Vec<P
 
 /// Checks every condition of `ops` against the transaction as it is (earlier jobs of the batch included), writing
 /// nothing.
-fn check(txn: &WriteTransaction, now: i64, ops: &[WriteOp]) -> PortResult<()> {
-    let items = txn.open_table(ITEMS).map_err(storage)?;
+fn check(items: &Table<(&'static str, &'static str), &'static [u8]>, now: i64, ops: &[WriteOp]) -> PortResult<()> {
     for op in ops {
         match op {
             WriteOp::PutNew(item) => {
-                if read_item(&items, &item.key)?.is_some_and(|old| !is_expired(&old, now)) {
+                if read_item(items, &item.key)?.is_some_and(|old| !is_expired(&old, now)) {
                     return Err(PortError::Conflict(format!("item {}/{} already exists", item.key.pk, item.key.sk)));
                 }
             }
             WriteOp::Update { item, expected_version } => {
-                live_with_version(&items, &item.key, *expected_version, now)?;
+                live_with_version(items, &item.key, *expected_version, now)?;
             }
             WriteOp::Delete { key, expected_version } => {
-                live_with_version(&items, key, *expected_version, now)?;
+                live_with_version(items, key, *expected_version, now)?;
             }
         }
     }
     Ok(())
 }
 
-fn increment_in(txn: &WriteTransaction, key: &Key) -> PortResult<u64> {
-    let mut counters = txn.open_table(COUNTERS).map_err(storage)?;
+fn increment_in(counters: &mut Table<(&'static str, &'static str), u64>, key: &Key) -> PortResult<u64> {
     let current =
         counters.get((key.pk.as_str(), key.sk.as_str())).map_err(storage)?.map(|guard| guard.value()).unwrap_or(0);
     let value = current
@@ -249,18 +347,22 @@ impl RedbStateStore {
         self.committer.submit(job, self.clock.now().unix_timestamp()).await
     }
 
-    /// Stores a small document (at most [`SMALL_BLOB_MAX`] bytes) in the database: see the module docs.
-    pub(crate) async fn put_blob(&self, path: &str, bytes: Vec<u8>) -> PortResult<()> {
-        self.commit(Job::PutBlob(path.to_owned(), bytes)).await.map(drop)
+    /// Stores a small document (at most [`SMALL_BLOB_MAX`] bytes) in the database: readable at once, committed
+    /// with the next batch and durable with the next durable commit (see the module docs).
+    pub(crate) fn put_blob(&self, path: &str, bytes: Vec<u8>) -> PortResult<()> {
+        self.committer.enqueue_blob(path, Some(bytes))
     }
 
-    /// Removes a small document; removing a missing one is not an error.
-    pub(crate) async fn delete_blob(&self, path: &str) -> PortResult<()> {
-        self.commit(Job::DeleteBlob(path.to_owned())).await.map(drop)
+    /// Removes a small document (like [`Self::put_blob`], without waiting); removing a missing one is not an error.
+    pub(crate) fn delete_blob(&self, path: &str) -> PortResult<()> {
+        self.committer.enqueue_blob(path, None)
     }
 
-    /// A small document, when the database holds one at `path`.
+    /// A small document, when the database holds one at `path` (or a write of it is pending).
     pub(crate) fn get_blob(&self, path: &str) -> PortResult<Option<Vec<u8>>> {
+        if let Some(pending) = self.committer.pending.get(path) {
+            return Ok(pending.map(|bytes| bytes.as_ref().clone()));
+        }
         self.read(|db, _| {
             let txn = db.begin_read().map_err(storage)?;
             let blobs = txn.open_table(BLOBS).map_err(storage)?;
@@ -268,18 +370,28 @@ impl RedbStateStore {
         })
     }
 
-    /// The paths of the small documents the database holds.
+    /// The paths of the small documents the database holds (pending writes included).
     pub fn blob_paths(&self) -> PortResult<Vec<String>> {
-        self.read(|db, _| {
+        let mut paths: std::collections::BTreeSet<String> = self.read(|db, _| {
             let txn = db.begin_read().map_err(storage)?;
             let blobs = txn.open_table(BLOBS).map_err(storage)?;
-            let mut out = Vec::new();
+            let mut out = std::collections::BTreeSet::new();
             for entry in blobs.iter().map_err(storage)? {
                 let (path, _) = entry.map_err(storage)?;
-                out.push(path.value().to_owned());
+                out.insert(path.value().to_owned());
             }
             Ok(out)
-        })
+        })?;
+        if let Ok(writes) = self.committer.pending.writes.lock() {
+            for (path, (_, bytes)) in writes.iter() {
+                if bytes.is_some() {
+                    paths.insert(path.clone());
+                } else {
+                    paths.remove(path);
+                }
+            }
+        }
+        Ok(paths.into_iter().collect())
     }
 
     /// Runs `work` on the blocking pool with the database and the current time (epoch seconds).
@@ -387,31 +499,34 @@ where
 }
 
 /// Applies `ops` to the transaction, checking each condition as its write is made.
-fn apply(txn: &WriteTransaction, now: i64, ops: &[WriteOp]) -> PortResult<()> {
-    let mut items = txn.open_table(ITEMS).map_err(storage)?;
-    let mut index = txn.open_table(GSI1).map_err(storage)?;
+fn apply(
+    items: &mut Table<(&'static str, &'static str), &'static [u8]>,
+    index: &mut Table<(&'static str, &'static str, &'static str, &'static str), ()>,
+    now: i64,
+    ops: &[WriteOp],
+) -> PortResult<()> {
     for op in ops {
         match op {
             WriteOp::PutNew(item) => {
-                let stored = read_item(&items, &item.key)?;
+                let stored = read_item(&*items, &item.key)?;
                 // An expired item is absent to readers, so it must not block a new one (idempotency records).
                 if stored.as_ref().is_some_and(|old| !is_expired(old, now)) {
                     return Err(PortError::Conflict(format!("item {}/{} already exists", item.key.pk, item.key.sk)));
                 }
                 let mut new = item.clone();
                 new.version = 1;
-                put(&mut items, &mut index, stored.as_ref(), &new)?;
+                put(items, index, stored.as_ref(), &new)?;
             }
             WriteOp::Update { item, expected_version } => {
-                let stored = live_with_version(&items, &item.key, *expected_version, now)?;
+                let stored = live_with_version(items, &item.key, *expected_version, now)?;
                 let mut new = item.clone();
                 new.version = next_version(*expected_version)?;
-                put(&mut items, &mut index, Some(&stored), &new)?;
+                put(items, index, Some(&stored), &new)?;
             }
             WriteOp::Delete { key, expected_version } => {
-                let stored = live_with_version(&items, key, *expected_version, now)?;
+                let stored = live_with_version(items, key, *expected_version, now)?;
                 items.remove((key.pk.as_str(), key.sk.as_str())).map_err(storage)?;
-                unindex(&mut index, &stored)?;
+                unindex(index, &stored)?;
             }
         }
     }
@@ -645,7 +760,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = open(&dir);
-            store.put_blob("a/raw", b"ciphertext".to_vec()).await.unwrap();
+            store.put_blob("a/raw", b"ciphertext".to_vec()).unwrap();
+            assert_eq!(store.get_blob("a/raw").unwrap().as_deref(), Some(&b"ciphertext"[..]), "readable at once");
             store.put_new(Item::new(Key::new("P", "record"), json!({"doc": "a/raw"}))).await.unwrap();
             assert_eq!(store.increment(&Key::new("C", "n")).await.unwrap(), 1);
             assert_eq!(store.increment(&Key::new("C", "n")).await.unwrap(), 2);
@@ -655,7 +771,7 @@ mod tests {
         assert_eq!(store.get_blob("a/raw").unwrap().as_deref(), Some(&b"ciphertext"[..]));
         assert!(store.get(&Key::new("P", "record")).await.unwrap().is_some());
         assert_eq!(store.increment(&Key::new("C", "n")).await.unwrap(), 3);
-        store.delete_blob("a/raw").await.unwrap();
+        store.delete_blob("a/raw").unwrap();
         assert_eq!(store.get_blob("a/raw").unwrap(), None);
         assert_eq!(store.blob_paths().unwrap(), Vec::<String>::new());
     }
