@@ -215,6 +215,15 @@ impl EncryptionContext {
         EncryptionContext(map)
     }
 
+    /// The context of the data key shared by the documents of one exchange (`exchange` = the part of their paths
+    /// after `inbound/` or `outbound/`), addressed to a payer.
+    pub fn for_exchange(exchange: &str, payer: &str) -> Self {
+        let mut map = BTreeMap::new();
+        map.insert("exchange".to_owned(), exchange.to_owned());
+        map.insert("payer".to_owned(), payer.to_owned());
+        EncryptionContext(map)
+    }
+
     /// Canonical byte form (sorted `k=v` lines), used as AES-GCM associated data.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();

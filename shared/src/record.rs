@@ -113,8 +113,9 @@ impl VaultedExchange {
     }
 }
 
-/// Vaults a request and its answer under `inbound/KIND/PARTNER/DATE/REQUEST_ID` and `outbound/...`, encrypted
-/// under a context naming each document and `payer`. When the second write fails the first is removed.
+/// Vaults a request and its answer under `inbound/KIND/PARTNER/DATE/REQUEST_ID` and `outbound/...`, each bound to
+/// a context naming the document and `payer`, under one data key for the exchange. When the second write fails
+/// the first is removed.
 pub async fn vault_exchange(
     app: &App,
     ctx: &CallerContext,
@@ -128,23 +129,15 @@ pub async fn vault_exchange(
     let request_path = format!("inbound/{base}");
     let response_path = format!("outbound/{base}");
     ctx.audit_resource("exchange", &base);
-    // Both writes at once (each is a data key and a blob write); whichever succeeded is removed if the other failed.
+    // One data key for both documents (one KMS call, not two); each document is still bound to its own name.
     let request_context = EncryptionContext::for_document(&request_path, payer);
     let response_context = EncryptionContext::for_document(&response_path, payer);
-    let (stored_request, stored_response) = tokio::join!(
-        app.vault.put(&request_path, &request_context, request),
-        app.vault.put(&response_path, &response_context, response),
-    );
-    match (stored_request, stored_response) {
-        (Ok(request), Ok(response)) => Ok(VaultedExchange { request_path, response_path, request, response }),
-        (Ok(_), Err(e)) => {
-            let _ = app.vault.delete(&request_path).await;
-            Err(e)
-        }
-        (Err(e), Ok(_)) => {
-            let _ = app.vault.delete(&response_path).await;
-            Err(e)
-        }
-        (Err(e), Err(_)) => Err(e),
+    let key_context = EncryptionContext::for_exchange(&base, payer);
+    let documents =
+        [(request_path.as_str(), &request_context, request), (response_path.as_str(), &response_context, response)];
+    let mut stored = app.vault.put_exchange(&key_context, &documents).await?.into_iter();
+    match (stored.next(), stored.next()) {
+        (Some(request), Some(response)) => Ok(VaultedExchange { request_path, response_path, request, response }),
+        _ => Err(PortError::Invalid("the vault stored fewer documents than given".into())),
     }
 }

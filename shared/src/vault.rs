@@ -14,6 +14,19 @@
 //!
 //! The associated data is the whole header followed by the context's canonical bytes, so changing any header byte
 //! (the recorded hash, the nonce, the wrapped key) or reading under another context fails authentication.
+//!
+//! # Object format (version 2): documents of one exchange under one data key
+//!
+//! ```text
+//! magic "PPXV2" (5) | wrapped-key length (2) | wrapped key | key-context length, u16 big-endian (2)
+//! | key context, canonical bytes | nonce (12) | SHA-256 of plaintext (32) | AES-256-GCM ciphertext | GCM tag (16)
+//! ```
+//!
+//! [`DocumentVault::put_exchange`] encrypts a request and its answer under one data key (one KMS `GenerateDataKey`
+//! for both, not one each), bound to a key context naming the exchange and its payer; each document's own context
+//! (its path and payer) is still the associated data of its ciphertext, so a document read under another name
+//! fails exactly as in version 1. A reader accepts a key context only when it names the reader's payer and an
+//! exchange the document's path ends with.
 
 use std::fmt;
 use std::sync::Arc;
@@ -29,6 +42,8 @@ use crate::ports::{BlobStore, EncryptionContext, KeyService, PortError, PortResu
 
 /// Identifies a version-1 vault object.
 const MAGIC: &[u8; 5] = b"PPXV1";
+/// Identifies a version-2 vault object (a data key shared by the documents of one exchange).
+const MAGIC_V2: &[u8; 5] = b"PPXV2";
 const NONCE_LEN: usize = 12;
 const SHA256_LEN: usize = 32;
 const TAG_LEN: usize = 16;
@@ -106,6 +121,61 @@ impl DocumentVault {
         Ok(StoredDocument { path: path.to_owned(), sha256: hex::encode(sha256), size: plaintext.len() as u64 })
     }
 
+    /// Encrypts the documents of one exchange (each `(path, its context, plaintext)`) under one data key bound to
+    /// `key_context` (naming the exchange and the payer; see the module docs), and writes them. When a write fails,
+    /// the documents already written are removed. Returns each document's record, in order.
+    pub async fn put_exchange(
+        &self,
+        key_context: &EncryptionContext,
+        documents: &[(&str, &EncryptionContext, &[u8])],
+    ) -> PortResult<Vec<StoredDocument>> {
+        let data_key = self.keys.generate_data_key(key_context).await?;
+        let wrapped_len = u16::try_from(data_key.wrapped.len())
+            .map_err(|_| PortError::Invalid("wrapped data key is longer than 65535 bytes".to_owned()))?;
+        let key_context_bytes = key_context.canonical_bytes();
+        let key_context_len = u16::try_from(key_context_bytes.len())
+            .map_err(|_| PortError::Invalid("key context is longer than 65535 bytes".to_owned()))?;
+        let mut sealed = Vec::with_capacity(documents.len());
+        for (path, context, plaintext) in documents {
+            let mut nonce = [0u8; NONCE_LEN];
+            OsRng.fill_bytes(&mut nonce);
+            let header_len =
+                MAGIC_V2.len() + 2 + data_key.wrapped.len() + 2 + key_context_bytes.len() + NONCE_LEN + SHA256_LEN;
+            let mut object = Vec::with_capacity(header_len + plaintext.len() + TAG_LEN);
+            object.extend_from_slice(MAGIC_V2);
+            object.extend_from_slice(&wrapped_len.to_be_bytes());
+            object.extend_from_slice(&data_key.wrapped);
+            object.extend_from_slice(&key_context_len.to_be_bytes());
+            object.extend_from_slice(&key_context_bytes);
+            object.extend_from_slice(&nonce);
+            object.extend_from_slice(&[0u8; SHA256_LEN]);
+            object.extend_from_slice(plaintext);
+            let mut key = data_key.plaintext;
+            let context_bytes = context.canonical_bytes();
+            let done = off_the_async_worker(plaintext.len(), move || {
+                let result = seal(&mut object, header_len, &key, &context_bytes);
+                key.fill(0);
+                result.map(|sha256| (object, sha256))
+            })
+            .await;
+            let (object, sha256) = done??;
+            sealed.push((*path, object, sha256, plaintext.len()));
+        }
+        drop(data_key);
+        let mut stored = Vec::with_capacity(sealed.len());
+        for (path, object, sha256, size) in sealed {
+            if let Err(e) = self.blobs.put(path, object).await {
+                for written in &stored {
+                    let written: &StoredDocument = written;
+                    let _ = self.blobs.delete(&written.path).await;
+                }
+                return Err(e);
+            }
+            stored.push(StoredDocument { path: path.to_owned(), sha256: hex::encode(sha256), size: size as u64 });
+        }
+        Ok(stored)
+    }
+
     /// Reads and decrypts the document at `path`.
     ///
     /// Always checks the authentication tag and the SHA-256 recorded in the object; when `expected_sha256` (hex) is
@@ -120,7 +190,13 @@ impl DocumentVault {
         let expected = expected_sha256.map(parse_sha256).transpose()?;
         let object = self.blobs.get(path).await?;
         let header = Header::parse(&object)?;
-        let mut key = self.keys.decrypt_data_key(header.wrapped, context).await?;
+        let mut key = match header.key_context {
+            None => self.keys.decrypt_data_key(header.wrapped, context).await?,
+            Some(bytes) => {
+                let key_context = shared_key_context(bytes, context)?;
+                self.keys.decrypt_data_key(header.wrapped, &key_context).await?
+            }
+        };
         let context_bytes = context.canonical_bytes();
         let body_len = object.len();
         let opened = off_the_async_worker(body_len, move || {
@@ -151,6 +227,8 @@ impl DocumentVault {
 /// The parsed header of a vault object, borrowing from it.
 struct Header<'a> {
     wrapped: &'a [u8],
+    /// Version 2: the canonical bytes of the context the data key is bound to.
+    key_context: Option<&'a [u8]>,
     nonce: [u8; NONCE_LEN],
     sha256: [u8; SHA256_LEN],
     /// Length of the header in bytes; the ciphertext starts here.
@@ -162,17 +240,60 @@ impl<'a> Header<'a> {
     /// error, never a panic.
     fn parse(object: &'a [u8]) -> PortResult<Self> {
         let malformed = |why: &str| PortError::Integrity(format!("malformed vault object: {why}"));
-        let rest = object.strip_prefix(MAGIC.as_slice()).ok_or_else(|| malformed("unknown magic or version"))?;
+        let (v2, rest) = match (object.strip_prefix(MAGIC.as_slice()), object.strip_prefix(MAGIC_V2.as_slice())) {
+            (Some(rest), _) => (false, rest),
+            (None, Some(rest)) => (true, rest),
+            (None, None) => return Err(malformed("unknown magic or version")),
+        };
         let (length, rest) = rest.split_at_checked(2).ok_or_else(|| malformed("truncated key length"))?;
         let wrapped_len = usize::from(u16::from_be_bytes([length[0], length[1]]));
         let (wrapped, rest) = rest.split_at_checked(wrapped_len).ok_or_else(|| malformed("truncated key"))?;
+        let (key_context, rest) = if v2 {
+            let (length, rest) = rest.split_at_checked(2).ok_or_else(|| malformed("truncated key context length"))?;
+            let context_len = usize::from(u16::from_be_bytes([length[0], length[1]]));
+            let (context, rest) =
+                rest.split_at_checked(context_len).ok_or_else(|| malformed("truncated key context"))?;
+            (Some(context), rest)
+        } else {
+            (None, rest)
+        };
         let (nonce, rest) = rest.split_at_checked(NONCE_LEN).ok_or_else(|| malformed("truncated nonce"))?;
         let (sha256, rest) = rest.split_at_checked(SHA256_LEN).ok_or_else(|| malformed("truncated hash"))?;
         if rest.len() < TAG_LEN {
             return Err(malformed("truncated ciphertext"));
         }
-        Ok(Header { wrapped, nonce: to_array(nonce)?, sha256: to_array(sha256)?, len: object.len() - rest.len() })
+        Ok(Header {
+            wrapped,
+            key_context,
+            nonce: to_array(nonce)?,
+            sha256: to_array(sha256)?,
+            len: object.len() - rest.len(),
+        })
     }
+}
+
+/// The key context of a version-2 object, accepted only when it names the reader's payer and an exchange that the
+/// document's path ends with: the stored bytes cannot lend a document another payer's or another exchange's key.
+fn shared_key_context(bytes: &[u8], reader: &EncryptionContext) -> PortResult<EncryptionContext> {
+    let foreign = || PortError::Integrity("the document's key belongs to another exchange or payer".to_owned());
+    let text = std::str::from_utf8(bytes).map_err(|_| foreign())?;
+    let mut map = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let (k, v) = line.split_once('=').ok_or_else(foreign)?;
+        map.insert(k.to_owned(), v.to_owned());
+    }
+    let key_context = EncryptionContext(map);
+    if key_context.canonical_bytes() != bytes {
+        return Err(foreign());
+    }
+    let (Some(exchange), Some(payer)) = (key_context.0.get("exchange"), key_context.0.get("payer")) else {
+        return Err(foreign());
+    };
+    let document = reader.0.get("document").map(String::as_str).unwrap_or_default();
+    if Some(payer) != reader.0.get("payer") || exchange.is_empty() || !document.ends_with(&format!("/{exchange}")) {
+        return Err(foreign());
+    }
+    Ok(key_context)
 }
 
 /// The associated data: header bytes, then the context, so neither can be swapped without failing the tag.
@@ -294,6 +415,43 @@ mod tests {
     fn vault(dir: &tempfile::TempDir) -> DocumentVault {
         let keys = LocalKeyService::load_or_create(dir.path()).unwrap();
         DocumentVault::new(Arc::new(MemoryBlobStore::new()), Arc::new(keys))
+    }
+
+    #[tokio::test]
+    async fn an_exchange_shares_one_data_key_and_each_document_keeps_its_own_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(&dir);
+        let (req, resp) = ("inbound/x12/270/p/2026/01/02/r1", "outbound/x12/270/p/2026/01/02/r1");
+        let key_context = EncryptionContext::for_exchange("x12/270/p/2026/01/02/r1", "payer-1");
+        let (req_ctx, resp_ctx) =
+            (EncryptionContext::for_document(req, "payer-1"), EncryptionContext::for_document(resp, "payer-1"));
+        let stored = v
+            .put_exchange(&key_context, &[(req, &req_ctx, b"ISA*request"), (resp, &resp_ctx, b"ISA*answer")])
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 2);
+        assert_eq!(v.get(req, &req_ctx, Some(&stored[0].sha256)).await.unwrap(), &b"ISA*request"[..]);
+        assert_eq!(v.get(resp, &resp_ctx, Some(&stored[1].sha256)).await.unwrap(), &b"ISA*answer"[..]);
+        // One data key: the two objects carry the same wrapped key.
+        let (a, b) = (v.blobs.get(req).await.unwrap(), v.blobs.get(resp).await.unwrap());
+        assert_eq!(Header::parse(&a).unwrap().wrapped, Header::parse(&b).unwrap().wrapped);
+
+        // The answer's object moved over the request's name does not open as the request.
+        v.blobs.put(req, b.clone()).await.unwrap();
+        assert!(matches!(v.get(req, &req_ctx, None).await, Err(PortError::Integrity(_))));
+        // Another payer, or a path of another exchange, does not get the key.
+        v.blobs.put(req, a.clone()).await.unwrap();
+        let other_payer = EncryptionContext::for_document(req, "payer-2");
+        assert!(matches!(v.get(req, &other_payer, None).await, Err(PortError::Integrity(_))));
+        let elsewhere = "inbound/x12/270/p/2026/01/02/r2";
+        v.blobs.put(elsewhere, a.clone()).await.unwrap();
+        let elsewhere_ctx = EncryptionContext::for_document(elsewhere, "payer-1");
+        assert!(matches!(v.get(elsewhere, &elsewhere_ctx, None).await, Err(PortError::Integrity(_))));
+        // Every truncation of a version-2 object is an integrity error, never a panic.
+        for len in 0..a.len() {
+            v.blobs.put(req, a[..len].to_vec()).await.unwrap();
+            assert!(matches!(v.get(req, &req_ctx, None).await, Err(PortError::Integrity(_))), "length {len}");
+        }
     }
 
     #[tokio::test]

@@ -412,7 +412,7 @@ pub(crate) async fn scan_partition(
     limit: &str,
     max: usize,
 ) -> PortResult<(Vec<AuditRecord>, bool)> {
-    let mut q = Query::prefix(pk, "", 1000);
+    let mut q = Query::prefix(pk, "", max.saturating_add(1).min(1000));
     if !after.is_empty() {
         q = q.starting_after(after);
     }
