@@ -101,7 +101,12 @@ async fn requests_are_recorded_exported_by_partner_and_member_and_tampering_is_f
     let removed = problem(&report, "removed").expect("the removed record is reported");
     assert_eq!(removed["digest"], 1, "{report}");
 
-    // No audit item carries a TTL: the trail is kept.
-    let page = store.query(&Query::prefix(pk, "", 100)).await.expect("query");
-    assert!(!page.items.is_empty() && page.items.iter().all(|i| i.ttl.is_none()));
+    // No audit item carries a TTL: the trail is kept (every record partition of the day).
+    let day = pk.rsplit_once('#').map(|(day, _)| day.to_owned()).expect("AUDIT#<day>#<shard>");
+    let mut items = Vec::new();
+    for shard in 0..exchange_core::domain::audit::AUDIT_SHARDS {
+        let page = store.query(&Query::prefix(format!("{day}#{shard:02}"), "", 100)).await.expect("query");
+        items.extend(page.items);
+    }
+    assert!(!items.is_empty() && items.iter().all(|i| i.ttl.is_none()), "{} records", items.len());
 }
