@@ -53,7 +53,9 @@ pub struct RedbStateStore {
 
 /// A write for the committer.
 enum Job {
-    Transact(Vec<WriteOp>),
+    /// A request's writes, each with its item already encoded at the version it will have (the encoding is done
+    /// by the caller: the committer is the one thread every write passes through).
+    Transact(Vec<(WriteOp, Option<Vec<u8>>)>),
     Increment(Key),
     /// A small document (its generation in the pending map).
     PutBlob(String, Arc<Vec<u8>>, u64),
@@ -276,11 +278,15 @@ fn run_batch(db: &Database, batch: &[Queued], durable: bool) -> PortResult<Vec<P
 
 /// Checks every condition of `ops` against the transaction as it is (earlier jobs of the batch included), writing
 /// nothing.
-fn check(items: &Table<(&'static str, &'static str), &'static [u8]>, now: i64, ops: &[WriteOp]) -> PortResult<()> {
-    for op in ops {
+fn check(
+    items: &Table<(&'static str, &'static str), &'static [u8]>,
+    now: i64,
+    ops: &[(WriteOp, Option<Vec<u8>>)],
+) -> PortResult<()> {
+    for (op, _) in ops {
         match op {
             WriteOp::PutNew(item) => {
-                if read_item(items, &item.key)?.is_some_and(|old| !is_expired(&old, now)) {
+                if read_stored(items, &item.key)?.is_some_and(|old| !old.is_expired(now)) {
                     return Err(PortError::Conflict(format!("item {}/{} already exists", item.key.pk, item.key.sk)));
                 }
             }
@@ -419,12 +425,12 @@ impl StateStore for RedbStateStore {
     }
 
     async fn put_new(&self, item: Item) -> PortResult<()> {
-        self.commit(Job::Transact(vec![WriteOp::PutNew(item)])).await.map(drop)
+        self.commit(Job::Transact(prepare(vec![WriteOp::PutNew(item)])?)).await.map(drop)
     }
 
     async fn update(&self, item: Item, expected_version: u64) -> PortResult<u64> {
         let new_version = next_version(expected_version)?;
-        self.commit(Job::Transact(vec![WriteOp::Update { item, expected_version }])).await?;
+        self.commit(Job::Transact(prepare(vec![WriteOp::Update { item, expected_version }])?)).await?;
         Ok(new_version)
     }
 
@@ -445,7 +451,7 @@ impl StateStore for RedbStateStore {
         if ops.is_empty() {
             return Ok(());
         }
-        self.commit(Job::Transact(ops)).await.map(drop)
+        self.commit(Job::Transact(prepare(ops)?)).await.map(drop)
     }
 
     async fn increment(&self, key: &Key) -> PortResult<u64> {
@@ -498,39 +504,100 @@ where
     }
 }
 
-/// Applies `ops` to the transaction, checking each condition as its write is made.
+/// Applies prepared `ops` to the transaction, checking each condition as its write is made.
 fn apply(
     items: &mut Table<(&'static str, &'static str), &'static [u8]>,
     index: &mut Table<(&'static str, &'static str, &'static str, &'static str), ()>,
     now: i64,
-    ops: &[WriteOp],
+    ops: &[(WriteOp, Option<Vec<u8>>)],
 ) -> PortResult<()> {
-    for op in ops {
+    let unprepared = || PortError::Invalid("a write reached the committer without its encoded item".to_owned());
+    for (op, bytes) in ops {
         match op {
             WriteOp::PutNew(item) => {
-                let stored = read_item(&*items, &item.key)?;
+                let stored = read_stored(&*items, &item.key)?;
                 // An expired item is absent to readers, so it must not block a new one (idempotency records).
-                if stored.as_ref().is_some_and(|old| !is_expired(old, now)) {
+                if stored.as_ref().is_some_and(|old| !old.is_expired(now)) {
                     return Err(PortError::Conflict(format!("item {}/{} already exists", item.key.pk, item.key.sk)));
                 }
-                let mut new = item.clone();
-                new.version = 1;
-                put(items, index, stored.as_ref(), &new)?;
+                put(
+                    items,
+                    index,
+                    &item.key,
+                    stored.as_ref(),
+                    item.gsi1.as_ref(),
+                    bytes.as_deref().ok_or_else(unprepared)?,
+                )?;
             }
             WriteOp::Update { item, expected_version } => {
                 let stored = live_with_version(items, &item.key, *expected_version, now)?;
-                let mut new = item.clone();
-                new.version = next_version(*expected_version)?;
-                put(items, index, Some(&stored), &new)?;
+                put(
+                    items,
+                    index,
+                    &item.key,
+                    Some(&stored),
+                    item.gsi1.as_ref(),
+                    bytes.as_deref().ok_or_else(unprepared)?,
+                )?;
             }
             WriteOp::Delete { key, expected_version } => {
                 let stored = live_with_version(items, key, *expected_version, now)?;
                 items.remove((key.pk.as_str(), key.sk.as_str())).map_err(storage)?;
-                unindex(index, &stored)?;
+                unindex(index, key, &stored)?;
             }
         }
     }
     Ok(())
+}
+
+/// Encodes each write's item at the version it will be stored with (1 for a create, the expected version + 1 for
+/// an update), on the caller's task.
+fn prepare(ops: Vec<WriteOp>) -> PortResult<Vec<(WriteOp, Option<Vec<u8>>)>> {
+    ops.into_iter()
+        .map(|mut op| {
+            let bytes = match &mut op {
+                WriteOp::PutNew(item) => {
+                    item.version = 1;
+                    Some(encode(item)?)
+                }
+                WriteOp::Update { item, expected_version } => {
+                    item.version = next_version(*expected_version)?;
+                    Some(encode(item)?)
+                }
+                WriteOp::Delete { .. } => None,
+            };
+            Ok((op, bytes))
+        })
+        .collect()
+}
+
+/// What the committer needs of a stored item: its version, expiry and index key (the body is skipped, not built).
+#[derive(serde::Deserialize)]
+struct Stored {
+    version: u64,
+    #[serde(default)]
+    ttl: Option<i64>,
+    #[serde(default)]
+    gsi1: Option<Key>,
+}
+
+impl Stored {
+    fn is_expired(&self, now: i64) -> bool {
+        self.ttl.is_some_and(|ttl| ttl < now)
+    }
+}
+
+/// Reads what the committer needs of a stored item, expired or not.
+fn read_stored<T>(items: &T, key: &Key) -> PortResult<Option<Stored>>
+where
+    T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+{
+    match items.get((key.pk.as_str(), key.sk.as_str())).map_err(storage)? {
+        Some(guard) => serde_json::from_slice(guard.value())
+            .map(Some)
+            .map_err(|e| PortError::Integrity(format!("stored item is not valid JSON: {e}"))),
+        None => Ok(None),
+    }
 }
 
 /// The stored item at `key`, when it is live and at `expected_version`; `Conflict` otherwise.
@@ -539,10 +606,10 @@ fn live_with_version(
     key: &Key,
     expected_version: u64,
     now: i64,
-) -> PortResult<Item> {
-    match read_item(items, key)? {
-        Some(item) if !is_expired(&item, now) && item.version == expected_version => Ok(item),
-        Some(item) if !is_expired(&item, now) => Err(PortError::Conflict(format!(
+) -> PortResult<Stored> {
+    match read_stored(items, key)? {
+        Some(item) if !item.is_expired(now) && item.version == expected_version => Ok(item),
+        Some(item) if !item.is_expired(now) => Err(PortError::Conflict(format!(
             "item {}/{} is at version {}, not {expected_version}",
             key.pk, key.sk, item.version
         ))),
@@ -550,34 +617,32 @@ fn live_with_version(
     }
 }
 
-/// Writes `new` over `old` (if any), moving its secondary-index entry.
+/// Writes the encoded item at `key` over `old` (if any), moving its secondary-index entry.
 fn put(
     items: &mut Table<(&'static str, &'static str), &'static [u8]>,
     index: &mut Table<(&'static str, &'static str, &'static str, &'static str), ()>,
-    old: Option<&Item>,
-    new: &Item,
+    key: &Key,
+    old: Option<&Stored>,
+    gsi1: Option<&Key>,
+    bytes: &[u8],
 ) -> PortResult<()> {
-    let bytes = encode(new)?;
-    items.insert((new.key.pk.as_str(), new.key.sk.as_str()), bytes.as_slice()).map_err(storage)?;
+    items.insert((key.pk.as_str(), key.sk.as_str()), bytes).map_err(storage)?;
     if let Some(old) = old {
-        unindex(index, old)?;
+        unindex(index, key, old)?;
     }
-    if let Some(gsi1) = &new.gsi1 {
-        index
-            .insert((gsi1.pk.as_str(), gsi1.sk.as_str(), new.key.pk.as_str(), new.key.sk.as_str()), ())
-            .map_err(storage)?;
+    if let Some(gsi1) = gsi1 {
+        index.insert((gsi1.pk.as_str(), gsi1.sk.as_str(), key.pk.as_str(), key.sk.as_str()), ()).map_err(storage)?;
     }
     Ok(())
 }
 
 fn unindex(
     index: &mut Table<(&'static str, &'static str, &'static str, &'static str), ()>,
-    item: &Item,
+    key: &Key,
+    item: &Stored,
 ) -> PortResult<()> {
     if let Some(gsi1) = &item.gsi1 {
-        index
-            .remove((gsi1.pk.as_str(), gsi1.sk.as_str(), item.key.pk.as_str(), item.key.sk.as_str()))
-            .map_err(storage)?;
+        index.remove((gsi1.pk.as_str(), gsi1.sk.as_str(), key.pk.as_str(), key.sk.as_str())).map_err(storage)?;
     }
     Ok(())
 }
