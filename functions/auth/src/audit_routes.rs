@@ -1,5 +1,6 @@
 //! The audit trail's admin routes (role admin, scope `admin`): a partner's or a member's history as FHIR
-//! AuditEvents, and the verification of every chain. Anyone else gets 403 and nothing of the trail.
+//! AuditEvents, and the verification of the trail against its signed digests. Anyone else gets 403 and nothing of
+//! the trail.
 
 use std::sync::Arc;
 
@@ -75,7 +76,7 @@ pub async fn export(
 /// `GET /admin/audit/verify`: checks every record against the signed digests and every digest against its
 /// signature and the one before ([`exchange_core::domain::audit::verify::verify`]): `intact` false with each problem
 /// (kind, partner, digest, record); `unsealed` counts records the sealer has not reached yet.
-pub async fn verify_chains(State(auth): State<Arc<Auth>>, ctx: CallerContext) -> Response {
+pub async fn verify_trail(State(auth): State<Arc<Auth>>, ctx: CallerContext) -> Response {
     if let Err(p) = require_admin(&ctx) {
         return p.into_response();
     }

@@ -79,7 +79,7 @@ pub fn router(auth: Arc<Auth>) -> Router {
 pub fn routes(auth: Arc<Auth>) -> Router {
     let admin = Router::new()
         .route("/admin/audit", get(audit_routes::export))
-        .route("/admin/audit/verify", get(audit_routes::verify_chains))
+        .route("/admin/audit/verify", get(audit_routes::verify_trail))
         .route(
             "/admin/payer-data",
             put(payer_data_routes::replace).layer(DefaultBodyLimit::max(exchange_core::http::MAX_BODY_BYTES + 1)),
