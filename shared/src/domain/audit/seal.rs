@@ -148,7 +148,7 @@ pub(crate) struct PartnerSeal {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SealPass {
-    /// Records sealed.
+    /// Records sealed (listed by the digests this pass wrote).
     pub records: usize,
     /// Digests written.
     pub digests: usize,
@@ -191,8 +191,9 @@ impl Sealer {
                 by_partner.entry(rec.entry.partner.as_str()).or_default().push(rec);
             }
             for (partner, recs) in by_partner {
-                pass.records += recs.len();
-                if self.seal_partner(partner, &state.until, &until, &recs, now).await? {
+                let sealed = self.seal_partner(partner, &state.until, &until, &recs, now).await?;
+                if sealed > 0 {
+                    pass.records += sealed;
                     pass.digests += 1;
                 }
             }
@@ -223,7 +224,7 @@ impl Sealer {
 
     /// Writes partner's digest of `recs` for the window (`from`, `until`], unless a digest written by a pass that
     /// stopped before recording its progress already covers them (then that digest is adopted and only the rest is
-    /// sealed). Returns whether a digest was written.
+    /// sealed). Returns how many records the digest it wrote lists (0: none written).
     async fn seal_partner(
         &self,
         partner: &str,
@@ -231,7 +232,7 @@ impl Sealer {
         until: &str,
         recs: &[&AuditRecord],
         now: OffsetDateTime,
-    ) -> PortResult<bool> {
+    ) -> PortResult<usize> {
         let key = Key::new(SEAL_PK, format!("P#{partner}"));
         let stored = self.store.get(&key).await?;
         let (mut head, mut version) = match &stored {
@@ -266,8 +267,9 @@ impl Sealer {
             .map(|r| SealedRecord { pk: r.pk.clone(), sk: r.sk.clone(), hash: r.hash.clone() })
             .collect();
         if records.is_empty() {
-            return Ok(false);
+            return Ok(0);
         }
+        let count = records.len();
         let leaves: Vec<String> = records.iter().map(|r| r.hash.clone()).collect();
         let digest = Digest {
             partner: partner.to_owned(),
@@ -287,7 +289,7 @@ impl Sealer {
         let head =
             PartnerSeal { seq: digest.seq, hash: hex::encode(crate::vault::sha256(&file)), until: until.to_owned() };
         self.save_head(&key, &head, version).await?;
-        Ok(true)
+        Ok(count)
     }
 
     async fn save_head(&self, key: &Key, head: &PartnerSeal, version: u64) -> PortResult<u64> {

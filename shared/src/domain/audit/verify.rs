@@ -6,10 +6,11 @@
 //!   chain**), and its Merkle root matches its records;
 //! - each record a digest lists is in the store (**removed**) with the hash listed (**changed**);
 //! - each record in the store hashes to what it says (**changed**), and, when its key is within the sealed
-//!   horizon, is listed by a digest (**inserted**); records after the horizon are counted as **unsealed** (the
+//!   horizon (the sealer's recorded boundary, or the end of its partner's last digest), is listed by a digest
+//!   (**inserted**); records after the horizon are counted as **unsealed** (the
 //!   sealer's next passes take them), with the oldest one's time.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use aws_lc_rs::signature::{UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
@@ -81,7 +82,10 @@ pub async fn verify(
     let mut report = VerifyReport::default();
     let key = UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public_key);
     let (state, _) = read_state(store.as_ref(), now).await?;
-    let mut horizon = state.until.clone();
+    // A record is within the sealed horizon when its key is up to the boundary the sealer recorded after its last
+    // whole pass, or up to the end of its own partner's last digest. (Not up to any partner's: a sealer stopped
+    // half-way through a pass has written some partners' digests and not yet the others'.)
+    let mut horizons: HashMap<String, String> = HashMap::new();
     let mut start_day = state.start_day.clone();
     let mut listed: HashSet<(String, String)> = HashSet::new();
     let mut reported: HashSet<(String, String)> = HashSet::new();
@@ -134,8 +138,9 @@ pub async fn verify(
                     "the window overlaps the one before",
                 ));
             }
-            if d.until > horizon {
-                horizon = d.until.clone();
+            let horizon = horizons.entry(partner.clone()).or_default();
+            if d.until > *horizon {
+                horizon.clone_from(&d.until);
             }
             if !d.from.is_empty() && day_of(&d.from) < start_day.as_str() {
                 start_day = day_of(&d.from).to_owned();
@@ -202,7 +207,9 @@ pub async fn verify(
                 if listed.contains(&id) {
                     continue;
                 }
-                if !horizon.is_empty() && rec.sk <= horizon {
+                let partner_horizon = horizons.get(&rec.entry.partner).map(String::as_str).unwrap_or_default();
+                let sealed_up_to = if partner_horizon > state.until.as_str() { partner_horizon } else { &state.until };
+                if !sealed_up_to.is_empty() && rec.sk.as_str() <= sealed_up_to {
                     report.problems.push(problem(
                         "inserted",
                         &rec.entry.partner,
@@ -403,10 +410,39 @@ mod tests {
 
         let later = NOW + time::Duration::seconds(30);
         let pass = t.sealer.seal(later).await.expect("seal again");
-        assert_eq!((pass.records, pass.digests), (31, 1), "only the young record gets a new digest: {pass:?}");
+        assert_eq!((pass.records, pass.digests), (1, 1), "only the young record gets a new digest: {pass:?}");
         let report = t.sealer.verify(later).await.expect("verify");
         assert!(report.is_intact(), "{report:?}");
         assert_eq!((report.digests, report.sealed, report.records, report.unsealed), (4, 31, 31, 0));
+    }
+
+    #[tokio::test]
+    async fn a_sealer_stopped_half_way_through_a_pass_leaves_unsealed_records_not_inserted_ones() {
+        let t = trail();
+        records(&t).await;
+        t.sealer.seal(NOW).await.expect("seal");
+        // As if the pass had stopped after writing partner a's digest: b's and c's digests and every progress
+        // record but a's are not there.
+        for partner in ["b", "c"] {
+            t.digests.delete(&crate::domain::audit::seal::digest_path(partner, 1)).await.expect("delete");
+        }
+        let progress = t.store.query(&crate::ports::Query::prefix("AUDITSEAL", "", 100)).await.expect("state").items;
+        let undo = progress
+            .iter()
+            .filter(|i| i.key.sk != "P#a")
+            .map(|i| WriteOp::Delete { key: i.key.clone(), expected_version: i.version })
+            .collect();
+        t.store.transact(undo).await.expect("forget the progress");
+        let report = t.sealer.verify(NOW).await.expect("verify");
+        assert!(report.is_intact(), "b's and c's records are waiting, not inserted: {report:?}");
+        assert_eq!((report.sealed, report.unsealed), (10, 21));
+
+        let later = NOW + time::Duration::seconds(30);
+        let pass = t.sealer.seal(later).await.expect("seal again");
+        assert_eq!((pass.records, pass.digests), (21, 3), "a's young record, b's and c's: {pass:?}");
+        let report = t.sealer.verify(later).await.expect("verify");
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!((report.sealed, report.unsealed), (31, 0));
     }
 
     #[test]
