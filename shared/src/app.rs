@@ -64,7 +64,7 @@ impl App {
     ) -> Self {
         let repo = PayerDataRepo::new(store.clone(), PAYER_DATA_CACHE);
         let tokens = Arc::new(TokenService::new(keys, TOKEN_ISSUER));
-        let audit = AuditLog::new(store.clone());
+        let audit = AuditLog::new(store.clone()).with_clock(clock.clone());
         let auth = Arc::new(Authenticator {
             tokens: tokens.clone(),
             repo: repo.clone(),

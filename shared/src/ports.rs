@@ -282,6 +282,12 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn delete(&self, path: &str) -> PortResult<()>;
     /// The size in bytes of the object at `path` without reading it; `NotFound` when missing.
     async fn size(&self, path: &str) -> PortResult<u64>;
+    /// Makes every write that has returned durable. S3 and plain files are durable when `put` returns; the embedded
+    /// store's small documents become durable with the next durable commit, which a caller that writes no record
+    /// after its document (an upload through a transfer URL) asks for here.
+    async fn sync(&self) -> PortResult<()> {
+        Ok(())
+    }
 }
 
 /// A request the caller makes directly to the document store, bypassing the function (S3 presigned URL, or the

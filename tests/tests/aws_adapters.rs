@@ -91,7 +91,9 @@ async fn audit_chains_hold_in_dynamodb(adapters: &AwsAdapters, ns: &str) {
     use exchange_core::domain::audit::seal::Sealer;
     use exchange_core::domain::audit::{AuditAction, AuditEntry, AuditLog};
     let store: Arc<dyn exchange_core::ports::StateStore> = adapters.store.clone();
-    let log = AuditLog::new(store.clone());
+    // A clock behind every entry: the records keep the times given below.
+    let log = AuditLog::new(store.clone())
+        .with_clock(Arc::new(exchange_core::ports::FixedClock(time::OffsetDateTime::UNIX_EPOCH)));
     let partner = format!("{ns}-audited");
     let appends = (0..6).map(|i| {
         let entry = AuditEntry {

@@ -29,7 +29,7 @@ async fn main() -> Result<(), Error> {
             // Stream batches carry `Records`; the schedule's event does not.
             let from_stream = event.payload.get("Records").is_some();
             let pass = if from_stream { deliver_due(&pa).await? } else { run_once(&pa).await? };
-            let sealed = seal_audit(&pa.core, from_stream).await?;
+            let sealed = seal_audit(&pa.core).await;
             let cleaned = if from_stream {
                 0
             } else {
@@ -54,32 +54,29 @@ async fn main() -> Result<(), Error> {
     .await
 }
 
-/// Seals the audit records into digests (when this deployment has the digest bucket). A stream batch that brought
-/// records still inside the grace period waits for them and seals again, so a record is sealed within about
-/// `SEAL_GRACE` of its write rather than at the next scheduled pass.
-async fn seal_audit(core: &exchange_core::app::App, from_stream: bool) -> Result<usize, Error> {
+/// Seals the audit records into digests (when this deployment has the digest bucket). Runs on every invocation:
+/// stream batches of new audit records wake it within seconds under traffic, and the minute schedule seals the last
+/// records of a burst, so a record is sealed within about a minute of its write. A failed pass is logged, not
+/// returned: it must not fail (and replay) a batch of notification deliveries, and the next pass takes its records.
+async fn seal_audit(core: &exchange_core::app::App) -> usize {
     let Ok(sealer) = core.sealer() else {
-        return Ok(0);
+        return 0;
     };
     let mut sealed = 0;
-    for round in 0..2 {
-        loop {
-            let pass = sealer.seal(core.clock.now()).await?;
-            sealed += pass.records;
-            if !pass.more {
-                let grace = exchange_core::domain::audit::seal::SEAL_GRACE.as_secs() as i64;
-                match pass.oldest_unsealed_secs {
-                    Some(age) if from_stream && round == 0 && age <= grace => {
-                        let wait = u64::try_from(grace - age + 1).unwrap_or(1);
-                        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
-                    }
-                    _ => return Ok(sealed),
+    loop {
+        match sealer.seal(core.clock.now()).await {
+            Ok(pass) => {
+                sealed += pass.records;
+                if !pass.more {
+                    return sealed;
                 }
-                break;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit seal pass failed; the next invocation retries");
+                return sealed;
             }
         }
     }
-    Ok(sealed)
 }
 
 /// The invocation's result: what the pass did, in the JSON casing the rest of the API uses.

@@ -192,7 +192,11 @@ async fn token(partner: &str) -> Result<(), String> {
 async fn audit_verify() -> Result<(), String> {
     let app = open_app(&data_dir(), "").await?;
     let sealer = app.sealer().map_err(|e| e.to_string())?;
-    let report = sealer.verify(app.clock.now()).await.map_err(|e| e.to_string())?;
+    let partners: Vec<String> = match app.repo.current().await.map_err(|e| e.to_string())? {
+        Some(c) => c.partners.iter().map(|p| p.as_str().to_owned()).collect(),
+        None => Vec::new(),
+    };
+    let report = sealer.verify_with_partners(app.clock.now(), &partners).await.map_err(|e| e.to_string())?;
     println!(
         "{} partners, {} digests, {} records: {} sealed, {} not sealed yet{}",
         report.partners,

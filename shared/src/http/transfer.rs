@@ -77,6 +77,8 @@ async fn upload(
     let body = read_body_max(body, MAX_DOCUMENT_BYTES)?;
     consume(&app, &token, version).await?;
     app.vault.blobs().put(&grant.path, body.to_vec()).await.map_err(|e| port_problem(&e))?;
+    // No record follows this write: it must be durable before the URL (used up) answers 200.
+    app.vault.blobs().sync().await.map_err(|e| port_problem(&e))?;
     Ok(StatusCode::OK.into_response())
 }
 

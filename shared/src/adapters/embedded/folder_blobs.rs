@@ -137,6 +137,12 @@ impl BlobStore for FolderBlobStore {
             Err(e) => Err(io_error("stat", path, e)),
         }
     }
+    async fn sync(&self) -> PortResult<()> {
+        match &self.small {
+            Some(db) => db.sync().await,
+            None => Ok(()),
+        }
+    }
 }
 
 /// Whether an I/O error means "no object at this path" (a directory there is not an object either).

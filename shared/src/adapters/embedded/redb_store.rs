@@ -60,6 +60,8 @@ enum Job {
     /// A small document (its generation in the pending map).
     PutBlob(String, Arc<Vec<u8>>, u64),
     DeleteBlob(String, u64),
+    /// Nothing to write: a durable commit of everything queued before it.
+    Sync,
 }
 
 /// Small-document writes queued but not committed yet, by path: readers see them at once (so a document is
@@ -268,6 +270,7 @@ fn run_batch(db: &Database, batch: &[Queued], durable: bool) -> PortResult<Vec<P
                     blobs.remove(path.as_str()).map_err(storage)?;
                     Ok(Done::Unit)
                 }
+                Job::Sync => Ok(Done::Unit),
             };
             results.push(result);
         }
@@ -362,6 +365,11 @@ impl RedbStateStore {
     /// Removes a small document (like [`Self::put_blob`], without waiting); removing a missing one is not an error.
     pub(crate) fn delete_blob(&self, path: &str) -> PortResult<()> {
         self.committer.enqueue_blob(path, None)
+    }
+
+    /// Waits for a durable commit of every write queued so far (small documents included).
+    pub(crate) async fn sync(&self) -> PortResult<()> {
+        self.commit(Job::Sync).await.map(drop)
     }
 
     /// A small document, when the database holds one at `path` (or a write of it is pending).

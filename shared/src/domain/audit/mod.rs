@@ -151,6 +151,7 @@ fn partner_gsi(partner: &str) -> String {
 #[derive(Clone)]
 pub struct AuditLog {
     store: Arc<dyn StateStore>,
+    clock: Arc<dyn crate::ports::Clock>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -162,7 +163,13 @@ impl std::fmt::Debug for AuditLog {
 impl AuditLog {
     /// The log over `store`.
     pub fn new(store: Arc<dyn StateStore>) -> Self {
-        AuditLog { store }
+        AuditLog { store, clock: Arc::new(crate::ports::SystemClock) }
+    }
+
+    /// Stamps records with `clock` (the system clock by default).
+    pub fn with_clock(mut self, clock: Arc<dyn crate::ports::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The state store the records live in.
@@ -191,10 +198,13 @@ impl AuditLog {
             )));
         };
         let indexed = room.min(MAX_INDEXED_MEMBERS);
-        let record = new_record(entry)?;
-        let record_ops = record_ops(&record, indexed)?;
+        let mut entry = entry;
         for attempt in 0..APPEND_ATTEMPTS {
-            let mut writes = record_ops.clone();
+            // Stamped just before each attempt, not when the request began: the sealer takes records by time and
+            // a record must land within its grace period of its own timestamp.
+            entry.at = timestamp(self.clock.now()).max(entry.at.clone());
+            let record = new_record(entry.clone())?;
+            let mut writes = record_ops(&record, indexed)?;
             writes.extend(ops.iter().cloned());
             match self.store.transact(writes).await {
                 Ok(()) => {

@@ -27,8 +27,9 @@ use time::OffsetDateTime;
 use super::{day_of, decode_record, record_pk, timestamp, AuditRecord, AUDIT_SHARDS};
 use crate::ports::{BlobStore, Item, Key, KeyService, PortError, PortResult, Query, StateStore, WriteOp};
 
-/// How old a record must be before a pass seals it.
-pub const SEAL_GRACE: Duration = Duration::from_secs(10);
+/// How old a record must be before a pass seals it: longer than a record's own transaction can take (records are
+/// stamped just before their commit; DynamoDB's transaction with the SDK's retries stays well under it).
+pub const SEAL_GRACE: Duration = Duration::from_secs(20);
 
 /// Most records one pass seals (a busier stream is sealed over several passes, each one digest per partner).
 pub const MAX_RECORDS_PER_PASS: usize = 20_000;
@@ -305,8 +306,18 @@ impl Sealer {
 
     /// Verifies the trail against this sealer's digests and key ([`super::verify::verify`]).
     pub async fn verify(&self, now: OffsetDateTime) -> PortResult<super::verify::VerifyReport> {
+        self.verify_with_partners(now, &[]).await
+    }
+
+    /// [`Self::verify`], also walking the digests of `partners` (the registered ones) whether or not their progress
+    /// record is there.
+    pub async fn verify_with_partners(
+        &self,
+        now: OffsetDateTime,
+        partners: &[String],
+    ) -> PortResult<super::verify::VerifyReport> {
         let public_key = self.signer.token_public_key().await?;
-        super::verify::verify(&self.store, &self.digests, &public_key, now).await
+        super::verify::verify(&self.store, &self.digests, &public_key, now, partners).await
     }
 
     /// Runs a pass every `every` until the process ends (the local runner). A failed pass is logged and retried.
@@ -395,6 +406,8 @@ async fn sealable(store: &dyn StateStore, state: &SealState, limit: &str) -> Por
             out.extend(recs);
         }
         if out.len() >= MAX_RECORDS_PER_PASS {
+            // Later days are not read this pass.
+            more = true;
             break;
         }
     }

@@ -78,6 +78,7 @@ pub async fn verify(
     digests: &Arc<dyn BlobStore>,
     public_key: &[u8],
     now: OffsetDateTime,
+    partners: &[String],
 ) -> PortResult<VerifyReport> {
     let mut report = VerifyReport::default();
     let key = UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public_key);
@@ -90,7 +91,18 @@ pub async fn verify(
     let mut listed: HashSet<(String, String)> = HashSet::new();
     let mut reported: HashSet<(String, String)> = HashSet::new();
 
-    for (partner, head) in partner_heads(store.as_ref()).await? {
+    // Every partner with a progress record, and every partner the caller names (the registered ones): a deleted
+    // progress record does not hide a partner's digests, whose listed records are then checked as any others.
+    let mut heads = partner_heads(store.as_ref()).await?;
+    for partner in partners {
+        if !heads.iter().any(|(p, _)| p == partner) {
+            heads.push((
+                partner.clone(),
+                super::seal::PartnerSeal { seq: 0, hash: GENESIS.to_owned(), until: String::new() },
+            ));
+        }
+    }
+    for (partner, head) in heads {
         report.partners += 1;
         let mut prev_hash: Option<String> = Some(GENESIS.to_owned());
         let mut prev_until = String::new();
@@ -142,8 +154,11 @@ pub async fn verify(
             if d.until > *horizon {
                 horizon.clone_from(&d.until);
             }
-            if !d.from.is_empty() && day_of(&d.from) < start_day.as_str() {
-                start_day = day_of(&d.from).to_owned();
+            // The records a digest lists say where the trail starts, whatever the state item says.
+            if let Some(first) = d.records.first() {
+                if day_of(&first.sk) < start_day.as_str() {
+                    start_day = day_of(&first.sk).to_owned();
+                }
             }
             for r in &d.records {
                 listed.insert((r.pk.clone(), r.sk.clone()));
@@ -267,7 +282,7 @@ mod tests {
     use crate::domain::audit::seal::{Sealer, SEAL_GRACE};
     use crate::domain::audit::tests::entry_at;
     use crate::domain::audit::{AuditLog, AuditRecord};
-    use crate::ports::{Item, KeyService, WriteOp};
+    use crate::ports::{Item, Key, KeyService, WriteOp};
     use serde_json::json;
     use time::macros::datetime;
 
@@ -285,7 +300,10 @@ mod tests {
         let store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
         let digests: Arc<dyn BlobStore> = Arc::new(MemoryBlobStore::new());
         let sealer = Sealer::new(store.clone(), digests.clone(), signer);
-        Trail { log: AuditLog::new(store.clone()), store, digests, sealer, _keys: keys }
+        // A clock behind every entry: the records keep the times the tests give them.
+        let log =
+            AuditLog::new(store.clone()).with_clock(Arc::new(crate::ports::FixedClock(OffsetDateTime::UNIX_EPOCH)));
+        Trail { log, store, digests, sealer, _keys: keys }
     }
 
     const NOW: OffsetDateTime = datetime!(2026-03-10 10:10 UTC);
@@ -339,7 +357,7 @@ mod tests {
         // Removed: another record.
         t.store.transact(vec![WriteOp::Delete { key: recs[7].key(), expected_version: 1 }]).await.expect("remove");
         // Inserted: a well-formed record placed inside the sealed window afterwards.
-        let forged = AuditLog::new(t.store.clone());
+        let forged = t.log.clone();
         let at = timestamp(NOW - time::Duration::seconds(200));
         let inserted = forged.append(entry_at("b", "forged", &[], &at)).await.expect("insert");
 
@@ -443,6 +461,25 @@ mod tests {
         let report = t.sealer.verify(later).await.expect("verify");
         assert!(report.is_intact(), "{report:?}");
         assert_eq!((report.sealed, report.unsealed), (31, 0));
+    }
+
+    #[tokio::test]
+    async fn removing_a_partners_progress_and_records_is_found_through_its_registration() {
+        let t = trail();
+        let recs = records(&t).await;
+        sealed(&t).await;
+        let progress = t.store.get(&Key::new("AUDITSEAL", "P#b")).await.expect("get").expect("b's progress");
+        let mut gone = vec![WriteOp::Delete { key: progress.key.clone(), expected_version: progress.version }];
+        gone.extend(
+            recs.iter()
+                .filter(|r| r.entry.partner == "b")
+                .map(|r| WriteOp::Delete { key: r.key(), expected_version: 1 }),
+        );
+        t.store.transact(gone).await.expect("remove b's trail");
+        let registered = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let report = t.sealer.verify_with_partners(NOW, &registered).await.expect("verify");
+        let removed = report.problems.iter().filter(|p| p.kind == "removed" && p.partner == "b").count();
+        assert_eq!(removed, 10, "{report:?}");
     }
 
     #[test]
