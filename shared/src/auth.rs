@@ -243,11 +243,7 @@ fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, AuthErro
     serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)
 }
 
-/// A random 128-bit id in hex (token ids, request ids).
-pub fn random_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    hex::encode(bytes)
-}
+pub use crate::domain::ids::random_id;
 
 /// Whether `s` is exactly `len` hex digits (a [`random_id`] is 32; a SHA-256 is 64). Checked before such a value
 /// from a caller becomes part of a key or a path.

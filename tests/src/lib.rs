@@ -400,3 +400,18 @@ fn set_texts(body: &[u8], set: &exchange_core::x12::TransactionSet<'_>) -> Vec<S
     let end = set.se.map(|s| s.index).unwrap_or(st);
     all.get(st..=end).map(|s| s.to_vec()).unwrap_or_default()
 }
+
+/// Sends `n` requests at once (each made by `request`, on its own task) and returns the replies in order: for
+/// races between identical submissions.
+pub async fn at_once<F, Fut>(n: usize, request: F) -> Vec<Reply>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Reply> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..n).map(|_| tokio::spawn(request())).collect();
+    let mut replies = Vec::with_capacity(n);
+    for task in tasks {
+        replies.push(task.await.expect("request task"));
+    }
+    replies
+}

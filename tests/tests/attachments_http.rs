@@ -892,33 +892,21 @@ async fn a_reviewer_documentation_request_becomes_a_task_the_provider_answers() 
 async fn identical_attachment_submissions_at_once_store_one_attachment_and_all_succeed() {
     let ex = Arc::new(exchange().await);
     let body = cdex_example(3);
-    let tasks: Vec<_> = (0..16)
-        .map(|_| {
-            let (ex, body) = (ex.clone(), body.clone());
-            tokio::spawn(async move { submit(&ex, "cdex-provider", &body).await })
-        })
-        .collect();
-    let mut replies: Vec<Reply> = Vec::new();
-    for t in tasks {
-        replies.push(t.await.expect("task"));
-    }
+    let replies = exchange_tests::at_once(16, || {
+        let (ex, body) = (ex.clone(), body.clone());
+        async move { submit(&ex, "cdex-provider", &body).await }
+    })
+    .await;
     assert!(replies.iter().all(|r| r.status == 200), "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
     let list = get(&ex, "sample-payer", "/attachments").await.json();
     assert_eq!(list["attachments"].as_array().map(Vec::len), Some(1), "{list}");
 
     let input = interchange_275("M275R", &[("ACN-R", b"%PDF-1.4 raced")]);
-    let tasks: Vec<_> = (0..16)
-        .map(|_| {
-            let (ex, input) = (ex.clone(), input.clone());
-            tokio::spawn(
-                async move { call(&ex, "cdex-provider", "POST", "/x12/275", "application/edi-x12", &input).await },
-            )
-        })
-        .collect();
-    let mut replies: Vec<Reply> = Vec::new();
-    for t in tasks {
-        replies.push(t.await.expect("task"));
-    }
+    let replies = exchange_tests::at_once(16, || {
+        let (ex, input) = (ex.clone(), input.clone());
+        async move { call(&ex, "cdex-provider", "POST", "/x12/275", "application/edi-x12", &input).await }
+    })
+    .await;
     assert!(replies.iter().all(|r| r.status == 200), "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
     assert!(replies.iter().all(|r| x12_segments(&r.body).iter().any(|s| s == "IK5*A")), "every caller: accepted");
     let list = get(&ex, "sample-payer", "/attachments?memberId=M275R").await.json();

@@ -562,16 +562,11 @@ async fn concurrent_requests_with_one_idempotency_key_get_the_one_answer() {
     let token = ex.token("demo-provider").await;
     let mut event = with_token(load_event("eligibility/post-eligibility.json"), &token);
     event["headers"]["idempotency-key"] = json!("race-1");
-    let tasks: Vec<_> = (0..32)
-        .map(|_| {
-            let (ex, event) = (ex.clone(), event.clone());
-            tokio::spawn(async move { ex.send_event(&event).await })
-        })
-        .collect();
-    let mut replies = Vec::new();
-    for t in tasks {
-        replies.push(t.await.expect("task"));
-    }
+    let replies = exchange_tests::at_once(32, || {
+        let (ex, event) = (ex.clone(), event.clone());
+        async move { ex.send_event(&event).await }
+    })
+    .await;
     let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert!(replies.iter().all(|r| r.body == replies[0].body), "one answer for all");

@@ -761,31 +761,21 @@ async fn a_partner_holds_a_bounded_number_of_subscriptions() {
 async fn identical_submissions_at_once_open_one_case_and_all_get_its_answer() {
     let ex = std::sync::Arc::new(exchange().await);
     let bundle = pas_example("Bundle-HomecareAuthorizationBundleExample.json");
-    let tasks: Vec<_> = (0..16)
-        .map(|_| {
-            let (ex, bundle) = (ex.clone(), bundle.clone());
-            tokio::spawn(async move { ex.submit("sample-provider", &bundle).await })
-        })
-        .collect();
-    let mut replies: Vec<Reply> = Vec::new();
-    for t in tasks {
-        replies.push(t.await.expect("task"));
-    }
+    let replies = exchange_tests::at_once(16, || {
+        let (ex, bundle) = (ex.clone(), bundle.clone());
+        async move { ex.submit("sample-provider", &bundle).await }
+    })
+    .await;
     assert!(replies.iter().all(|r| r.status == 200), "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
     assert!(replies.iter().all(|r| r.body == replies[0].body), "one answer for all");
     assert_eq!(ex.cases().await.len(), 1);
 
     let input = sample(REFERRAL);
-    let tasks: Vec<_> = (0..16)
-        .map(|_| {
-            let (ex, input) = (ex.clone(), input.clone());
-            tokio::spawn(async move { ex.post_278("sample-provider", &input).await })
-        })
-        .collect();
-    let mut replies: Vec<Reply> = Vec::new();
-    for t in tasks {
-        replies.push(t.await.expect("task"));
-    }
+    let replies = exchange_tests::at_once(16, || {
+        let (ex, input) = (ex.clone(), input.clone());
+        async move { ex.post_278("sample-provider", &input).await }
+    })
+    .await;
     assert!(replies.iter().all(|r| r.status == 200), "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
     assert!(replies.iter().all(|r| r.body == replies[0].body), "one answer for all");
     assert_eq!(replies.iter().filter(|r| r.header("idempotent-replayed") != "true").count(), 1);

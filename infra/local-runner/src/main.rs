@@ -118,7 +118,12 @@ async fn serve() -> Result<(), String> {
     let pa = Arc::new(prior_auth::PriorAuth::new(app.clone(), Arc::new(notifier), settings));
     tokio::spawn(prior_auth::worker::run_forever(pa.clone(), std::time::Duration::from_secs(1)));
     let attachments = Arc::new(attachments::Attachments::new(app.clone()));
-    tokio::spawn(exchange_core::domain::cleanup::run_forever(app.clone(), std::time::Duration::from_secs(60)));
+    tokio::spawn(exchange_core::domain::cleanup::run_forever(
+        app.store.clone(),
+        app.vault.blobs().clone(),
+        app.clock.clone(),
+        std::time::Duration::from_secs(60),
+    ));
     if let Ok(sealer) = app.sealer() {
         tokio::spawn(exchange_core::domain::audit::seal::Sealer::clone(sealer).run_forever(SEAL_EVERY));
     }

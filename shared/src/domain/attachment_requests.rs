@@ -224,7 +224,7 @@ pub fn for_pended_case(
         return None;
     }
     let npi = case.requester.npi()?.to_owned();
-    let suffix = crate::auth::random_id();
+    let suffix = crate::domain::ids::random_id();
     let id = format!("task-{suffix}");
     let tracking_id = format!("{}-{}", case.id, &suffix[..8]);
     let needed: Vec<NeededDocument> = pended

@@ -16,10 +16,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::app::App;
-use crate::auth::random_id;
+use crate::domain::ids::random_id;
 use crate::domain::prior_auth::rfc3339;
-use crate::ports::{BlobStore, Item, Key, PortError, PortResult, Query, StateStore, WriteOp};
+use crate::ports::{BlobStore, Clock, Item, Key, PortError, PortResult, Query, StateStore, WriteOp};
 
 /// How long a submission may take between writing its documents and committing its record before the sweep may
 /// delete them: well beyond the function's 29-second timeout.
@@ -149,10 +148,15 @@ impl CleanupLedger {
 
 /// Sweeps every `period` for as long as the process runs (the local runner; in AWS the worker's schedule calls
 /// [`CleanupLedger::sweep`]).
-pub async fn run_forever(app: Arc<App>, period: Duration) {
-    let ledger = CleanupLedger::new(app.store.clone());
+pub async fn run_forever(
+    store: Arc<dyn StateStore>,
+    blobs: Arc<dyn BlobStore>,
+    clock: Arc<dyn Clock>,
+    period: Duration,
+) {
+    let ledger = CleanupLedger::new(store);
     loop {
-        match ledger.sweep(app.vault.blobs().as_ref(), app.clock.now()).await {
+        match ledger.sweep(blobs.as_ref(), clock.now()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "cleanup sweep"),
             Err(e) => tracing::warn!(error = %e, "cleanup sweep failed"),

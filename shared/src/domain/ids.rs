@@ -179,6 +179,12 @@ impl fmt::Display for PartnerId {
     }
 }
 
+/// A random 128-bit id in hex (token ids, request ids, document names).
+pub fn random_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    hex::encode(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,7 +57,7 @@ pub fn upload_path(id: &str) -> String {
 
 /// A fresh staging blob path for one download copy.
 pub fn download_path() -> String {
-    format!("transfer/downloads/{}", crate::auth::random_id())
+    format!("transfer/downloads/{}", crate::domain::ids::random_id())
 }
 
 impl Upload {
