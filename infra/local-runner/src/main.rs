@@ -28,6 +28,9 @@ const LOCAL_TOKEN_LIFETIME_SECS: i64 = 12 * 3600;
 /// Partner registrations (no PHI), kept beside the database so `token` works while the server holds its lock.
 const PARTNERS_FILE: &str = "partners.json";
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: exchange-local [serve | token PARTNER | load-payer-data FILE | audit-verify | audit-seal]";
 
 /// How often the runner's sealer takes the audit records into digests (a record is sealed within
