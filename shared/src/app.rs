@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use crate::adapters::embedded::LocalTransfers;
 use crate::auth::TokenService;
+use crate::commit::Committer;
 use crate::domain::audit::seal::Sealer;
 use crate::domain::audit::AuditLog;
+use crate::domain::cleanup::CleanupLedger;
 use crate::domain::payer_data::PayerDataRepo;
 use crate::http::Authenticator;
 use crate::ports::{BlobStore, Clock, KeyService, PortError, StateStore, SystemClock, TransferUrls};
@@ -20,31 +22,21 @@ pub const TOKEN_ISSUER: &str = "payer-provider-exchange";
 /// How long the current payer-data version is cached per instance.
 const PAYER_DATA_CACHE: Duration = Duration::from_secs(30);
 
-/// Everything a request needs, built once.
+/// Everything a request needs, built once. Services take the parts they use through the accessors; nothing outside
+/// this module can swap a port under a running app.
 #[derive(Clone)]
 pub struct App {
-    /// State store.
-    pub store: Arc<dyn StateStore>,
-    /// Document vault (raw interchanges, answers).
-    pub vault: Arc<DocumentVault>,
-    /// Payer data.
-    pub repo: PayerDataRepo,
-    /// Token issue and verification.
-    pub tokens: Arc<TokenService>,
-    /// Caller resolution for the middleware.
-    pub auth: Arc<Authenticator>,
-    /// The audit trail (the middleware appends a record per authenticated request).
-    pub audit: AuditLog,
-    /// Time.
-    pub clock: Arc<dyn Clock>,
-    /// Seals the audit trail into signed digests and verifies it (`None` in a function deployed without the
-    /// digest bucket and audit-signing key: only the worker seals and the admin function verifies).
-    pub audit_sealer: Option<Arc<Sealer>>,
-    /// Outbound interchange control numbers (reserved in blocks, issued from memory).
-    pub control_numbers: Arc<crate::control_numbers::ControlNumbers>,
-    /// Direct upload and download URLs for documents larger than a Lambda payload (S3 presigned URLs, or the
-    /// local runner's one-time URLs).
-    pub transfers: Arc<dyn TransferUrls>,
+    store: Arc<dyn StateStore>,
+    vault: Arc<DocumentVault>,
+    repo: PayerDataRepo,
+    tokens: Arc<TokenService>,
+    auth: Arc<Authenticator>,
+    audit: AuditLog,
+    committer: Committer,
+    clock: Arc<dyn Clock>,
+    audit_sealer: Option<Arc<Sealer>>,
+    control_numbers: Arc<crate::control_numbers::ControlNumbers>,
+    transfers: Arc<dyn TransferUrls>,
 }
 
 impl std::fmt::Debug for App {
@@ -72,9 +64,12 @@ impl App {
             audit: audit.clone(),
         });
         let control_numbers = Arc::new(crate::control_numbers::ControlNumbers::new(store.clone()));
+        let vault = Arc::new(vault);
+        let committer = Committer::new(audit.clone(), vault.clone(), CleanupLedger::new(store.clone()), clock.clone());
         App {
             store,
-            vault: Arc::new(vault),
+            vault,
+            committer,
             repo,
             tokens,
             auth,
@@ -92,7 +87,64 @@ impl App {
         self
     }
 
-    /// The audit sealer; `Unavailable` when this deployment has none.
+    /// The state store.
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
+    /// The document vault (raw interchanges, answers, attachments).
+    pub fn vault(&self) -> &Arc<DocumentVault> {
+        &self.vault
+    }
+
+    /// Payer data and partner registrations.
+    pub fn repo(&self) -> &PayerDataRepo {
+        &self.repo
+    }
+
+    /// Token issue and verification.
+    pub fn tokens(&self) -> &Arc<TokenService> {
+        &self.tokens
+    }
+
+    /// Caller resolution for the middleware.
+    pub fn auth(&self) -> &Arc<Authenticator> {
+        &self.auth
+    }
+
+    /// The audit trail (the middleware appends a record per authenticated request).
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Commits a request's writes with its audit record and decides its documents' fate.
+    pub fn committer(&self) -> &Committer {
+        &self.committer
+    }
+
+    /// The vaulted exchanges and idempotency records every flow keeps.
+    pub fn exchange_records(&self) -> crate::record::ExchangeRecords {
+        crate::record::ExchangeRecords::new(self.store.clone(), self.vault.clone(), self.clock.clone())
+    }
+
+    /// Time.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Outbound interchange control numbers (reserved in blocks, issued from memory).
+    pub fn control_numbers(&self) -> &Arc<crate::control_numbers::ControlNumbers> {
+        &self.control_numbers
+    }
+
+    /// Direct upload and download URLs for documents larger than a Lambda payload (S3 presigned URLs, or the
+    /// local runner's one-time URLs).
+    pub fn transfers(&self) -> &Arc<dyn TransferUrls> {
+        &self.transfers
+    }
+
+    /// The audit sealer (`Unavailable` in a function deployed without the digest bucket and audit-signing key: only
+    /// the worker seals and the admin function verifies).
     pub fn sealer(&self) -> Result<&Arc<Sealer>, PortError> {
         self.audit_sealer
             .as_ref()

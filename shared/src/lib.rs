@@ -16,6 +16,7 @@
 pub mod adapters;
 pub mod app;
 pub mod auth;
+pub mod commit;
 pub mod control_numbers;
 pub mod domain;
 pub mod fhir;

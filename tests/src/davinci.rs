@@ -77,7 +77,7 @@ impl DvExchange {
                 p.cds_issuers = vec![EHR_ISSUER.to_owned()];
             }
         }
-        app.repo.load(&data).await.expect("load payer data");
+        app.repo().load(&data).await.expect("load payer data");
         let dv = Arc::new(Davinci::new(Arc::new(app), Arc::new(HttpEhr::new()), settings));
         let router = davinci::router(dv.clone());
         DvExchange { dv, router, clock, dir, ehr_key, partners: data.trading_partners }
@@ -123,7 +123,7 @@ impl DvExchange {
     pub async fn token(&self, partner: &str) -> String {
         let id = PartnerId::parse(partner).expect("partner id");
         let p = self.partners.iter().find(|p| p.id == id).cloned().expect("registered partner");
-        self.dv.core.tokens.issue(&p, self.clock.now(), 3600).await.expect("token")
+        self.dv.core.tokens().issue(&p, self.clock.now(), 3600).await.expect("token")
     }
 
     /// Sends a request as an API Gateway v2 event.

@@ -150,13 +150,13 @@ impl TestExchange {
         .with_audit_sealer(adapters.audit_digests.clone(), adapters.audit_signer.clone());
         let data = PayerData::parse(&std::fs::read(demo_data_path()).expect("demo data")).expect("demo data valid");
         if load {
-            app.repo.load(&data).await.expect("load demo data");
+            app.repo().load(&data).await.expect("load demo data");
         }
         // A wrapper (failure injection) goes around the same clock-bound store, after the data is loaded.
         let app = match wrap {
             Some(wrap) => App::new(
-                wrap(app.store.clone()),
-                (*app.vault).clone(),
+                wrap(app.store().clone()),
+                app.vault().as_ref().clone(),
                 keys_for_wrap,
                 Arc::new(FixedClock(now)),
                 transfers,
@@ -176,7 +176,7 @@ impl TestExchange {
             .iter()
             .find(|p| p.id == PartnerId::parse(partner).expect("partner id"))
             .expect("demo partner");
-        self.app.tokens.issue(p, self.now, 300).await.expect("token")
+        self.app.tokens().issue(p, self.now, 300).await.expect("token")
     }
 
     /// Sends a request built from an API Gateway v2 event value.

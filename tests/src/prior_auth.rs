@@ -126,7 +126,7 @@ impl PaExchange {
             App::new(store, DocumentVault::new(adapters.blobs.clone(), keys.clone()), keys, clock.clone(), transfers)
                 .with_audit_sealer(adapters.audit_digests.clone(), adapters.audit_signer.clone());
         let data = PayerData::parse(&std::fs::read(data).expect("payer data")).expect("payer data valid");
-        app.repo.load(&data).await.expect("load payer data");
+        app.repo().load(&data).await.expect("load payer data");
         let notifier = HttpNotifier::new(std::time::Duration::from_secs(2)).expect("notifier");
         let settings = Settings { allow_http_endpoints: true, retry_base: Duration::seconds(1), ..Settings::default() };
         let pa = Arc::new(PriorAuth::new(Arc::new(app), Arc::new(notifier), settings));
@@ -150,7 +150,7 @@ impl PaExchange {
     /// A bearer token for a registered partner.
     pub async fn token(&self, partner: &str) -> String {
         let p = self.partner(partner);
-        self.pa.core.tokens.issue(&p, self.clock.now(), 3600).await.expect("token")
+        self.pa.core.tokens().issue(&p, self.clock.now(), 3600).await.expect("token")
     }
 
     /// The registered trading partner `id`.
@@ -233,7 +233,7 @@ impl PaExchange {
     /// Cases received this month (every case has a ledger entry, whatever its status).
     pub async fn cases(&self) -> Vec<exchange_core::domain::prior_auth::PaCase> {
         let now = self.clock.now();
-        let payer = self.pa.core.repo.current().await.expect("store").expect("payer data").payer.id;
+        let payer = self.pa.core.repo().current().await.expect("store").expect("payer data").payer.id;
         let month = format!("{:04}-{:02}", now.year(), u8::from(now.month()));
         self.pa.cases.received_in_month(&payer, &month).await.expect("ledger")
     }

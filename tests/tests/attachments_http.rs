@@ -412,10 +412,10 @@ async fn the_vault_holds_ciphertext_bound_to_the_payer() {
         }
     }
     let (att, _) = retrieve(&ex, "11234657").await;
-    let repo = exchange_core::domain::attachments::AttachmentRepo::new(ex.pa.core.store.clone());
+    let repo = exchange_core::domain::attachments::AttachmentRepo::new(ex.pa.core.store().clone());
     let (stored, _) = repo.get(att["id"].as_str().unwrap()).await.unwrap().unwrap();
     let path = stored.documents[0].path.clone();
-    let vault = &ex.pa.core.vault;
+    let vault = &ex.pa.core.vault();
     let right = EncryptionContext::for_document(&path, "789312");
     assert_eq!(&vault.get(&path, &right, None).await.unwrap(), document);
     let other_payer = EncryptionContext::for_document(&path, "OTHERPAYER");
@@ -643,8 +643,8 @@ async fn a_64_mib_document_travels_through_one_time_transfer_urls() {
     // The download copy is swept once its URL has expired.
     assert_eq!(files(&ex.dir.path().join("documents")).len(), 2, "vault document and download copy");
     ex.clock.advance(time::Duration::minutes(10));
-    let ledger = exchange_core::domain::cleanup::CleanupLedger::new(ex.pa.core.store.clone());
-    ledger.sweep(ex.pa.core.vault.blobs().as_ref(), ex.pa.core.clock.now()).await.unwrap();
+    let ledger = exchange_core::domain::cleanup::CleanupLedger::new(ex.pa.core.store().clone());
+    ledger.sweep(ex.pa.core.vault().blobs().as_ref(), ex.pa.core.clock().now()).await.unwrap();
     assert_eq!(files(&ex.dir.path().join("documents")).len(), 1, "only the vault document is left");
 }
 
@@ -775,7 +775,7 @@ async fn an_attachment_is_kept_with_its_audit_record_or_not_at_all() {
 
     let accepted = submit(&ex, "cdex-provider", &body).await;
     assert_eq!(accepted.status, 200, "{}", accepted.text());
-    let history = ex.pa.core.audit.partner_history("cdex-provider", 10).await.expect("history");
+    let history = ex.pa.core.audit().partner_history("cdex-provider", 10).await.expect("history");
     let mine: Vec<_> = history.iter().filter(|r| r.entry.request_id == accepted.header("x-request-id")).collect();
     assert_eq!(mine.len(), 1, "one record for the request: {history:?}");
     assert!(mine[0].entry.resources.iter().any(|r| r.starts_with("attachment/")), "{:?}", mine[0].entry);
@@ -798,7 +798,7 @@ async fn documents_of_a_submission_that_never_committed_are_swept() {
     // The store runs until its record's commit, which never returns; dropped there: the "crash" before the commit.
     let token = ex.token("cdex-provider").await;
     let bearer = http::HeaderValue::from_str(&format!("Bearer {token}")).expect("header");
-    let ctx = ex.pa.core.auth.authenticate(Some(&bearer)).await.expect("caller");
+    let ctx = ex.pa.core.auth().authenticate(Some(&bearer)).await.expect("caller");
     ex.hang_audit_writes(true);
     let store = attachments::intake::store(&svc, &ctx, *plan);
     let died = tokio::time::timeout(std::time::Duration::from_millis(500), store).await;
@@ -809,19 +809,19 @@ async fn documents_of_a_submission_that_never_committed_are_swept() {
     let list = get(&ex, "sample-payer", "/attachments").await.json();
     assert!(list["attachments"].as_array().unwrap().is_empty(), "no record was committed");
 
-    let ledger = exchange_core::domain::cleanup::CleanupLedger::new(ex.pa.core.store.clone());
-    let blobs = ex.pa.core.vault.blobs().clone();
-    assert_eq!(ledger.sweep(blobs.as_ref(), ex.pa.core.clock.now()).await.unwrap(), 0, "not yet due");
+    let ledger = exchange_core::domain::cleanup::CleanupLedger::new(ex.pa.core.store().clone());
+    let blobs = ex.pa.core.vault().blobs().clone();
+    assert_eq!(ledger.sweep(blobs.as_ref(), ex.pa.core.clock().now()).await.unwrap(), 0, "not yet due");
     assert_eq!(ex.vaulted_documents(), written);
     ex.clock.advance(time::Duration::minutes(16));
-    assert!(ledger.sweep(blobs.as_ref(), ex.pa.core.clock.now()).await.unwrap() >= written);
+    assert!(ledger.sweep(blobs.as_ref(), ex.pa.core.clock().now()).await.unwrap() >= written);
     assert_eq!(ex.vaulted_documents(), 0, "the orphaned documents are gone");
 
     // A committed submission's documents are not swept.
     assert_eq!(submit(&ex, "cdex-provider", &body).await.status, 200);
     let kept = ex.vaulted_documents();
     ex.clock.advance(time::Duration::hours(1));
-    ledger.sweep(blobs.as_ref(), ex.pa.core.clock.now()).await.unwrap();
+    ledger.sweep(blobs.as_ref(), ex.pa.core.clock().now()).await.unwrap();
     assert_eq!(ex.vaulted_documents(), kept);
     let (_, docs) = retrieve(&ex, &tracking_of(&serde_json::from_slice(&body).unwrap())).await;
     assert_eq!(docs, expected_documents(&body));

@@ -68,14 +68,14 @@ async fn requests_are_recorded_exported_by_partner_and_member_and_tampering_is_f
 
     // Sealed a minute later (past the grace period), the trail verifies.
     let sealer = ex.app.sealer().expect("the embedded app seals");
-    let pass = sealer.seal(ex.app.clock.now() + time::Duration::minutes(1)).await.expect("seal");
+    let pass = sealer.seal(ex.app.clock().now() + time::Duration::minutes(1)).await.expect("seal");
     assert!(pass.records >= 2 && pass.digests >= 2, "{pass:?}");
     let verified = get(&router, "/admin/audit/verify", &admin).await.json();
     assert_eq!(verified["intact"], true, "{verified}");
     assert!(verified["sealed"].as_u64().is_some_and(|n| n >= 2), "{verified}");
 
     // Change the 270's record in the store: the verification names the digest and the record.
-    let store = ex.app.store.clone();
+    let store = ex.app.store().clone();
     let place = ext("urn:exchange:audit:key").and_then(|e| e["valueString"].as_str().map(str::to_owned)).expect("key");
     let (pk, sk) = place.split_once('/').expect("pk/sk");
     let key = Key::new(pk, sk);

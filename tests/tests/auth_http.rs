@@ -50,7 +50,7 @@ impl Fixture {
                 p.cds_issuers = vec!["https://ehr.example".into()];
             }
         }
-        app.repo.load(&data).await.expect("load");
+        app.repo().load(&data).await.expect("load");
         let settings = auth::Settings { public_base_url: Some(BASE.into()) };
         let router =
             auth::routes(Arc::new(auth::Auth::new(app.clone(), settings))).merge(eligibility::router(app.clone()));
@@ -89,8 +89,8 @@ impl Fixture {
     async fn token(&self, partner: &str) -> String {
         use exchange_core::ports::Clock;
         let id = exchange_core::domain::PartnerId::parse(partner).expect("id");
-        let p = self.app.repo.partner(&id).await.expect("repo").expect("registered");
-        self.app.tokens.issue(&p, self.clock.now(), 300).await.expect("token")
+        let p = self.app.repo().partner(&id).await.expect("repo").expect("registered");
+        self.app.tokens().issue(&p, self.clock.now(), 300).await.expect("token")
     }
 
     async fn send_as(&self, method: &str, path: &str, token: &str, body: &[u8]) -> Reply {
@@ -335,7 +335,7 @@ async fn a_new_deployments_bootstrap_admin_loads_the_first_payer_data_and_then_c
     let clock = Arc::new(SteppingClock::at(datetime!(2026-03-10 10:00 UTC)));
     let (app, dir) = exchange_tests::embedded_app(clock.clone());
     let key = p384::ecdsa::SigningKey::random(&mut rand::thread_rng());
-    app.repo.set_bootstrap_admin(Jwks { keys: vec![jwk(&key, "boot-1")] }).expect("bootstrap");
+    app.repo().set_bootstrap_admin(Jwks { keys: vec![jwk(&key, "boot-1")] }).expect("bootstrap");
     let settings = auth::Settings { public_base_url: Some(BASE.into()) };
     let fx = Fixture {
         router: auth::routes(Arc::new(auth::Auth::new(app.clone(), settings))),

@@ -287,7 +287,7 @@ async fn aws_calls_and_cost_per_flow() {
     std::env::set_var("SIGNING_KEY_ID", &fixture.signing_key_id);
     let app = Arc::new(App::from_aws_env().await.expect("the app over moto"));
     let data = PayerData::parse(&std::fs::read(demo_data_path()).expect("demo data")).expect("demo data valid");
-    app.repo.load(&data).await.expect("load the demo data");
+    app.repo().load(&data).await.expect("load the demo data");
     let notifier =
         exchange_core::adapters::notifier::HttpNotifier::new(std::time::Duration::from_secs(2)).expect("notifier");
     let pa = Arc::new(prior_auth::PriorAuth::new(app.clone(), Arc::new(notifier), prior_auth::Settings::default()));
@@ -295,7 +295,7 @@ async fn aws_calls_and_cost_per_flow() {
         .merge(prior_auth::routes(pa))
         .merge(attachments::routes(Arc::new(attachments::Attachments::new(app.clone()))));
     let partner = data.trading_partners.iter().find(|p| p.id.as_str() == "demo-provider").expect("demo-provider");
-    let token = app.tokens.issue(partner, app.clock.now(), 3600).await.expect("token");
+    let token = app.tokens().issue(partner, app.clock().now(), 3600).await.expect("token");
 
     let mut written_by: HashMap<String, HashSet<String>> = HashMap::new();
     let mut report = String::from(

@@ -329,7 +329,7 @@ async fn the_raw_interchange_is_vaulted_encrypted() {
     let text = serde_json::to_string(record).unwrap_or_default();
     assert!(!text.contains("SMITH") && !text.contains("11122333301"), "the inquiry record holds no PHI");
     let plain =
-        ex.app.vault.get(path, &EncryptionContext::for_document(path, "DEMOPAYER"), None).await.expect("vault read");
+        ex.app.vault().get(path, &EncryptionContext::for_document(path, "DEMOPAYER"), None).await.expect("vault read");
     assert_eq!(plain, body);
 }
 

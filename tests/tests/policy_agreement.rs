@@ -70,12 +70,12 @@ async fn crd_and_prior_authorization_never_disagree() {
         // The CDS client registration is part of the data set the exchange was built with.
         for p in &mut data.trading_partners {
             if p.id.as_str() == "demo-provider" {
-                let registered = x.dv.core.repo.partner(&p.id).await.expect("store").expect("registered");
+                let registered = x.dv.core.repo().partner(&p.id).await.expect("store").expect("registered");
                 p.jwks = registered.jwks;
                 p.cds_issuers = registered.cds_issuers;
             }
         }
-        x.dv.core.repo.load(&data).await.expect("load");
+        x.dv.core.repo().load(&data).await.expect("load");
         for member in &data.members {
             for (i, (system, fhir_system, code)) in CODES.iter().enumerate() {
                 let order = service_request(&format!("o{i}"), fhir_system, code);

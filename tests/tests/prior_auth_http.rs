@@ -247,7 +247,7 @@ async fn a_case_is_written_with_its_audit_record_or_not_at_all() {
     assert_eq!(accepted.status, 200, "{}", accepted.text());
     let cases = ex.cases().await;
     assert_eq!(cases.len(), 1);
-    let history = ex.pa.core.audit.partner_history("sample-provider", 10).await.expect("history");
+    let history = ex.pa.core.audit().partner_history("sample-provider", 10).await.expect("history");
     let mine: Vec<_> = history.iter().filter(|r| r.entry.request_id == accepted.header("x-request-id")).collect();
     assert_eq!(mine.len(), 1, "one record for the request: {history:?}");
     assert_eq!(mine[0].entry.outcome, 200);
@@ -267,7 +267,7 @@ async fn subscription_changes_are_recorded_once_each_naming_the_subscription() {
     let deleted = ex.send("DELETE", &format!("/fhir/Subscription/{id}"), "application/fhir+json", &token, b"").await;
     assert_eq!(deleted.status, 204, "{}", deleted.text());
 
-    let history = ex.pa.core.audit.partner_history("sample-provider", 10).await.expect("history");
+    let history = ex.pa.core.audit().partner_history("sample-provider", 10).await.expect("history");
     for (reply, status) in [(&created, 201), (&deleted, 204)] {
         let mine: Vec<_> = history.iter().filter(|r| r.entry.request_id == reply.header("x-request-id")).collect();
         assert_eq!(mine.len(), 1, "one record per request: {history:?}");

@@ -5,12 +5,12 @@
 
 use axum::http::StatusCode;
 use exchange_core::auth::random_id;
+use exchange_core::commit::Commit;
 use exchange_core::domain::attachment_requests::AttachmentRequestRepo;
 use exchange_core::domain::attachments::{
     attachment_id, document_path, AttachTo, AttachedDocument, Attachment, AttachmentRepo, SubmissionEntry,
     MAX_DOCUMENTS_PER_ATTACHMENT, MAX_DOCUMENT_BYTES,
 };
-use exchange_core::domain::cleanup::{CleanupLedger, Scheduled, WRITE_GRACE};
 use exchange_core::domain::ids::MAX_REFERENCE_LEN;
 use exchange_core::domain::payer_data::bare_media_type;
 use exchange_core::domain::prior_auth::rfc3339;
@@ -254,7 +254,7 @@ async fn resolve_upload(
 /// Reads a pending upload's staged bytes into `doc`, checked against its declaration.
 async fn read_staged(svc: &Attachments, doc: &mut Document, upload: &Upload) -> Result<Result<(), Refusal>, PortError> {
     let location = doc.location.clone();
-    let blobs = svc.core.vault.blobs();
+    let blobs = svc.core.vault().blobs();
     let path = upload.path();
     let size = match blobs.size(&path).await {
         Ok(size) => size,
@@ -279,7 +279,7 @@ async fn read_staged(svc: &Attachments, doc: &mut Document, upload: &Upload) -> 
 
 /// Checks a submission against the payer data, the caller and what its tracking id already holds, writing nothing.
 pub async fn check(svc: &Attachments, partner: &TradingPartner, sub: Submission) -> Result<Verdict, PortError> {
-    let Some(data) = svc.core.repo.current().await? else {
+    let Some(data) = svc.core.repo().current().await? else {
         return Err(PortError::Unavailable("no payer data loaded".into()));
     };
     let payer = data.payer;
@@ -415,7 +415,7 @@ pub async fn store(svc: &Attachments, ctx: &CallerContext, plan: Plan) -> Result
     let partner = ctx.partner.as_ref();
     let submitter = partner.id.as_str();
     let id = attachment_id(submitter, &sub.tracking_id);
-    let at = rfc3339(core.clock.now());
+    let at = rfc3339(core.clock().now());
     let mut att = match &existing {
         Some((att, _)) => att.clone(),
         None => Attachment {
@@ -445,21 +445,21 @@ pub async fn store(svc: &Attachments, ctx: &CallerContext, plan: Plan) -> Result
     // A path of its own per write: a submission that loses a race deletes only what it wrote.
     let paths: Vec<String> =
         (0..sub.documents.len()).map(|n| document_path(&id, first_index + n as u32, &random_id())).collect();
-    let ledger = CleanupLedger::new(core.store.clone());
-    let pending = ledger.schedule(paths.clone(), "attachment-write", core.clock.now() + WRITE_GRACE).await?;
-    let mut written: Vec<String> = Vec::new();
+    // Written down before they are written: a crash before the commit leaves them to the sweep.
+    let cover = core.committer().cover(paths.clone(), "attachment-write").await?;
+    let mut commit = Commit::answered(StatusCode::OK).covered_by(cover);
     let mut added = Vec::new();
     for ((n, doc), path) in sub.documents.iter().enumerate().zip(paths) {
         let index = first_index + n as u32;
         let context = EncryptionContext::for_document(&path, &payer);
-        let stored = match core.vault.put(&path, &context, &doc.content).await {
+        let stored = match core.vault().put(&path, &context, &doc.content).await {
             Ok(s) => s,
             Err(e) => {
-                discard(svc, &written, &ledger, &pending).await;
+                core.committer().abandon(commit).await;
                 return Err(e);
             }
         };
-        written.push(path.clone());
+        commit.keep(path.clone());
         att.documents.push(AttachedDocument {
             index,
             codes: doc.codes.clone(),
@@ -483,7 +483,7 @@ pub async fn store(svc: &Attachments, ctx: &CallerContext, plan: Plan) -> Result
     });
 
     // Whatever fails from here on (linking, building the writes, the commit) deletes the documents just written.
-    let committed = async {
+    let writes = async {
         let mut ops: Vec<WriteOp> = Vec::new();
         link(svc, partner, &payer, &mut att, &at, &mut ops).await?;
         ops.extend(match &existing {
@@ -493,20 +493,23 @@ pub async fn store(svc: &Attachments, ctx: &CallerContext, plan: Plan) -> Result
         for s in staged.iter().flatten() {
             ops.push(UploadRepo::mark_used_op(&s.upload, s.version, &att.id)?);
         }
-        ops.push(pending.cancel_op());
-        // The request's audit record, naming the attachment and its member, commits with it.
-        ctx.audit_resource_on_commit("attachment", &att.id);
-        ctx.audit_member_on_commit(&att.member_id);
-        ctx.commit_audited(&core.audit, core.clock.now(), StatusCode::OK, ops).await
+        Ok::<_, PortError>(ops)
     }
     .await;
-    if let Err(e) = committed {
-        discard(svc, &written, &ledger, &pending).await;
-        return Err(e);
-    }
+    let commit = match writes {
+        Ok(ops) => commit.writes(ops),
+        Err(e) => {
+            core.committer().abandon(commit).await;
+            return Err(e);
+        }
+    };
+    // The request's audit record, naming the attachment and its member, commits with it.
+    ctx.audit_resource_on_commit("attachment", &att.id);
+    ctx.audit_member_on_commit(&att.member_id);
+    core.committer().commit(ctx, commit).await?;
     // The staged copies are now vault documents; the upload's own ledger entry deletes any copy left here.
     for s in staged.iter().flatten() {
-        if let Err(e) = core.vault.blobs().delete(&s.upload.path()).await {
+        if let Err(e) = core.vault().blobs().delete(&s.upload.path()).await {
             tracing::warn!(error = %e, "could not delete a used upload's staged copy");
         }
     }
@@ -564,21 +567,4 @@ fn hold_reason(att: &Attachment) -> Option<String> {
                                        has been received yet. It is kept and matched when the request arrives."
             .into(),
     })
-}
-
-/// Deletes documents written for a record that was not written, then their ledger entry (best effort: the write
-/// error is what matters, and whatever is left here the sweep deletes).
-async fn discard(svc: &Attachments, paths: &[String], ledger: &CleanupLedger, pending: &Scheduled) {
-    let mut all = true;
-    for path in paths {
-        if let Err(e) = svc.core.vault.delete(path).await {
-            all = false;
-            tracing::warn!(error = %e, "could not delete a document of an unwritten attachment");
-        }
-    }
-    if all {
-        if let Err(e) = ledger.cancel(pending).await {
-            tracing::warn!(error = %e, "could not remove a cleanup entry (the sweep will find nothing to delete)");
-        }
-    }
 }

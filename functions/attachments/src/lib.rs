@@ -54,10 +54,10 @@ impl Attachments {
     /// Assembles the state.
     pub fn new(core: Arc<App>) -> Self {
         Attachments {
-            attachments: AttachmentRepo::new(core.store.clone()),
-            requests: AttachmentRequestRepo::new(core.store.clone()),
-            cases: CaseRepo::new(core.store.clone()),
-            uploads: UploadRepo::new(core.store.clone()),
+            attachments: AttachmentRepo::new(core.store().clone()),
+            requests: AttachmentRequestRepo::new(core.store().clone()),
+            cases: CaseRepo::new(core.store().clone()),
+            uploads: UploadRepo::new(core.store().clone()),
             core,
         }
     }
@@ -82,7 +82,7 @@ pub fn routes(svc: Arc<Attachments>) -> Router {
         .route("/attachments/uploads", post(uploads::create))
         .route("/attachments/{id}", get(retrieval::read))
         .route("/attachments/{id}/documents/{index}", get(retrieval::download))
-        .route_layer(middleware::from_fn_with_state(svc.core.auth.clone(), require_caller))
+        .route_layer(middleware::from_fn_with_state(svc.core.auth().clone(), require_caller))
         .with_state(svc)
         // Axum's own limit sits above ours so that our handlers answer 413 in their own format.
         .layer(DefaultBodyLimit::max(cdex::MAX_SUBMIT_BYTES + 1))

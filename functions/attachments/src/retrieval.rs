@@ -30,15 +30,15 @@ async fn transfer_download(
     bytes: bytes::Bytes,
 ) -> Result<Response, Problem> {
     let core = &svc.core;
-    let now = core.clock.now();
+    let now = core.clock().now();
     let path = download_path();
     // Written down before the copy exists: the sweep deletes it once the URL has expired, used or not.
-    CleanupLedger::new(core.store.clone())
+    CleanupLedger::new(core.store().clone())
         .schedule(vec![path.clone()], "download", now + DOWNLOAD_URL_TTL + std::time::Duration::from_secs(60))
         .await
         .map_err(|e| problem(ctx, &e))?;
-    core.vault.blobs().put(&path, bytes.to_vec()).await.map_err(|e| problem(ctx, &e))?;
-    let url = core.transfers.download_url(&path, &doc.content_type, now, DOWNLOAD_URL_TTL).await;
+    core.vault().blobs().put(&path, bytes.to_vec()).await.map_err(|e| problem(ctx, &e))?;
+    let url = core.transfers().download_url(&path, &doc.content_type, now, DOWNLOAD_URL_TTL).await;
     let url = url.map_err(|e| problem(ctx, &e))?;
     let body = json!({
         "download": transfer_view(&url),
@@ -69,7 +69,8 @@ enum Viewer {
 async fn viewer(svc: &Attachments, ctx: &CallerContext) -> Result<Option<Viewer>, PortError> {
     match ctx.caller.role {
         PartnerRole::Payer if ctx.caller.has_scope("attachments") || ctx.caller.has_scope("reviewer") => {
-            let data = svc.core.repo.current().await?.ok_or_else(|| PortError::Unavailable("no payer data".into()))?;
+            let data =
+                svc.core.repo().current().await?.ok_or_else(|| PortError::Unavailable("no payer data".into()))?;
             Ok(ctx.partner.acts_for(&data.payer).then_some(Viewer::Payer(data.payer.id)))
         }
         PartnerRole::Provider if ctx.caller.has_scope("attachments") => {
@@ -276,7 +277,7 @@ pub async fn download(
             .with_detail(format!("documents over {INLINE_DOWNLOAD_MAX} bytes are downloaded with delivery=url")));
     }
     let context = EncryptionContext::for_document(&doc.path, &att.payer);
-    let bytes = svc.core.vault.get(&doc.path, &context, Some(&doc.sha256)).await.map_err(|e| problem(&ctx, &e))?;
+    let bytes = svc.core.vault().get(&doc.path, &context, Some(&doc.sha256)).await.map_err(|e| problem(&ctx, &e))?;
     tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, attachment = %att.id, index, by_url, "document read");
     if by_url {
         return transfer_download(&svc, &ctx, doc, bytes).await;

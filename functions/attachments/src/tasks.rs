@@ -12,6 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use exchange_core::auth::random_id;
+use exchange_core::commit::Commit;
 use exchange_core::domain::attachment_requests::{
     AttachmentRequest, AttachmentRequestRepo, NeededDocument, RequestStatus,
 };
@@ -226,7 +227,7 @@ pub async fn create(
     let task: Value = serde_json::from_slice(&raw)
         .map_err(|e| FhirError::invalid("structure", format!("the body is not JSON: {e}"), None))?;
     let mut req = parse_task(&task)?;
-    let data = svc.core.repo.current().await.map_err(port(&ctx))?.ok_or(FhirError::Unavailable)?;
+    let data = svc.core.repo().current().await.map_err(port(&ctx))?.ok_or(FhirError::Unavailable)?;
     if !ctx.partner.acts_for(&data.payer) {
         return Err(FhirError::Forbidden("the caller does not act for this payer".into()));
     }
@@ -239,7 +240,7 @@ pub async fn create(
             ));
         }
     }
-    let now = rfc3339(svc.core.clock.now());
+    let now = rfc3339(svc.core.clock().now());
     req.id = format!("task-{}", random_id());
     req.payer = data.payer.id.clone();
     req.requested_by = ctx.caller.partner.as_str().to_owned();
@@ -258,7 +259,7 @@ pub async fn create(
         ctx.audit_member_on_commit(member);
     }
     let ops = AttachmentRequestRepo::create_ops(&req).map_err(port(&ctx))?;
-    match ctx.commit_audited(&svc.core.audit, svc.core.clock.now(), StatusCode::CREATED, ops).await {
+    match svc.core.committer().commit(&ctx, Commit::answered(StatusCode::CREATED).writes(ops)).await {
         Ok(()) => {}
         Err(PortError::Conflict(_)) => {
             return Err(FhirError::Conflict("a request with this tracking id already exists".into()))
@@ -293,7 +294,7 @@ pub async fn read(
     ctx: CallerContext,
     Path(id): Path<String>,
 ) -> Result<Response, FhirError> {
-    let data = svc.core.repo.current().await.map_err(port(&ctx))?.ok_or(FhirError::Unavailable)?;
+    let data = svc.core.repo().current().await.map_err(port(&ctx))?.ok_or(FhirError::Unavailable)?;
     match svc.requests.get(&id).await.map_err(port(&ctx))? {
         Some((req, _)) if sees(&ctx, &data.payer, &req) => Ok(fhir(StatusCode::OK, &task_resource(&req))),
         _ => Err(FhirError::NotFound("no such Task".into())),

@@ -16,6 +16,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use exchange_core::auth::{is_hex_digest, random_id};
+use exchange_core::commit::Commit;
 use exchange_core::domain::attachments::MAX_DOCUMENT_BYTES;
 use exchange_core::domain::cleanup::CleanupLedger;
 use exchange_core::domain::payer_data::bare_media_type;
@@ -87,7 +88,7 @@ pub async fn create(
     }
     let core = &svc.core;
     let port = |e| Problem::from_port(&ctx.request_id, &e);
-    let data = core.repo.current().await.map_err(port)?.ok_or_else(Problem::unavailable)?;
+    let data = core.repo().current().await.map_err(port)?.ok_or_else(Problem::unavailable)?;
     let content_type = bare_media_type(&d.content_type);
     if !data.payer.accepts_content_type(&content_type) {
         return Err(unprocessable(
@@ -96,7 +97,7 @@ pub async fn create(
         ));
     }
 
-    let now = core.clock.now();
+    let now = core.clock().now();
     let id = random_id();
     let path = upload_path(&id);
     let expires_at = now + UPLOAD_URL_TTL;
@@ -111,14 +112,14 @@ pub async fn create(
         state: UploadState::Pending,
     };
     // The ledger entry first: whatever is PUT to the URL is deleted once the submit window closes.
-    CleanupLedger::new(core.store.clone())
+    CleanupLedger::new(core.store().clone())
         .schedule(vec![path.clone()], "upload", expires_at + SUBMIT_WINDOW)
         .await
         .map_err(port)?;
     ctx.audit_resource_on_commit("upload", &id);
     let op = UploadRepo::create_op(&upload).map_err(port)?;
-    ctx.commit_audited(&core.audit, now, StatusCode::CREATED, vec![op]).await.map_err(port)?;
-    let url = core.transfers.upload_url(&path, &content_type, now, UPLOAD_URL_TTL).await.map_err(port)?;
+    core.committer().commit(&ctx, Commit::answered(StatusCode::CREATED).write(op)).await.map_err(port)?;
+    let url = core.transfers().upload_url(&path, &content_type, now, UPLOAD_URL_TTL).await.map_err(port)?;
     tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, upload = %id, size = d.size, "upload issued");
     let view = json!({
         "id": id,

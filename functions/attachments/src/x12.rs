@@ -15,15 +15,15 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use exchange_core::commit::Commit;
 use exchange_core::domain::attachments::AttachTo;
 use exchange_core::domain::PartnerRole;
 use exchange_core::http::{receive_x12, ta1_answer, x12_response, CallerContext, Problem, X12Route, X12_MEDIA_TYPE};
 use exchange_core::ports::PortError;
-use exchange_core::record::vault_exchange;
 use exchange_core::x12::ack::{ta1_interchange, write_999_group, Acknowledge, InterchangeWriter, OutboundEnvelope};
 use exchange_core::x12::envelope::{parse_interchange, ElementError, SegmentError, SetAck, SetKind};
 use exchange_core::x12::Segment;
@@ -339,14 +339,14 @@ async fn answer(
     input: &[u8],
     idem_key: Option<exchange_core::ports::Key>,
 ) -> Result<Response, PortError> {
-    let now = svc.core.clock.now();
+    let now = svc.core.clock().now();
     let interchange = match parse_interchange(input, &[KIND_275_X210, KIND_275_X211]) {
         Ok(ic) => ic,
         Err(rej) => {
             let Some(fields) = rej.fields else {
                 return Ok(Problem::bad_request(format!("not an X12 interchange: {}", rej.error)).into_response());
             };
-            let control = svc.core.control_numbers.next_interchange(&ctx.caller.partner).await?;
+            let control = svc.core.control_numbers().next_interchange(&ctx.caller.partner).await?;
             let env = OutboundEnvelope::answering(&fields, control, now);
             tracing::info!(request_id = %ctx.request_id, ta1 = rej.note_code, "275 interchange rejected");
             return Ok(x12_response(ta1_interchange(rej.delimiters, &fields, env, false, rej.note_code), false));
@@ -356,7 +356,7 @@ async fn answer(
     if !ctx.partner.sends_as(&fields.sender.1) {
         return Ok(ta1_answer(&svc.core, ctx, input, "006").await);
     }
-    let control = svc.core.control_numbers.next_interchange(&ctx.caller.partner).await?;
+    let control = svc.core.control_numbers().next_interchange(&ctx.caller.partner).await?;
     let env = OutboundEnvelope::answering(&fields, control, now);
     let mut iw = InterchangeWriter::new(interchange.delimiters, env);
     if interchange.ack_requested() {
@@ -384,22 +384,19 @@ async fn answer(
     // The 275 has no response transaction: every group gets a 999, accepted or not.
     write_999_group(&mut iw, &interchange.groups, &acks_per_group, &mut st_counter, Acknowledge::EveryGroup);
     let out = iw.finish();
-    let vaulted = vault_exchange(&svc.core, ctx, "x12/275", input, &out, &payer).await?;
+    let vaulted = svc.core.exchange_records().vault_exchange(ctx, "x12/275", input, &out, &payer).await?;
     if let Some(key) = idem_key {
         let op = vaulted.idempotency_op(key.clone(), X12_MEDIA_TYPE, 200, &payer, now)?;
-        match svc.core.store.transact(vec![op]).await {
+        let commit = Commit::answered(StatusCode::OK).write(op).keeping_exchange(&vaulted);
+        match svc.core.committer().commit(ctx, commit).await {
             Ok(()) => {}
             // A concurrent retry recorded its answer first: that answer, byte for byte, as a retry gets it.
             Err(PortError::Conflict(_)) => {
                 if let Ok(Some(Ok((_, bytes)))) = exchange_core::record::replay(&svc.core, &key, input).await {
-                    vaulted.discard(&svc.core).await;
                     return Ok(x12_response(bytes, true));
                 }
             }
-            Err(e) => {
-                vaulted.discard(&svc.core).await;
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         }
     }
     tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, isa13 = %fields.control_number, stored_sets, "275 answered");

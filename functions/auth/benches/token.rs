@@ -72,10 +72,10 @@ fn benches(c: &mut Criterion) {
             p.client_jwks = Some(Jwks { keys: vec![jwk(&key)] });
         }
     }
-    rt.block_on(app.repo.load(&data)).expect("load");
+    rt.block_on(app.repo().load(&data)).expect("load");
     let partner = data.trading_partners.iter().find(|p| p.id.as_str() == "demo-provider").expect("partner").clone();
-    let now = app.clock.now();
-    let tokens: &TokenService = &app.tokens;
+    let now = app.clock().now();
+    let tokens: &TokenService = app.tokens();
     let settings = auth::Settings { public_base_url: Some(BASE.into()) };
     let router = auth::router(Arc::new(auth::Auth::new(app.clone(), settings)));
     // The answers must be real ones, or the figures mean nothing.

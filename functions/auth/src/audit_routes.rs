@@ -52,8 +52,8 @@ pub async fn export(
     };
     let limit = q.limit.unwrap_or(MAX_EXPORT).clamp(1, MAX_EXPORT);
     let records = match (&q.partner, &q.member) {
-        (Some(partner), None) => auth.core.audit.partner_history(partner, limit).await,
-        (None, Some(member)) => auth.core.audit.member_history(member, limit).await,
+        (Some(partner), None) => auth.core.audit().partner_history(partner, limit).await,
+        (None, Some(member)) => auth.core.audit().member_history(member, limit).await,
         _ => return Problem::bad_request("give exactly one of partner and member").into_response(),
     };
     match records {
@@ -81,13 +81,13 @@ pub async fn verify_trail(State(auth): State<Arc<Auth>>, ctx: CallerContext) -> 
         return p.into_response();
     }
     // The digests of every registered partner are walked even if a progress record was removed.
-    let partners: Vec<String> = match auth.core.repo.current().await {
+    let partners: Vec<String> = match auth.core.repo().current().await {
         Ok(Some(c)) => c.partners.iter().map(|p| p.as_str().to_owned()).collect(),
         Ok(None) => Vec::new(),
         Err(e) => return Problem::from_port(&ctx.request_id, &e).into_response(),
     };
     let report = match auth.core.sealer() {
-        Ok(sealer) => sealer.verify_with_partners(auth.core.clock.now(), &partners).await,
+        Ok(sealer) => sealer.verify_with_partners(auth.core.clock().now(), &partners).await,
         Err(e) => Err(e),
     };
     match report {

@@ -59,7 +59,7 @@ impl std::fmt::Debug for Auth {
 impl Auth {
     /// Assembles the state.
     pub fn new(core: Arc<App>, settings: Settings) -> Self {
-        Auth { replay: ReplayLedger::new(core.store.clone()), core, settings }
+        Auth { replay: ReplayLedger::new(core.store().clone()), core, settings }
     }
 
     /// The token endpoint's URL, the audience a client assertion must name.
@@ -84,7 +84,7 @@ pub fn routes(auth: Arc<Auth>) -> Router {
             "/admin/payer-data",
             put(payer_data_routes::replace).layer(DefaultBodyLimit::max(exchange_core::http::MAX_BODY_BYTES + 1)),
         )
-        .route_layer(middleware::from_fn_with_state(auth.core.auth.clone(), exchange_core::http::require_caller));
+        .route_layer(middleware::from_fn_with_state(auth.core.auth().clone(), exchange_core::http::require_caller));
     Router::new()
         .route("/auth/token", post(token_endpoint::token).layer(DefaultBodyLimit::max(MAX_TOKEN_REQUEST_BYTES)))
         .merge(admin)

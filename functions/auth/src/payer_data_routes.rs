@@ -49,7 +49,7 @@ pub async fn replace(
         }
         Err(PayerDataError::Store(e)) => return Problem::from_port(&ctx.request_id, &e).into_response(),
     };
-    match auth.core.repo.load(&data).await {
+    match auth.core.repo().load(&data).await {
         Ok(version) => {
             tracing::info!(request_id = %ctx.request_id, version, partners = data.trading_partners.len(), "payer data loaded");
             Json(json!({

@@ -186,12 +186,12 @@ async fn issue(auth: &Auth, headers: &HeaderMap, body: &[u8]) -> Result<(Partner
     let jws = UnverifiedJws::parse(assertion).map_err(|e| TokenError::from_jose(&e))?;
     let unknown = || TokenError::InvalidClient("unknown client".into());
     let client_id = PartnerId::parse(jws.issuer().ok_or_else(unknown)?).map_err(|_| unknown())?;
-    let partner = auth.core.repo.partner(&client_id).await.map_err(TokenError::Unavailable)?.ok_or_else(unknown)?;
+    let partner = auth.core.repo().partner(&client_id).await.map_err(TokenError::Unavailable)?.ok_or_else(unknown)?;
     let Some(jwks) = partner.client_jwks.as_ref().filter(|j| !j.keys.is_empty()) else {
         return Err(TokenError::InvalidClient("the client has registered no keys".into()));
     };
     let claims = jws.verify(jwks).map_err(|e| TokenError::from_jose(&e))?;
-    let now = auth.core.clock.now();
+    let now = auth.core.clock().now();
     let checked =
         check_client_assertion(&claims, &auth.token_url(headers), now.unix_timestamp(), MAX_ASSERTION_LIFETIME_SECS)
             .map_err(|e| TokenError::from_jose(&e))?;
@@ -212,7 +212,7 @@ async fn issue(auth: &Auth, headers: &HeaderMap, body: &[u8]) -> Result<(Partner
     }
     let token = auth
         .core
-        .tokens
+        .tokens()
         .issue_scoped(&partner, &granted, partner.id.as_str(), now, TOKEN_LIFETIME_SECS)
         .await
         .map_err(TokenError::Unavailable)?;
@@ -228,7 +228,7 @@ async fn issue(auth: &Auth, headers: &HeaderMap, body: &[u8]) -> Result<(Partner
         outcome: 200,
         request_id: random_id(),
     };
-    auth.core.audit.append(entry).await.map_err(TokenError::Unavailable)?;
+    auth.core.audit().append(entry).await.map_err(TokenError::Unavailable)?;
     Ok((partner.id.clone(), granted, token))
 }
 

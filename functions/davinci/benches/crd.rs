@@ -105,8 +105,8 @@ async fn setup(in_memory: bool) -> Bench {
             p.cds_issuers = vec![ISSUER.to_owned()];
         }
     }
-    app.repo.load(&data).await.expect("load");
-    let now = app.clock.now().unix_timestamp();
+    app.repo().load(&data).await.expect("load");
+    let now = app.clock().now().unix_timestamp();
     let settings = Settings { public_base_url: Some(BASE.into()), fetch_from_ehr: false, allow_http_ehr: false };
     let dv = Arc::new(Davinci::new(Arc::new(app), Arc::new(HttpEhr::new()), settings));
     Bench { router: davinci::router(dv), key, jwks, body: order_sign_body(), now, _dir: dir }

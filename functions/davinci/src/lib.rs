@@ -72,7 +72,7 @@ impl std::fmt::Debug for Davinci {
 impl Davinci {
     /// Assembles the state.
     pub fn new(core: Arc<App>, ehr: Arc<dyn EhrFhir>, settings: Settings) -> Self {
-        Davinci { assertions: AssertionRepo::new(core.store.clone()), core, ehr, settings }
+        Davinci { assertions: AssertionRepo::new(core.store().clone()), core, ehr, settings }
     }
 
     /// The public base URL: configured, else from the request's headers.
@@ -107,17 +107,17 @@ pub fn routes(dv: Arc<Davinci>) -> Router {
         .route("/fhir/Questionnaire/$questionnaire-package", post(dtr::routes::questionnaire_package))
         .route("/fhir/Questionnaire/$next-question", post(dtr::routes::next_question))
         .route("/fhir/Questionnaire/$log-questionnaire-errors", post(dtr::routes::log_questionnaire_errors))
-        .route_layer(middleware::from_fn_with_state(dv.core.auth.clone(), require_caller))
+        .route_layer(middleware::from_fn_with_state(dv.core.auth().clone(), require_caller))
         .with_state(dv)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES + 1))
 }
 
 async fn metadata_route(State(dv): State<Arc<Davinci>>, headers: HeaderMap) -> Response {
-    let name = match dv.core.repo.current().await {
+    let name = match dv.core.repo().current().await {
         Ok(Some(data)) => data.payer.name,
         _ => "Payer".to_owned(),
     };
-    let date = exchange_core::x12::ack::ccyymmdd(dv.core.clock.now());
+    let date = exchange_core::x12::ack::ccyymmdd(dv.core.clock().now());
     let date = format!("{}-{}-{}", &date[..4], &date[4..6], &date[6..]);
     let body = metadata::capability_statement(&dv.base_url(&headers), &name, &date);
     let mut resp = serde_json::to_vec(&body).unwrap_or_default().into_response();

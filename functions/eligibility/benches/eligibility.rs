@@ -119,8 +119,8 @@ fn benches(c: &mut Criterion) {
     let data = PayerData::parse(&std::fs::read(DEMO_DATA).expect("demo data")).expect("demo data parses");
     let partner_id = PartnerId::parse("demo-provider").expect("partner id");
     let partner = rt.block_on(async {
-        app.repo.load(&data).await.expect("load demo data");
-        app.repo.partner(&partner_id).await.expect("partner lookup").expect("demo-provider registered")
+        app.repo().load(&data).await.expect("load demo data");
+        app.repo().partner(&partner_id).await.expect("partner lookup").expect("demo-provider registered")
     });
     let ctx = CallerContext {
         caller: Caller {
@@ -134,10 +134,11 @@ fn benches(c: &mut Criterion) {
         request_id: "bench-0000000000000000".into(),
         audit: Default::default(),
     };
+    let svc = eligibility::service::Eligibility::new(&app);
     let today = today();
 
     let big = interchange(SETS, &today);
-    let outcome = rt.block_on(answer_interchange(&app, &ctx, &big)).expect("answer");
+    let outcome = rt.block_on(answer_interchange(&svc, &ctx, &big)).expect("answer");
     check(&outcome, SETS);
     eprintln!(
         "10k interchange: {} bytes in, {} bytes out, {} sets, {} with an AAA rejection",
@@ -147,17 +148,17 @@ fn benches(c: &mut Criterion) {
         outcome.aaa_rejections
     );
     let one = interchange(1, &today);
-    check(&rt.block_on(answer_interchange(&app, &ctx, &one)).expect("answer"), 1);
+    check(&rt.block_on(answer_interchange(&svc, &ctx, &one)).expect("answer"), 1);
 
     let mut g = c.benchmark_group("eligibility_270_271");
     g.throughput(Throughput::Elements(1));
     g.bench_function("interchange_1_set", |b| {
-        b.iter(|| rt.block_on(answer_interchange(&app, &ctx, black_box(&one))).expect("answer").body.len())
+        b.iter(|| rt.block_on(answer_interchange(&svc, &ctx, black_box(&one))).expect("answer").body.len())
     });
     g.throughput(Throughput::Elements(SETS as u64));
     g.sample_size(10);
     g.bench_function("interchange_10k", |b| {
-        b.iter(|| rt.block_on(answer_interchange(&app, &ctx, black_box(&big))).expect("answer").body.len())
+        b.iter(|| rt.block_on(answer_interchange(&svc, &ctx, black_box(&big))).expect("answer").body.len())
     });
     g.finish();
 }

@@ -4,27 +4,21 @@
 //! invalid field); it is answered by the same matching as the 270, and the response carries the raw 271 too.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use exchange_core::http::problem::FieldError;
 use exchange_core::http::{CallerContext, Problem};
-use exchange_core::x12::ack::{InterchangeWriter, OutboundEnvelope};
-use exchange_core::x12::isa::IsaFields;
-use exchange_core::x12::Delimiters;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::inquiry::{Inquiry, PersonQuery, Receiver};
-use crate::matching::{self, Answer, BenefitLine, PersonAnswer, Rejection};
-use crate::record::{self, InquiryRecord};
-use crate::response_271::write_271;
-use exchange_core::app::App;
+use crate::matching::{Answer, BenefitLine, PersonAnswer, Rejection};
+use crate::service::Reply;
+use crate::Routes;
 
 /// TRN03 of the trace a JSON request stands for (the JSON shape has no originator; the guide wants 10 characters).
 const JSON_TRACE_ORIGINATOR: &str = "9JSONCALLR";
@@ -41,11 +35,12 @@ fn validator() -> Option<&'static jsonschema::Validator> {
     .as_ref()
 }
 
+/// A JSON eligibility inquiry (its shape is the request schema's).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Request {
-    control_number: String,
-    trading_partner_service_id: String,
+pub struct Request {
+    pub(crate) control_number: String,
+    pub(crate) trading_partner_service_id: String,
     provider: Provider,
     subscriber: Person,
     #[serde(default)]
@@ -152,7 +147,7 @@ fn person_query(p: &Person, encounter: Option<&Encounter>) -> PersonQuery {
     }
 }
 
-fn to_inquiry(r: &Request) -> Inquiry {
+pub(crate) fn to_inquiry(r: &Request) -> Inquiry {
     let encounter = r.encounter.as_ref();
     let (entity_type, last_or_org, first) = match &r.provider.organization_name {
         Some(org) => ("2", org.clone(), String::new()),
@@ -186,12 +181,11 @@ fn to_inquiry(r: &Request) -> Inquiry {
 
 /// `POST /eligibility`.
 pub async fn post_eligibility(
-    State(app): State<Arc<App>>,
+    State(state): State<Arc<Routes>>,
     ctx: CallerContext,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let started = Instant::now();
     if let Err(p) = crate::require_provider(&ctx) {
         return p.into_response();
     }
@@ -223,81 +217,18 @@ pub async fn post_eligibility(
         Err(_) => return Problem::bad_request("the request does not match its schema").into_response(),
     };
 
-    let idem_key = headers
+    let idempotency = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .filter(|k| (1..=128).contains(&k.len()))
         .map(|k| exchange_core::record::idempotency_key(&ctx, "JSON-ELIGIBILITY", k));
-    if let Some(key) = &idem_key {
-        match exchange_core::record::replay(&app, key, &body).await {
-            Ok(Some(Ok((_, bytes)))) => {
-                return exchange_core::http::answer_response(StatusCode::OK, "application/json", bytes, true);
-            }
-            Ok(Some(Err(()))) => return reused_key(),
-            Ok(None) => {}
-            Err(e) => return Problem::from_port(&ctx.request_id, &e).into_response(),
+    match state.service.answer_json(&ctx, &request, &body, idempotency).await {
+        Ok(Reply::Answered { body, replayed }) => {
+            exchange_core::http::answer_response(StatusCode::OK, "application/json", body, replayed)
         }
+        Ok(Reply::KeyReused) => reused_key(),
+        Err(e) => Problem::from_port(&ctx.request_id, &e).into_response(),
     }
-
-    let inquiry = to_inquiry(&request);
-    let data = app.repo.current().await.ok().flatten();
-    let now = app.clock.now();
-    let answer = matching::answer(&inquiry, data.as_ref(), &app.repo, &ctx.partner, now.date()).await;
-    answer.member_ids().for_each(|m| ctx.audit_member(m));
-    let control = match app.control_numbers.next_interchange(&ctx.caller.partner).await {
-        Ok(c) => c,
-        Err(e) => return Problem::from_port(&ctx.request_id, &e).into_response(),
-    };
-    let payer_id =
-        data.as_ref().map(|d| d.payer.id.clone()).unwrap_or_else(|| request.trading_partner_service_id.clone());
-    let fields = IsaFields {
-        sender: ("ZZ".into(), ctx.caller.partner.as_str().to_owned()),
-        receiver: ("ZZ".into(), payer_id.clone()),
-        usage: "P".into(),
-        ..IsaFields::default()
-    };
-    let mut iw = InterchangeWriter::new(Delimiters::default(), OutboundEnvelope::answering(&fields, control, now));
-    iw.begin_group("HB", &payer_id, ctx.caller.partner.as_str(), "005010X279A1");
-    write_271(&mut iw, "0001", &inquiry, &answer, &ctx.request_id);
-    let x12 = String::from_utf8_lossy(&iw.finish()).into_owned();
-    let out = response_json(&request, &inquiry, &answer, x12);
-    let bytes = serde_json::to_vec(&out).unwrap_or_default();
-
-    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let rec = InquiryRecord {
-        request_id: ctx.request_id.clone(),
-        partner: ctx.caller.partner.as_str().to_owned(),
-        channel: "json".into(),
-        inbound_control: Some(request.control_number.clone()),
-        outbound_control: Some(control),
-        sets: 1,
-        rejected_sets: 0,
-        aaa_rejections: usize::from(answer.first_rejection().is_some()),
-        ta1_note: None,
-        latency_ms,
-        request_path: String::new(),
-        response_path: String::new(),
-        at: String::new(),
-    };
-    let retry_key = idem_key.clone();
-    if let Err(e) =
-        record::keep(&app, &ctx, "json/eligibility", &body, &bytes, "application/json", 200, &payer_id, idem_key, rec)
-            .await
-    {
-        if let (exchange_core::ports::PortError::Conflict(_), Some(key)) = (&e, &retry_key) {
-            // A concurrent request with the same Idempotency-Key committed first: answer as a retry would be.
-            match exchange_core::record::replay(&app, key, &body).await {
-                Ok(Some(Ok((_, bytes)))) => {
-                    return exchange_core::http::answer_response(StatusCode::OK, "application/json", bytes, true);
-                }
-                Ok(Some(Err(()))) => return reused_key(),
-                Ok(None) | Err(_) => {}
-            }
-        }
-        return Problem::from_port(&ctx.request_id, &e).into_response();
-    }
-    tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, latency_ms, "eligibility answered");
-    (StatusCode::OK, Json(out)).into_response()
 }
 
 /// 422: the Idempotency-Key names another request.
@@ -385,7 +316,7 @@ fn person_json(a: &PersonAnswer, q: &PersonQuery) -> Value {
     }
 }
 
-fn response_json(r: &Request, inquiry: &Inquiry, a: &Answer, x12: String) -> Value {
+pub(crate) fn response_json(r: &Request, inquiry: &Inquiry, a: &Answer, x12: String) -> Value {
     let mut errors = Vec::new();
     if let Some(rej) = a.source_rejection {
         errors.push(aaa_json(rej, "Loop 2100A"));

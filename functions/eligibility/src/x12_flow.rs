@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use crate::inquiry::{self, Inquiry};
 use crate::matching::{self, Answer};
 use crate::response_271::write_271;
-use exchange_core::app::App;
+use crate::service::Eligibility;
 
 /// How many sets of one interchange are matched at once: enough to overlap store round trips, few enough not to
 /// flood the store (each set makes two or three reads).
@@ -68,20 +68,20 @@ pub enum FlowError {
 }
 
 /// Answers one 270 interchange.
-pub async fn answer_interchange(app: &App, ctx: &CallerContext, input: &[u8]) -> Result<X12Outcome, FlowError> {
-    let now = app.clock.now();
+pub async fn answer_interchange(svc: &Eligibility, ctx: &CallerContext, input: &[u8]) -> Result<X12Outcome, FlowError> {
+    let now = svc.clock().now();
     let interchange = match parse_interchange(input, &[x279a1::KIND_270]) {
         Ok(ic) => ic,
         Err(rej) => {
             let Some(fields) = rej.fields else { return Err(FlowError::NotX12(rej.error)) };
-            let control = app.control_numbers.next_interchange(&ctx.caller.partner).await?;
+            let control = svc.control_numbers().next_interchange(&ctx.caller.partner).await?;
             let env = OutboundEnvelope::answering(&fields, control, now);
             let body = ta1_interchange(rej.delimiters, &fields, env, false, rej.note_code);
             return Ok(X12Outcome::ta1(body, rej.note_code, fields.control_number, control));
         }
     };
     let fields = interchange.fields();
-    let control = app.control_numbers.next_interchange(&ctx.caller.partner).await?;
+    let control = svc.control_numbers().next_interchange(&ctx.caller.partner).await?;
     let env = OutboundEnvelope::answering(&fields, control, now);
     let delimiters: Delimiters = interchange.delimiters;
 
@@ -91,7 +91,7 @@ pub async fn answer_interchange(app: &App, ctx: &CallerContext, input: &[u8]) ->
         return Ok(X12Outcome::ta1(body, "006", fields.control_number, control));
     }
 
-    let data: Option<CurrentDataSet> = match app.repo.current().await {
+    let data: Option<CurrentDataSet> = match svc.repo().current().await {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(request_id = %ctx.request_id, error = %e, "payer data unavailable");
@@ -139,7 +139,7 @@ pub async fn answer_interchange(app: &App, ctx: &CallerContext, input: &[u8]) ->
         // (Boxed so that the handler's future stays `Send` for every lifetime axum asks about.)
         let pending: Vec<BoxFuture<'_, Answer>> = inquiries
             .iter()
-            .map(|inq| matching::answer(inq, data.as_ref(), &app.repo, &ctx.partner, today).boxed())
+            .map(|inq| matching::answer(inq, data.as_ref(), svc.repo(), &ctx.partner, today).boxed())
             .collect();
         let answered: Vec<Answer> = futures_util::stream::iter(pending).buffered(ANSWER_CONCURRENCY).collect().await;
         let answers: Vec<(Inquiry, Answer)> = inquiries.into_iter().zip(answered).collect();

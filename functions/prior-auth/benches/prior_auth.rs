@@ -57,9 +57,9 @@ async fn setup(in_memory: bool) -> Bench {
     let data =
         PayerData::parse(&std::fs::read(format!("{ROOT}/infra/local-runner/demo/payer-data.json")).expect("demo"))
             .expect("demo data");
-    app.repo.load(&data).await.expect("load");
+    app.repo().load(&data).await.expect("load");
     let partner = data.trading_partners.iter().find(|p| p.id.as_str() == "demo-provider").expect("demo-provider");
-    let provider = app.tokens.issue(partner, app.clock.now(), 3600).await.expect("token");
+    let provider = app.tokens().issue(partner, app.clock().now(), 3600).await.expect("token");
     let notifier = Arc::new(HttpNotifier::new(Duration::from_secs(1)).expect("notifier"));
     let pa = Arc::new(PriorAuth::new(Arc::new(app), notifier, Settings::default()));
     let bundle: serde_json::Value = serde_json::from_slice(

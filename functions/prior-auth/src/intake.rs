@@ -136,7 +136,7 @@ pub async fn take(
     request: Request,
     now: OffsetDateTime,
 ) -> Result<Intake, PortError> {
-    let Some(data): Option<CurrentDataSet> = app.repo.current().await? else {
+    let Some(data): Option<CurrentDataSet> = app.repo().current().await? else {
         return Ok(Intake::Rejected(Rejection::new(Party::Payer, "42", "R", "NM109")));
     };
     if !request.payer_ids.iter().any(|id| data.payer.answers_to(id)) {
@@ -148,7 +148,7 @@ pub async fn take(
     let Ok(member_id) = MemberId::parse(&request.subscriber.member_id) else {
         return Ok(Intake::Rejected(Rejection::new(Party::Subscriber, "72", "C", "NM109")));
     };
-    let Some(record) = app.repo.member(data.version, &member_id).await? else {
+    let Some(record) = app.repo().member(data.version, &member_id).await? else {
         return Ok(Intake::Rejected(Rejection::new(Party::Subscriber, "75", "C", "NM109")));
     };
     // The person on file must be the one named (as eligibility checks it): last name, and birth date when sent.
@@ -164,7 +164,7 @@ pub async fn take(
     let Some(active) = record.active_coverage(&on) else {
         return Ok(Intake::Rejected(Rejection::new(Party::Subscriber, "95", "N", "NM109")));
     };
-    let plan = app.repo.plan(data.version, &active.plan_id).await?;
+    let plan = app.repo().plan(data.version, &active.plan_id).await?;
 
     let mut case = NewCase {
         submitter: submitter.id.as_str().to_owned(),
@@ -206,8 +206,8 @@ pub async fn decide_added_items(
     supplied_documentation: &[String],
     now: OffsetDateTime,
 ) -> Result<(), PortError> {
-    let plan = match (&case.plan_id, app.repo.current().await?) {
-        (Some(id), Some(data)) => app.repo.plan(data.version, id).await?,
+    let plan = match (&case.plan_id, app.repo().current().await?) {
+        (Some(id), Some(data)) => app.repo().plan(data.version, id).await?,
         _ => None,
     };
     decide_items(case, plan.as_deref(), sequences, supplied_documentation, now);

@@ -82,9 +82,9 @@ impl PriorAuth {
     /// Assembles the state.
     pub fn new(core: Arc<App>, notifier: Arc<dyn Notifier>, settings: Settings) -> Self {
         PriorAuth {
-            cases: CaseRepo::new(core.store.clone()),
-            subscriptions: SubscriptionRepo::new(core.store.clone()),
-            outbox: Outbox::new(core.store.clone()),
+            cases: CaseRepo::new(core.store().clone()),
+            subscriptions: SubscriptionRepo::new(core.store().clone()),
+            outbox: Outbox::new(core.store().clone()),
             core,
             notifier,
             settings,
@@ -129,7 +129,7 @@ pub fn routes(pa: Arc<PriorAuth>) -> Router {
         .route("/review/cases/{id}/documentation-requests", post(review::request_documentation))
         .route("/review/dead-letters", get(review::dead_letters))
         .route("/metrics/prior-auth", get(metrics::get_metrics))
-        .route_layer(middleware::from_fn_with_state(pa.core.auth.clone(), require_caller))
+        .route_layer(middleware::from_fn_with_state(pa.core.auth().clone(), require_caller))
         .with_state(pa)
         // Axum's own limit sits above ours so that our handlers answer 413 in their own format.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES + 1))

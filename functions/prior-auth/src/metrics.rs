@@ -191,7 +191,7 @@ pub async fn get_metrics(
     ctx: CallerContext,
     ProblemQuery(q): ProblemQuery<MetricsQuery>,
 ) -> Result<Response, Problem> {
-    let acts_for_payer = match pa.core.repo.current().await {
+    let acts_for_payer = match pa.core.repo().current().await {
         Ok(Some(d)) => ctx.partner.acts_for(&d.payer),
         Ok(None) => false,
         Err(e) => return Err(Problem::from_port(&ctx.request_id, &e)),
@@ -209,7 +209,7 @@ pub async fn get_metrics(
         Some(_) => return Err(Problem::bad_request("format must be json or csv")),
     };
     let unavailable = |e: exchange_core::ports::PortError| Problem::from_port(&ctx.request_id, &e);
-    let payer = pa.core.repo.current().await.map_err(unavailable)?.ok_or_else(Problem::unavailable)?.payer.id;
+    let payer = pa.core.repo().current().await.map_err(unavailable)?.ok_or_else(Problem::unavailable)?.payer.id;
     let mut cases = Vec::new();
     for month in months(from, to) {
         cases.extend(pa.cases.received_in_month(&payer, &month).await.map_err(unavailable)?);

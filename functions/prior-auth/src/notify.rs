@@ -88,7 +88,7 @@ pub enum JobOutcome {
 
 /// Delivers one job. Never panics; store failures are returned (the job stays due and is tried again).
 pub async fn deliver(pa: &PriorAuth, job: &NotificationJob, version: u64) -> Result<JobOutcome, PortError> {
-    let now = pa.core.clock.now();
+    let now = pa.core.clock().now();
     // Claimed for twice the delivery timeout: if this pass dies mid-delivery, the job comes due again after that.
     let hold = time::Duration::try_from(exchange_core::adapters::notifier::DELIVERY_TIMEOUT * 2).unwrap_or_default();
     let Some(version) = pa.outbox.claim(job, version, now + hold).await? else {
@@ -106,7 +106,8 @@ pub async fn deliver(pa: &PriorAuth, job: &NotificationJob, version: u64) -> Res
         return Ok(JobOutcome::Dropped);
     };
     // Event numbers come from a per-subscription counter, so concurrent deliveries never send the same number.
-    let event_number = pa.core.store.increment(&Key::new(format!("SUBSCRIPTION#{}", sub.id), "EVENT-NUMBERS")).await?;
+    let event_number =
+        pa.core.store().increment(&Key::new(format!("SUBSCRIPTION#{}", sub.id), "EVENT-NUMBERS")).await?;
     let body = serde_json::to_vec(&notification_bundle(&sub, event_number, &case, now)).unwrap_or_default();
     let result = pa.notifier.post(&sub.endpoint, &sub.header_pairs(), body).await;
     let error = match result {

@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use exchange_core::commit::Commit;
 use exchange_core::domain::attachment_requests::{for_pended_case, AttachmentRequestRepo};
 use exchange_core::domain::prior_auth::{rfc3339, CaseRepo, Decision, PaCase};
 use exchange_core::domain::PartnerRole;
@@ -51,7 +52,7 @@ pub struct ListQuery {
 
 /// The payer whose cases the caller reviews: the data set's, when the caller acts for it (403 otherwise).
 async fn payer_id(pa: &PriorAuth, ctx: &CallerContext) -> Result<String, Problem> {
-    match pa.core.repo.current().await {
+    match pa.core.repo().current().await {
         Ok(Some(d)) if ctx.partner.acts_for(&d.payer) => Ok(d.payer.id),
         Ok(Some(_)) => Err(Problem::forbidden("the caller does not review for this payer")),
         Ok(None) => Err(Problem::unavailable()),
@@ -69,7 +70,7 @@ pub async fn list(
     let payer = payer_id(&pa, &ctx).await?;
     let limit = q.limit.unwrap_or(50).clamp(1, 200);
     let cases = pa.cases.pended(&payer, limit).await.map_err(|e| unavailable(&ctx, &e))?;
-    let now = pa.core.clock.now();
+    let now = pa.core.clock().now();
     cases.iter().for_each(|(c, _)| crate::audit_case(&ctx, c));
     let views: Vec<Value> = cases.iter().map(|(c, _)| case_view(c, now)).collect();
     Ok(Json(json!({ "cases": views })).into_response())
@@ -95,7 +96,7 @@ pub async fn read(
 ) -> Result<Response, Problem> {
     require_reviewer(&ctx)?;
     let (case, _) = load(&pa, &ctx, &id).await?;
-    Ok(Json(case_view(&case, pa.core.clock.now())).into_response())
+    Ok(Json(case_view(&case, pa.core.clock().now())).into_response())
 }
 
 /// One item decision.
@@ -181,7 +182,7 @@ async fn apply(
     decisions: Vec<(u32, Decision)>,
 ) -> Result<Response, Problem> {
     let (mut case, version) = load(pa, ctx, id).await?;
-    let now = pa.core.clock.now();
+    let now = pa.core.clock().now();
     let by = ctx.caller.partner.as_str().to_owned();
     // Items pended asking for documents, however the reviewer said so (a decision or a documentation request).
     let pended: Vec<(u32, Vec<String>)> = decisions
@@ -216,7 +217,7 @@ async fn apply(
     crate::audit_case(ctx, &case);
     let mut ops = CaseRepo::save_ops(&case, version, None).map_err(|e| unavailable(ctx, &e))?;
     ops.extend(jobs);
-    match ctx.commit_audited(&pa.core.audit, now, StatusCode::OK, ops).await {
+    match pa.core.committer().commit(ctx, Commit::answered(StatusCode::OK).writes(ops)).await {
         Ok(()) => {}
         Err(PortError::Conflict(_)) => {
             return Err(Problem::new(StatusCode::CONFLICT, "conflict", "The case changed meanwhile")

@@ -9,6 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use exchange_core::commit::Commit;
 use exchange_core::domain::subscriptions::{SubscriptionRecord, SubscriptionRepo, MAX_SUBSCRIPTIONS_PER_OWNER};
 use exchange_core::fhir::{FhirError, FHIR_JSON};
 use exchange_core::http::{answer_response, CallerContext};
@@ -153,7 +154,7 @@ pub async fn create(
     }
     ctx.audit_resource_on_commit("subscription", &record.id);
     let ops = SubscriptionRepo::create_ops(&record).map_err(port(&ctx))?;
-    ctx.commit_audited(&pa.core.audit, pa.core.clock.now(), StatusCode::CREATED, ops).await.map_err(port(&ctx))?;
+    pa.core.committer().commit(&ctx, Commit::answered(StatusCode::CREATED).writes(ops)).await.map_err(port(&ctx))?;
     tracing::info!(request_id = %ctx.request_id, subscription = %record.id, "subscription created");
     Ok(resource_response(StatusCode::CREATED, &record))
 }
@@ -199,7 +200,7 @@ pub async fn update(
     record.events_delivered = current.events_delivered;
     ctx.audit_resource("subscription", &id);
     let op = SubscriptionRepo::save_op(&record, version).map_err(port(&ctx))?;
-    match ctx.commit_audited(&pa.core.audit, pa.core.clock.now(), StatusCode::OK, vec![op]).await {
+    match pa.core.committer().commit(&ctx, Commit::answered(StatusCode::OK).write(op)).await {
         Ok(()) => Ok(resource_response(StatusCode::OK, &record)),
         Err(PortError::Conflict(_)) => Err(FhirError::Conflict("the subscription changed meanwhile".into())),
         Err(e) => Err(port(&ctx)(e)),
@@ -215,7 +216,7 @@ pub async fn delete(
     let (current, version) = owned(&pa, &ctx, &id).await?;
     ctx.audit_resource("subscription", &id);
     let ops = pa.subscriptions.delete_ops(&current, version).await.map_err(port(&ctx))?;
-    match ctx.commit_audited(&pa.core.audit, pa.core.clock.now(), StatusCode::NO_CONTENT, ops).await {
+    match pa.core.committer().commit(&ctx, Commit::answered(StatusCode::NO_CONTENT).writes(ops)).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
         Err(PortError::Conflict(_)) => Err(FhirError::Conflict("the subscription changed meanwhile".into())),
         Err(e) => Err(port(&ctx)(e)),

@@ -37,7 +37,7 @@ pub async fn run_once(pa: &PriorAuth) -> Result<Pass, PortError> {
 /// Delivers every due notification (concurrently, up to [`BATCH`]): the pass a new outbox record triggers.
 pub async fn deliver_due(pa: &PriorAuth) -> Result<Pass, PortError> {
     let mut pass = Pass::default();
-    let due = pa.outbox.due(pa.core.clock.now(), BATCH).await?;
+    let due = pa.outbox.due(pa.core.clock().now(), BATCH).await?;
     let results = futures_util::future::join_all(due.iter().map(|(job, v)| deliver(pa, job, *v))).await;
     for r in results {
         match r {
@@ -53,8 +53,8 @@ pub async fn deliver_due(pa: &PriorAuth) -> Result<Pass, PortError> {
 
 /// Flags pended cases whose deadline is within the warning window (or past). Returns how many were flagged now.
 pub async fn sweep_deadlines(pa: &PriorAuth) -> Result<usize, PortError> {
-    let Some(data) = pa.core.repo.current().await? else { return Ok(0) };
-    let now = pa.core.clock.now();
+    let Some(data) = pa.core.repo().current().await? else { return Ok(0) };
+    let now = pa.core.clock().now();
     let mut flagged = 0;
     // Page by page: cases flagged earlier keep their place at the head of the list (their deadlines are the
     // soonest), so a single page could hold nothing but them.

@@ -33,8 +33,8 @@ async fn main() -> Result<(), Error> {
             let cleaned = if from_stream {
                 0
             } else {
-                CleanupLedger::new(pa.core.store.clone())
-                    .sweep(pa.core.vault.blobs().as_ref(), pa.core.clock.now())
+                CleanupLedger::new(pa.core.store().clone())
+                    .sweep(pa.core.vault().blobs().as_ref(), pa.core.clock().now())
                     .await?
             };
             tracing::info!(
@@ -64,7 +64,7 @@ async fn seal_audit(core: &exchange_core::app::App) -> usize {
     };
     let mut sealed = 0;
     loop {
-        match sealer.seal(core.clock.now()).await {
+        match sealer.seal(core.clock().now()).await {
             Ok(pass) => {
                 sealed += pass.records;
                 if !pass.more {

@@ -85,7 +85,7 @@ async fn open_app(dir: &Path, base_url: &str) -> Result<App, String> {
 }
 
 async fn load(app: &App, dir: &Path, data: &PayerData) -> Result<u64, String> {
-    let version = app.repo.load(data).await.map_err(|e| e.to_string())?;
+    let version = app.repo().load(data).await.map_err(|e| e.to_string())?;
     let partners = serde_json::to_vec_pretty(&data.trading_partners).map_err(|e| e.to_string())?;
     std::fs::write(dir.join(PARTNERS_FILE), partners).map_err(|e| format!("cannot write {PARTNERS_FILE}: {e}"))?;
     Ok(version)
@@ -98,7 +98,7 @@ async fn serve() -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let app = open_app(&dir, &format!("http://{local}")).await?;
-    if app.repo.current().await.map_err(|e| e.to_string())?.is_none() {
+    if app.repo().current().await.map_err(|e| e.to_string())?.is_none() {
         let demo = PayerData::parse(DEMO_PAYER_DATA.as_bytes()).map_err(|e| format!("demo data: {e}"))?;
         load(&app, &dir, &demo).await?;
         eprintln!("seeded the demo payer data into {}", dir.display());
@@ -107,8 +107,8 @@ async fn serve() -> Result<(), String> {
     std::fs::write(&sample, SAMPLE_270).map_err(|e| format!("cannot write {}: {e}", sample.display()))?;
     let partner = partner_from_file(&dir, "demo-provider")?;
     let token = app
-        .tokens
-        .issue(&partner, app.clock.now(), LOCAL_TOKEN_LIFETIME_SECS)
+        .tokens()
+        .issue(&partner, app.clock().now(), LOCAL_TOKEN_LIFETIME_SECS)
         .await
         .map_err(|e| format!("cannot sign a token: {e}"))?;
 
@@ -122,9 +122,9 @@ async fn serve() -> Result<(), String> {
     tokio::spawn(prior_auth::worker::run_forever(pa.clone(), std::time::Duration::from_secs(1)));
     let attachments = Arc::new(attachments::Attachments::new(app.clone()));
     tokio::spawn(exchange_core::domain::cleanup::run_forever(
-        app.store.clone(),
-        app.vault.blobs().clone(),
-        app.clock.clone(),
+        app.store().clone(),
+        app.vault().blobs().clone(),
+        app.clock().clone(),
         std::time::Duration::from_secs(60),
     ));
     if let Ok(sealer) = app.sealer() {
@@ -200,11 +200,11 @@ async fn token(partner: &str) -> Result<(), String> {
 async fn audit_verify() -> Result<(), String> {
     let app = open_app(&data_dir(), "").await?;
     let sealer = app.sealer().map_err(|e| e.to_string())?;
-    let partners: Vec<String> = match app.repo.current().await.map_err(|e| e.to_string())? {
+    let partners: Vec<String> = match app.repo().current().await.map_err(|e| e.to_string())? {
         Some(c) => c.partners.iter().map(|p| p.as_str().to_owned()).collect(),
         None => Vec::new(),
     };
-    let report = sealer.verify_with_partners(app.clock.now(), &partners).await.map_err(|e| e.to_string())?;
+    let report = sealer.verify_with_partners(app.clock().now(), &partners).await.map_err(|e| e.to_string())?;
     println!(
         "{} partners, {} digests, {} records: {} sealed, {} not sealed yet{}",
         report.partners,
@@ -233,7 +233,7 @@ async fn audit_seal() -> Result<(), String> {
     let app = open_app(&data_dir(), "").await?;
     let sealer = app.sealer().map_err(|e| e.to_string())?;
     loop {
-        let pass = sealer.seal(app.clock.now()).await.map_err(|e| e.to_string())?;
+        let pass = sealer.seal(app.clock().now()).await.map_err(|e| e.to_string())?;
         println!("sealed {} records in {} digests", pass.records, pass.digests);
         if !pass.more {
             return Ok(());

@@ -3,7 +3,7 @@
 //! record (who, which client, the route, what the handler noted it touched, the status). A request whose audit
 //! record cannot be written is answered 503, so that the caller retries (retries are idempotent) rather than
 //! PHI being read or written unrecorded. A handler that writes commits its writes and the record in one
-//! transaction ([`CallerContext::commit_audited`]), so those writes are never left unrecorded; the middleware then
+//! transaction (through [`crate::commit::Committer`]), so those writes are never left unrecorded; the middleware then
 //! adds a record only when the answer's status or the notes differ from what that commit recorded (a handler that
 //! commits more than once, such as a 275 storing several attachments, gets a record per commit).
 
@@ -76,7 +76,7 @@ impl CallerContext {
     /// The middleware adds no second record when the request is answered `status` and nothing more was noted.
     /// What was noted with [`Self::audit_resource_on_commit`] / [`Self::audit_member_on_commit`] counts only if
     /// the commit succeeds (a case id drawn for a submission that lost a race names nothing).
-    pub async fn commit_audited(
+    pub(crate) async fn commit_audited(
         &self,
         log: &AuditLog,
         at: OffsetDateTime,

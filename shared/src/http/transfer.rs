@@ -42,13 +42,13 @@ async fn grant(app: &App, token: &str, method: &str) -> Result<(Grant, u64), Pro
     if !crate::auth::is_hex_digest(token, 32) {
         return Err(no_such_url());
     }
-    let item = app.store.get(&grant_key(token)).await.map_err(|e| port_problem(&e))?.ok_or_else(no_such_url)?;
+    let item = app.store().get(&grant_key(token)).await.map_err(|e| port_problem(&e))?.ok_or_else(no_such_url)?;
     let version = item.version;
     let grant: Grant = serde_json::from_value(item.body).map_err(|_| no_such_url())?;
     if grant.method != method {
         return Err(no_such_url());
     }
-    if grant.expires <= app.clock.now().unix_timestamp() {
+    if grant.expires <= app.clock().now().unix_timestamp() {
         return Err(Problem::forbidden("the transfer URL has expired"));
     }
     Ok((grant, version))
@@ -56,7 +56,7 @@ async fn grant(app: &App, token: &str, method: &str) -> Result<(Grant, u64), Pro
 
 /// Consumes the grant: exactly one request wins it.
 async fn consume(app: &App, token: &str, version: u64) -> Result<(), Problem> {
-    match app.store.transact(vec![WriteOp::Delete { key: grant_key(token), expected_version: version }]).await {
+    match app.store().transact(vec![WriteOp::Delete { key: grant_key(token), expected_version: version }]).await {
         Ok(()) => Ok(()),
         Err(PortError::Conflict(_) | PortError::NotFound(_)) => Err(no_such_url()),
         Err(e) => Err(port_problem(&e)),
@@ -76,16 +76,16 @@ async fn upload(
     }
     let body = read_body_max(body, MAX_DOCUMENT_BYTES)?;
     consume(&app, &token, version).await?;
-    app.vault.blobs().put(&grant.path, body.to_vec()).await.map_err(|e| port_problem(&e))?;
+    app.vault().blobs().put(&grant.path, body.to_vec()).await.map_err(|e| port_problem(&e))?;
     // No record follows this write: it must be durable before the URL (used up) answers 200.
-    app.vault.blobs().sync().await.map_err(|e| port_problem(&e))?;
+    app.vault().blobs().sync().await.map_err(|e| port_problem(&e))?;
     Ok(StatusCode::OK.into_response())
 }
 
 async fn download(State(app): State<Arc<App>>, Path(token): Path<String>) -> Result<Response, Problem> {
     let (grant, version) = grant(&app, &token, "GET").await?;
     consume(&app, &token, version).await?;
-    let bytes = app.vault.blobs().get(&grant.path).await.map_err(|e| match e {
+    let bytes = app.vault().blobs().get(&grant.path).await.map_err(|e| match e {
         PortError::NotFound(_) => no_such_url(),
         other => port_problem(&other),
     })?;

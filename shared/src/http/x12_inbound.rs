@@ -80,8 +80,8 @@ pub async fn receive_x12(
 /// A TA1 rejecting the interchange with `note` (025 duplicate control number, 006 unregistered sender), numbered
 /// from the partner's counter; 400 when no ISA can be read (nobody to address a TA1 to).
 pub async fn ta1_answer(app: &App, ctx: &CallerContext, body: &[u8], note: &str) -> Response {
-    let numbers = app.control_numbers.as_ref();
-    match crate::control_numbers::ta1_rejection(numbers, &ctx.caller.partner, body, note, app.clock.now()).await {
+    let numbers = app.control_numbers().as_ref();
+    match crate::control_numbers::ta1_rejection(numbers, &ctx.caller.partner, body, note, app.clock().now()).await {
         Ok(Some(bytes)) => {
             tracing::info!(request_id = %ctx.request_id, ta1 = note, "interchange rejected");
             x12_response(bytes, false)

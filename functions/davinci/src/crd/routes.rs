@@ -20,7 +20,7 @@ use crate::Davinci;
 
 /// `GET /cds-services` (open, as discovery documents are).
 pub async fn discover(State(dv): State<Arc<Davinci>>) -> Response {
-    let name = match dv.core.repo.current().await {
+    let name = match dv.core.repo().current().await {
         Ok(Some(data)) => data.payer.name,
         _ => "Payer".to_owned(),
     };
@@ -58,10 +58,10 @@ async fn handle(
     if body.len() > MAX_BODY_BYTES {
         return Err(FhirError::TooLarge(MAX_BODY_BYTES));
     }
-    let now = dv.core.clock.now();
+    let now = dv.core.clock().now();
     let audience = format!("{}/cds-services/{}", dv.base_url(headers), hook.service_id());
     let client =
-        client_auth::authenticate(&dv.core.repo, headers.get(header::AUTHORIZATION), &audience, now.unix_timestamp())
+        client_auth::authenticate(dv.core.repo(), headers.get(header::AUTHORIZATION), &audience, now.unix_timestamp())
             .await?;
     let started = std::time::Instant::now();
     // The hook is outside the bearer-token middleware, so it writes its own audit record: the client is the
@@ -96,7 +96,7 @@ async fn handle(
     };
     // A refusal is recorded on its own.
     if let Err(refused) = &result {
-        if let Err(e) = dv.core.audit.append(entry(members, refused.status().as_u16())).await {
+        if let Err(e) = dv.core.audit().append(entry(members, refused.status().as_u16())).await {
             tracing::error!(request_id, error = %e, "audit record not written: answering 503");
             return Err(FhirError::Unavailable);
         }

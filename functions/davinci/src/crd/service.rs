@@ -46,7 +46,7 @@ pub async fn answer(
     audit: AuditEntry,
 ) -> Result<Value, FhirError> {
     let port = |e: PortError| FhirError::from_port(request_id, &e);
-    let data = dv.core.repo.current().await.map_err(port)?.ok_or(FhirError::Unavailable)?;
+    let data = dv.core.repo().current().await.map_err(port)?.ok_or(FhirError::Unavailable)?;
 
     // What the client did not prefetch is read from its FHIR server, when this deployment allows it.
     let mut fetched: Vec<Value> = Vec::new();
@@ -184,7 +184,7 @@ pub async fn answer(
 
     let mut ops = dv.assertions.create_ops(&assertions).map_err(port)?;
     ops.push(ReplayLedger::record("cds", &client.issuer, &client.jti, client.expires));
-    match dv.core.audit.append_with(audit, ops).await.map(drop) {
+    match dv.core.audit().append_with(audit, ops).await.map(drop) {
         Ok(()) => {}
         // The assertion ids are fresh: the only create that can collide is the JWT's replay record.
         Err(PortError::Conflict(_)) => {
@@ -205,7 +205,7 @@ async fn place_member(dv: &Davinci, data: &CurrentDataSet, coverage: &Value) -> 
     let Some(id) = member_id(coverage).and_then(|id| MemberId::parse(&id).ok()) else {
         return Ok(Placement::NotPlaced("no-member-found", "the Coverage carries no member id this payer issues"));
     };
-    Ok(match dv.core.repo.member(data.version, &id).await? {
+    Ok(match dv.core.repo().member(data.version, &id).await? {
         Some(record) => Placement::Member(Box::new(record)),
         None => Placement::NotPlaced("no-member-found", "no member with the Coverage's member id"),
     })
@@ -234,7 +234,7 @@ async fn evaluate_order(
             Assertion::member_not_placed("no-active-coverage", "the member has no coverage on the service date"),
         )]);
     };
-    let plan: Option<std::sync::Arc<Plan>> = dv.core.repo.plan(data.version, &active.plan_id).await?;
+    let plan: Option<std::sync::Arc<Plan>> = dv.core.repo().plan(data.version, &active.plan_id).await?;
     if order.codes.is_empty() {
         return Ok(vec![(None, Assertion::no_billing_code())]);
     }

@@ -75,8 +75,8 @@ pub async fn next_question(dv: &Davinci, mut qr: Value, request_id: &str) -> Res
             Some("Questionnaire.derivedFrom"),
         ));
     };
-    let data = dv.core.repo.current().await.map_err(port)?.ok_or(FhirError::Unavailable)?;
-    let form = dv.core.repo.canonical(data.version, &base).await.map_err(port)?;
+    let data = dv.core.repo().current().await.map_err(port)?.ok_or(FhirError::Unavailable)?;
+    let form = dv.core.repo().canonical(data.version, &base).await.map_err(port)?;
     let Some(form) = form.filter(|f| f.resource["resourceType"] == "Questionnaire") else {
         return Err(FhirError::NotFound(format!(
             "no questionnaire {} is published by this payer",

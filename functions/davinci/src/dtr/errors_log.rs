@@ -2,9 +2,11 @@
 //! (CQL that would not run, a ValueSet it could not expand). Kept for the payer's form authors per partner for a
 //! year; the outcome's text may hold anything, so it is stored, never logged.
 
+use axum::http::StatusCode;
+use exchange_core::commit::Commit;
 use exchange_core::fhir::FhirError;
 use exchange_core::http::CallerContext;
-use exchange_core::ports::{Item, Key, PortError};
+use exchange_core::ports::{Item, Key, PortError, WriteOp};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
@@ -46,7 +48,13 @@ pub async fn log(dv: &Davinci, caller: &CallerContext, body: &[u8], now: OffsetD
     let item =
         Item::new(key, json!({ "questionnaire": questionnaire, "outcome": outcome, "at": now.unix_timestamp() }))
             .with_ttl(now.unix_timestamp() + RETENTION_DAYS * 86_400);
-    dv.core.store.put_new(item).await.map_err(|e: PortError| FhirError::from_port(&caller.request_id, &e))?;
+    // The request's audit record commits with the log entry.
+    let commit = Commit::answered(StatusCode::OK).write(WriteOp::PutNew(item));
+    dv.core
+        .committer()
+        .commit(caller, commit)
+        .await
+        .map_err(|e: PortError| FhirError::from_port(&caller.request_id, &e))?;
     tracing::info!(request_id = %caller.request_id, partner = caller.partner.id.as_str(), issues, "DTR form errors logged");
     Ok(json!({
         "resourceType": "OperationOutcome",

@@ -113,7 +113,7 @@ pub async fn place(dv: &Davinci, data: &CurrentDataSet, coverage: &Value) -> Res
     let Some(id) = member_id(coverage).and_then(|m| MemberId::parse(&m).ok()) else {
         return Err(unknown("the Coverage carries no member id this payer issues (subscriberId or identifier MB)"));
     };
-    match dv.core.repo.member(data.version, &id).await {
+    match dv.core.repo().member(data.version, &id).await {
         Ok(Some(record)) => Ok(record),
         Ok(None) => Err(unknown("unknown coverage: no member with this member id")),
         Err(e) => Err(FhirError::from_port("-", &e)),
@@ -135,7 +135,7 @@ pub async fn package(
     now: OffsetDateTime,
 ) -> Result<Value, FhirError> {
     let port = |e: PortError| FhirError::from_port(&caller.request_id, &e);
-    let data = dv.core.repo.current().await.map_err(port)?.ok_or(FhirError::Unavailable)?;
+    let data = dv.core.repo().current().await.map_err(port)?.ok_or(FhirError::Unavailable)?;
     let coverage = &request.coverage[0];
     let record = place(dv, &data, coverage).await?;
     if let Some(m) = member_id(coverage) {
@@ -149,7 +149,7 @@ pub async fn package(
             Some("Parameters.parameter.where(name='coverage')"),
         )
     })?;
-    let plan = dv.core.repo.plan(data.version, &active.plan_id).await.map_err(port)?;
+    let plan = dv.core.repo().plan(data.version, &active.plan_id).await.map_err(port)?;
 
     let mut warnings: Vec<String> = Vec::new();
     let mut chosen: Vec<Chosen> = Vec::new();
@@ -165,7 +165,7 @@ pub async fn package(
             let outcome =
                 plan.as_deref().map_or(PolicyOutcome::Unknown, |p: &Plan| evaluate(p, &code.policy_system, &code.code));
             if let PolicyOutcome::AuthNeeded { questionnaire: Some(q), .. } = outcome {
-                match dv.core.repo.canonical(data.version, &q).await.map_err(port)? {
+                match dv.core.repo().canonical(data.version, &q).await.map_err(port)? {
                     Some(form) => add(&mut chosen, form, reference.clone(), Some(code.code.clone())),
                     None => warnings.push(format!("the form {q} named by the policy is not available")),
                 }
@@ -190,7 +190,7 @@ pub async fn package(
             ));
         }
         if let Some(q) = &assertion.questionnaire {
-            if let Some(form) = dv.core.repo.canonical(data.version, q).await.map_err(port)? {
+            if let Some(form) = dv.core.repo().canonical(data.version, q).await.map_err(port)? {
                 let code = assertion.billing_code.as_deref().and_then(|c| c.split_once('|')).map(|(_, c)| c.to_owned());
                 add(&mut chosen, form, Some(assertion.order.clone()), code);
             }
@@ -198,7 +198,7 @@ pub async fn package(
     }
     // Canonicals asked for by name.
     for q in &request.questionnaires {
-        match dv.core.repo.canonical(data.version, q).await.map_err(port)? {
+        match dv.core.repo().canonical(data.version, q).await.map_err(port)? {
             Some(form) if form.resource["resourceType"] == "Questionnaire" => add(&mut chosen, form, None, None),
             _ => warnings.push(format!("no questionnaire {} is published by this payer", canonical_url(q))),
         }
@@ -251,7 +251,7 @@ async fn package_bundle(
     claim_profile(&mut questionnaire, STD_QUESTIONNAIRE);
     let mut entries = vec![entry(&questionnaire)];
     for dep in dependencies(&questionnaire) {
-        if let Some(r) = dv.core.repo.canonical(data.version, &dep).await? {
+        if let Some(r) = dv.core.repo().canonical(data.version, &dep).await? {
             entries.push(entry(&r.resource));
         }
     }

@@ -51,7 +51,7 @@ pub async fn questionnaire_package(
     let result = async {
         admit(&caller, &headers, &body)?;
         let request = package::parse(&body)?;
-        package::package(&dv, &caller, request, dv.core.clock.now()).await
+        package::package(&dv, &caller, request, dv.core.clock().now()).await
     };
     fhir(result.await)
 }
@@ -80,7 +80,7 @@ pub async fn log_questionnaire_errors(
 ) -> Response {
     let result = async {
         admit(&caller, &headers, &body)?;
-        errors_log::log(&dv, &caller, &body, dv.core.clock.now()).await
+        errors_log::log(&dv, &caller, &body, dv.core.clock().now()).await
     };
     fhir(result.await)
 }

@@ -7,11 +7,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use exchange_core::commit::Commit;
 use exchange_core::domain::prior_auth::{CaseRepo, PaCase};
 use exchange_core::fhir::{FhirError, FHIR_JSON};
 use exchange_core::http::{answer_response, media_type, CallerContext, MAX_BODY_BYTES};
 use exchange_core::ports::PortError;
-use exchange_core::record::{sha256_hex, stored_answer, vault_exchange, IdempotencyRecord, VaultedExchange};
+use exchange_core::record::{sha256_hex, stored_answer, IdempotencyRecord, VaultedExchange};
 use serde_json::{json, Value};
 
 use super::request::{parse_inquiry, parse_submit, ClaimKind, ItemChange, PasRequest};
@@ -93,7 +94,7 @@ pub async fn submit(
     if let Some(answer) = original_answer(&pa, &ctx, &key, &content_sha).await? {
         return Ok(answer);
     }
-    let now = pa.core.clock.now();
+    let now = pa.core.clock().now();
     let kept = Kept { raw: &raw, content_sha: &content_sha, key: &key };
     match req.kind {
         ClaimKind::Initial => submit_initial(&pa, &ctx, req, &kept, now).await,
@@ -161,11 +162,17 @@ async fn submit_initial(
         Intake::Decided(case) => case,
     };
     let answer = serde_json::to_vec(&response_bundle(&case, Flavor::Submit, now)).unwrap_or_default();
-    let vaulted = vault_exchange(&pa.core, ctx, "pas/submit", kept.raw, &answer, &case.payer).await.map_err(port)?;
+    let vaulted = pa
+        .core
+        .exchange_records()
+        .vault_exchange(ctx, "pas/submit", kept.raw, &answer, &case.payer)
+        .await
+        .map_err(port)?;
     crate::audit_new_case(ctx, &case);
     let ops = CaseRepo::create_ops(&case, Some(idempotency(&vaulted, kept, &case.payer))).map_err(port)?;
-    if let Err(e) = ctx.commit_audited(&pa.core.audit, now, StatusCode::OK, ops).await {
-        vaulted.discard(&pa.core).await;
+    if let Err(e) =
+        pa.core.committer().commit(ctx, Commit::answered(StatusCode::OK).writes(ops).keeping_exchange(&vaulted)).await
+    {
         if !matches!(e, PortError::Conflict(_)) {
             return Err(port(e));
         }
@@ -261,12 +268,18 @@ async fn submit_update(
             .map_err(port)?;
     }
     let answer = serde_json::to_vec(&response_bundle(&case, Flavor::Submit, now)).unwrap_or_default();
-    let vaulted = vault_exchange(&pa.core, ctx, "pas/update", kept.raw, &answer, &case.payer).await.map_err(port)?;
+    let vaulted = pa
+        .core
+        .exchange_records()
+        .vault_exchange(ctx, "pas/update", kept.raw, &answer, &case.payer)
+        .await
+        .map_err(port)?;
     let idem = idempotency(&vaulted, kept, &case.payer);
     crate::audit_case(ctx, &case);
     let ops = CaseRepo::save_ops(&case, version, Some((kept.key, Some(idem)))).map_err(port)?;
-    if let Err(e) = ctx.commit_audited(&pa.core.audit, now, StatusCode::OK, ops).await {
-        vaulted.discard(&pa.core).await;
+    if let Err(e) =
+        pa.core.committer().commit(ctx, Commit::answered(StatusCode::OK).writes(ops).keeping_exchange(&vaulted)).await
+    {
         return Err(match e {
             PortError::Conflict(_) => FhirError::Conflict("the request changed meanwhile; resubmit the update".into()),
             e => port(e),
@@ -291,7 +304,7 @@ pub async fn inquire(
         .by_member(ctx.caller.partner.as_str(), &inquiry.member_id, 100)
         .await
         .map_err(|e| FhirError::from_port(&ctx.request_id, &e))?;
-    let now = pa.core.clock.now();
+    let now = pa.core.clock().now();
     let params: Vec<Value> = cases
         .iter()
         .filter(|c| c.requester.id == inquiry.provider_id)

@@ -10,13 +10,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use exchange_core::commit::Commit;
 use exchange_core::domain::prior_auth::{CaseRepo, PaCase};
 use exchange_core::domain::PartnerRole;
 use exchange_core::http::{
     receive_x12, ta1_answer, x12_response, CallerContext, Problem, X12Route, MAX_BODY_BYTES, X12_MEDIA_TYPE,
 };
 use exchange_core::ports::{PortError, WriteOp};
-use exchange_core::record::vault_exchange;
 use exchange_core::x12::ack::{ta1_interchange, InterchangeWriter, OutboundEnvelope};
 use exchange_core::x12::envelope::{parse_interchange, SetAck};
 use exchange_core::x12::guide::{self, x217};
@@ -121,7 +121,7 @@ async fn answer(
     input: &[u8],
     idem_key: Option<exchange_core::ports::Key>,
 ) -> Result<Response, PortError> {
-    let now = pa.core.clock.now();
+    let now = pa.core.clock().now();
     let interchange = match parse_interchange(input, &[x217::KIND_278]) {
         Ok(ic) => ic,
         Err(rej) => {
@@ -129,7 +129,7 @@ async fn answer(
                 tracing::info!(request_id = %ctx.request_id, error = %rej.error, "not an X12 interchange");
                 return Ok(Problem::bad_request(format!("not an X12 interchange: {}", rej.error)).into_response());
             };
-            let control = pa.core.control_numbers.next_interchange(&ctx.caller.partner).await?;
+            let control = pa.core.control_numbers().next_interchange(&ctx.caller.partner).await?;
             let env = OutboundEnvelope::answering(&fields, control, now);
             tracing::info!(request_id = %ctx.request_id, ta1 = rej.note_code, "278 interchange rejected");
             return Ok(x12_response(ta1_interchange(rej.delimiters, &fields, env, false, rej.note_code), false));
@@ -146,7 +146,7 @@ async fn answer(
         ))
         .into_response());
     }
-    let control = pa.core.control_numbers.next_interchange(&ctx.caller.partner).await?;
+    let control = pa.core.control_numbers().next_interchange(&ctx.caller.partner).await?;
     let env = OutboundEnvelope::answering(&fields, control, now);
     let mut iw = InterchangeWriter::new(interchange.delimiters, env);
     if interchange.ack_requested() {
@@ -226,12 +226,13 @@ async fn answer(
     );
     let out = iw.finish();
 
-    let vaulted = vault_exchange(&pa.core, ctx, "x12/278", input, &out, &payer).await?;
+    let vaulted = pa.core.exchange_records().vault_exchange(ctx, "x12/278", input, &out, &payer).await?;
     if let Some(key) = &idem_key {
         ops.push(vaulted.idempotency_op(key.clone(), X12_MEDIA_TYPE, 200, &payer, now)?);
     }
-    if let Err(e) = ctx.commit_audited(&pa.core.audit, now, StatusCode::OK, ops).await {
-        vaulted.discard(&pa.core).await;
+    if let Err(e) =
+        pa.core.committer().commit(ctx, Commit::answered(StatusCode::OK).writes(ops).keeping_exchange(&vaulted)).await
+    {
         if matches!(e, PortError::Conflict(_)) {
             // A concurrent retry of the same interchange committed first: its answer, as a retry gets it.
             if let Some(key) = &idem_key {
