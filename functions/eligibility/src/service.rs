@@ -129,8 +129,17 @@ impl Eligibility {
             Err(FlowError::NotX12(e)) => return Err(EligibilityError::NotX12(e)),
             Err(FlowError::Unavailable(e)) => return Err(e.into()),
         };
-        let X12Outcome { body: answer, ta1_note, inbound_control, outbound_control, sets, rejected_sets, .. } =
-            outcome.clone();
+        // Taken apart, not cloned: the answer's bytes move into the vault and the reply.
+        let X12Outcome {
+            body: answer,
+            ta1_note,
+            inbound_control,
+            outbound_control,
+            sets,
+            rejected_sets,
+            aaa_rejections,
+            payer_id,
+        } = outcome;
         let record = InquiryRecord {
             request_id: ctx.request_id.clone(),
             partner: ctx.caller.partner.as_str().to_owned(),
@@ -139,7 +148,7 @@ impl Eligibility {
             outbound_control,
             sets,
             rejected_sets,
-            aaa_rejections: outcome.aaa_rejections,
+            aaa_rejections,
             ta1_note: ta1_note.map(str::to_owned),
             latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             request_path: String::new(),
@@ -153,7 +162,7 @@ impl Eligibility {
             request: body,
             response: answer,
             content_type: X12_MEDIA_TYPE,
-            payer: outcome.payer_id.clone().unwrap_or_else(|| "unknown".into()),
+            payer: payer_id.unwrap_or_else(|| "unknown".into()),
             idempotency,
             record,
         };
@@ -164,7 +173,7 @@ impl Eligibility {
             isa13 = inbound_control.as_deref().unwrap_or(""),
             sets,
             rejected_sets,
-            aaa = outcome.aaa_rejections,
+            aaa = aaa_rejections,
             ta1 = ta1_note.unwrap_or(""),
             "270 answered"
         );
