@@ -2,8 +2,7 @@
 //! by the payer policy where it can be. Both channels (X12 278 and PAS) build a [`Request`] and get back either a
 //! decided [`PaCase`] or the [`Rejection`] that stops it (an X12 AAA segment / a PAS `ClaimResponse.error`).
 
-use exchange_core::app::App;
-use exchange_core::domain::payer_data::{names_match, CurrentDataSet, Plan};
+use exchange_core::domain::payer_data::{names_match, CurrentDataSet, PayerDataRepo, Plan};
 use exchange_core::domain::policy::{auto_decision, evaluate, PolicyOutcome};
 use exchange_core::domain::prior_auth::{
     CaseItem, Decision, FhirRefs, NewCase, PaCase, Requester, Subscriber, Trace, Urgency,
@@ -129,14 +128,14 @@ pub fn same_parties(case: &PaCase, subscriber: &Subscriber, requester: &Requeste
 
 /// Looks up the payer, requester and member, then decides each item from the plan's policy.
 pub async fn take(
-    app: &App,
+    repo: &PayerDataRepo,
     submitter: &TradingPartner,
     channel: &str,
     submission_key: &str,
     request: Request,
     now: OffsetDateTime,
 ) -> Result<Intake, PortError> {
-    let Some(data): Option<CurrentDataSet> = app.repo().current().await? else {
+    let Some(data): Option<CurrentDataSet> = repo.current().await? else {
         return Ok(Intake::Rejected(Rejection::new(Party::Payer, "42", "R", "NM109")));
     };
     if !request.payer_ids.iter().any(|id| data.payer.answers_to(id)) {
@@ -148,7 +147,7 @@ pub async fn take(
     let Ok(member_id) = MemberId::parse(&request.subscriber.member_id) else {
         return Ok(Intake::Rejected(Rejection::new(Party::Subscriber, "72", "C", "NM109")));
     };
-    let Some(record) = app.repo().member(data.version, &member_id).await? else {
+    let Some(record) = repo.member(data.version, &member_id).await? else {
         return Ok(Intake::Rejected(Rejection::new(Party::Subscriber, "75", "C", "NM109")));
     };
     // The person on file must be the one named (as eligibility checks it): last name, and birth date when sent.
@@ -164,7 +163,7 @@ pub async fn take(
     let Some(active) = record.active_coverage(&on) else {
         return Ok(Intake::Rejected(Rejection::new(Party::Subscriber, "95", "N", "NM109")));
     };
-    let plan = app.repo().plan(data.version, &active.plan_id).await?;
+    let plan = repo.plan(data.version, &active.plan_id).await?;
 
     let mut case = NewCase {
         submitter: submitter.id.as_str().to_owned(),
@@ -200,14 +199,14 @@ fn decide_items(case: &mut PaCase, plan: Option<&Plan>, sequences: &[u32], docs:
 
 /// Applies the policy to items an update (revision) added or changed.
 pub async fn decide_added_items(
-    app: &App,
+    repo: &PayerDataRepo,
     case: &mut PaCase,
     sequences: &[u32],
     supplied_documentation: &[String],
     now: OffsetDateTime,
 ) -> Result<(), PortError> {
-    let plan = match (&case.plan_id, app.repo().current().await?) {
-        (Some(id), Some(data)) => app.repo().plan(data.version, id).await?,
+    let plan = match (&case.plan_id, repo.current().await?) {
+        (Some(id), Some(data)) => repo.plan(data.version, id).await?,
         _ => None,
     };
     decide_items(case, plan.as_deref(), sequences, supplied_documentation, now);

@@ -2,7 +2,8 @@
 //! subscriptions, deadline sweeps and the CMS-0057-F metrics, as an AWS Lambda function. [`router`] is the whole
 //! HTTP surface; `main.rs` only builds [`PriorAuth`] and runs it.
 //!
-//! - [`intake`]: channel-neutral request → payer data checks → policy decisions;
+//! - [`service`]: the ports a submission uses; [`intake`]: channel-neutral request → payer data checks → policy
+//!   decisions;
 //! - [`x12`]: `POST /x12/278`; [`pas`]: `Claim/$submit` and `Claim/$inquire`;
 //! - [`review`]: the reviewer API; [`subscriptions`]: R4 backport Subscriptions; [`notify`]: what is sent;
 //! - [`worker`]: notification delivery and deadline sweeps (the `worker` function; in-process locally);
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod notify;
 pub mod pas;
 pub mod review;
+pub mod service;
 pub mod subscriptions;
 pub mod worker;
 pub mod x12;
@@ -60,6 +62,8 @@ pub struct PriorAuth {
     pub core: Arc<App>,
     /// Cases.
     pub cases: CaseRepo,
+    /// The submission operations (the 278), over the ports they use.
+    pub service: service::PriorAuthService,
     /// Subscriptions.
     pub subscriptions: SubscriptionRepo,
     /// Notification outbox.
@@ -81,8 +85,10 @@ impl std::fmt::Debug for PriorAuth {
 impl PriorAuth {
     /// Assembles the state.
     pub fn new(core: Arc<App>, notifier: Arc<dyn Notifier>, settings: Settings) -> Self {
+        let cases = CaseRepo::new(core.store().clone());
         PriorAuth {
-            cases: CaseRepo::new(core.store().clone()),
+            service: service::PriorAuthService::new(&core, cases.clone()),
+            cases,
             subscriptions: SubscriptionRepo::new(core.store().clone()),
             outbox: Outbox::new(core.store().clone()),
             core,

@@ -152,7 +152,7 @@ async fn submit_initial(
 ) -> Result<Response, FhirError> {
     let port = |e: PortError| FhirError::from_port(&ctx.request_id, &e);
     let request_for_errors = req.request.clone();
-    let intake = intake::take(&pa.core, &ctx.partner, "fhir", kept.key, req.request, now).await.map_err(port)?;
+    let intake = intake::take(pa.core.repo(), &ctx.partner, "fhir", kept.key, req.request, now).await.map_err(port)?;
     let case = match intake {
         Intake::Rejected(rejection) => {
             let bundle = error_bundle(&req.bundle_identifier, &request_for_errors, &rejection, now);
@@ -263,7 +263,7 @@ async fn submit_update(
                 }
             }
         }
-        intake::decide_added_items(&pa.core, &mut case, &redecide, &req.request.supplied_documentation, now)
+        intake::decide_added_items(pa.core.repo(), &mut case, &redecide, &req.request.supplied_documentation, now)
             .await
             .map_err(port)?;
     }
