@@ -122,7 +122,7 @@ async fn crd_and_prior_authorization_never_disagree() {
                     supplied_documentation: vec![],
                     fhir: None,
                 };
-                let intake = take(&x.dv.core, &provider, "pas", "property", request, now).await.expect("intake");
+                let intake = take(x.dv.core.repo(), &provider, "pas", "property", request, now).await.expect("intake");
                 let decision = match intake {
                     Intake::Decided(case) => case.items[0].decision.clone(),
                     Intake::Rejected(_) => None,
