@@ -791,7 +791,7 @@ async fn documents_of_a_submission_that_never_committed_are_swept() {
     let partner = ex.partner("cdex-provider");
     let body = cdex_example(3);
     let submission = attachments::cdex::parse_submit(&body).expect("example parses");
-    let plan = match attachments::intake::check(&svc, &partner, submission).await.expect("check") {
+    let plan = match attachments::intake::check(&svc.service, &partner, submission).await.expect("check") {
         attachments::intake::Verdict::Store(plan) => plan,
         other => panic!("expected a plan, got {other:?}"),
     };
@@ -800,7 +800,7 @@ async fn documents_of_a_submission_that_never_committed_are_swept() {
     let bearer = http::HeaderValue::from_str(&format!("Bearer {token}")).expect("header");
     let ctx = ex.pa.core.auth().authenticate(Some(&bearer)).await.expect("caller");
     ex.hang_audit_writes(true);
-    let store = attachments::intake::store(&svc, &ctx, *plan);
+    let store = attachments::intake::store(&svc.service, &ctx, *plan);
     let died = tokio::time::timeout(std::time::Duration::from_millis(500), store).await;
     assert!(died.is_err(), "the store hangs at its record's commit");
     ex.hang_audit_writes(false);

@@ -321,7 +321,7 @@ pub async fn submit_attachment(
     })?;
     let submission = parse_submit(&raw)?;
     let tracking = submission.tracking_id.clone();
-    let accepted = match intake::accept(&svc, &ctx, submission).await {
+    let accepted = match intake::accept(&svc.service, &ctx, submission).await {
         Ok(Ok(a)) => a,
         Ok(Err(refusal)) => {
             tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, "attachment refused");

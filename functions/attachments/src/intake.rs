@@ -20,7 +20,7 @@ use exchange_core::http::CallerContext;
 use exchange_core::ports::{EncryptionContext, PortError, WriteOp};
 use exchange_core::record::sha256_hex;
 
-use crate::Attachments;
+use crate::service::AttachmentService;
 
 /// One document of a submission.
 #[derive(Debug, Clone)]
@@ -236,7 +236,7 @@ pub const MAX_STAGED_BYTES_PER_SUBMISSION: u64 = 2 * MAX_DOCUMENT_BYTES as u64;
 
 /// The upload record `doc` names, if it is the caller's and of the document's media type (no bytes read).
 async fn resolve_upload(
-    svc: &Attachments,
+    svc: &AttachmentService,
     partner: &TradingPartner,
     doc: &Document,
     id: &str,
@@ -252,9 +252,13 @@ async fn resolve_upload(
 }
 
 /// Reads a pending upload's staged bytes into `doc`, checked against its declaration.
-async fn read_staged(svc: &Attachments, doc: &mut Document, upload: &Upload) -> Result<Result<(), Refusal>, PortError> {
+async fn read_staged(
+    svc: &AttachmentService,
+    doc: &mut Document,
+    upload: &Upload,
+) -> Result<Result<(), Refusal>, PortError> {
     let location = doc.location.clone();
-    let blobs = svc.core.vault().blobs();
+    let blobs = svc.vault.blobs();
     let path = upload.path();
     let size = match blobs.size(&path).await {
         Ok(size) => size,
@@ -278,8 +282,8 @@ async fn read_staged(svc: &Attachments, doc: &mut Document, upload: &Upload) -> 
 }
 
 /// Checks a submission against the payer data, the caller and what its tracking id already holds, writing nothing.
-pub async fn check(svc: &Attachments, partner: &TradingPartner, sub: Submission) -> Result<Verdict, PortError> {
-    let Some(data) = svc.core.repo().current().await? else {
+pub async fn check(svc: &AttachmentService, partner: &TradingPartner, sub: Submission) -> Result<Verdict, PortError> {
+    let Some(data) = svc.repo.current().await? else {
         return Err(PortError::Unavailable("no payer data loaded".into()));
     };
     let payer = data.payer;
@@ -373,7 +377,7 @@ pub async fn check(svc: &Attachments, partner: &TradingPartner, sub: Submission)
 
 /// Checks and stores a submission: [`check`], then [`store`].
 pub async fn accept(
-    svc: &Attachments,
+    svc: &AttachmentService,
     ctx: &CallerContext,
     sub: Submission,
 ) -> Result<Result<Accepted, Refusal>, PortError> {
@@ -387,7 +391,7 @@ pub async fn accept(
 /// [`store`], answering a lost race like a retry: when a concurrent submission of the same content under the
 /// tracking id committed first (this one's commit fails with `Conflict`), the answer is that submission's, replayed,
 /// and nothing of this one is kept. Any other conflict stays `Conflict`.
-pub async fn store_or_join(svc: &Attachments, ctx: &CallerContext, plan: Plan) -> Result<Accepted, PortError> {
+pub async fn store_or_join(svc: &AttachmentService, ctx: &CallerContext, plan: Plan) -> Result<Accepted, PortError> {
     let id = attachment_id(ctx.partner.id.as_str(), &plan.sub.tracking_id);
     let content_sha256 = plan.content_sha256.clone();
     match store(svc, ctx, plan).await {
@@ -409,13 +413,12 @@ pub async fn store_or_join(svc: &Attachments, ctx: &CallerContext, plan: Plan) -
 /// ledger entry's removal commit in one transaction. `Conflict` when another submission under the tracking id won a
 /// race (a retry then finds it). A function that dies half-way leaves the ledger entry, and the sweep deletes the
 /// documents: there is never content without a record, nor a record without content.
-pub async fn store(svc: &Attachments, ctx: &CallerContext, plan: Plan) -> Result<Accepted, PortError> {
+pub async fn store(svc: &AttachmentService, ctx: &CallerContext, plan: Plan) -> Result<Accepted, PortError> {
     let Plan { sub, payer, existing, content_sha256, staged } = plan;
-    let core = &svc.core;
     let partner = ctx.partner.as_ref();
     let submitter = partner.id.as_str();
     let id = attachment_id(submitter, &sub.tracking_id);
-    let at = rfc3339(core.clock().now());
+    let at = rfc3339(svc.clock.now());
     let mut att = match &existing {
         Some((att, _)) => att.clone(),
         None => Attachment {
@@ -446,16 +449,16 @@ pub async fn store(svc: &Attachments, ctx: &CallerContext, plan: Plan) -> Result
     let paths: Vec<String> =
         (0..sub.documents.len()).map(|n| document_path(&id, first_index + n as u32, &random_id())).collect();
     // Written down before they are written: a crash before the commit leaves them to the sweep.
-    let cover = core.committer().cover(paths.clone(), "attachment-write").await?;
+    let cover = svc.committer.cover(paths.clone(), "attachment-write").await?;
     let mut commit = Commit::answered(StatusCode::OK).covered_by(cover);
     let mut added = Vec::new();
     for ((n, doc), path) in sub.documents.iter().enumerate().zip(paths) {
         let index = first_index + n as u32;
         let context = EncryptionContext::for_document(&path, &payer);
-        let stored = match core.vault().put(&path, &context, &doc.content).await {
+        let stored = match svc.vault.put(&path, &context, &doc.content).await {
             Ok(s) => s,
             Err(e) => {
-                core.committer().abandon(commit).await;
+                svc.committer.abandon(commit).await;
                 return Err(e);
             }
         };
@@ -499,17 +502,17 @@ pub async fn store(svc: &Attachments, ctx: &CallerContext, plan: Plan) -> Result
     let commit = match writes {
         Ok(ops) => commit.writes(ops),
         Err(e) => {
-            core.committer().abandon(commit).await;
+            svc.committer.abandon(commit).await;
             return Err(e);
         }
     };
     // The request's audit record, naming the attachment and its member, commits with it.
     ctx.audit_resource_on_commit("attachment", &att.id);
     ctx.audit_member_on_commit(&att.member_id);
-    core.committer().commit(ctx, commit).await?;
+    svc.committer.commit(ctx, commit).await?;
     // The staged copies are now vault documents; the upload's own ledger entry deletes any copy left here.
     for s in staged.iter().flatten() {
-        if let Err(e) = core.vault().blobs().delete(&s.upload.path()).await {
+        if let Err(e) = svc.vault.blobs().delete(&s.upload.path()).await {
             tracing::warn!(error = %e, "could not delete a used upload's staged copy");
         }
     }
@@ -520,7 +523,7 @@ pub async fn store(svc: &Attachments, ctx: &CallerContext, plan: Plan) -> Result
 /// Links the attachment to the payer's request with its tracking id and, for prior authorization, to the case;
 /// adds the request's update to `ops`.
 async fn link(
-    svc: &Attachments,
+    svc: &AttachmentService,
     partner: &TradingPartner,
     payer: &str,
     att: &mut Attachment,

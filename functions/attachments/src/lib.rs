@@ -2,6 +2,7 @@
 //! attachment requests (CDex Tasks) and payer retrieval, as an AWS Lambda function. [`router`] is the whole HTTP
 //! surface; `main.rs` only builds [`Attachments`] and runs it.
 //!
+//! - [`service`]: the ports a submission uses, and the 275 operation's home;
 //! - [`intake`]: channel-neutral checks, vaulting, linking to the payer's request and the prior-auth case;
 //! - [`x12`]: `POST /x12/275`; [`cdex`]: `POST /fhir/$submit-attachment`;
 //! - [`tasks`]: payer-initiated attachment requests (`/fhir/Task`);
@@ -14,6 +15,7 @@
 pub mod cdex;
 pub mod intake;
 pub mod retrieval;
+pub mod service;
 pub mod tasks;
 pub mod uploads;
 pub mod x12;
@@ -42,6 +44,8 @@ pub struct Attachments {
     pub cases: CaseRepo,
     /// Staged uploads of documents too large for a request body.
     pub uploads: UploadRepo,
+    /// The submission operations (275, CDex), over the ports they use.
+    pub service: service::AttachmentService,
 }
 
 impl std::fmt::Debug for Attachments {
@@ -58,6 +62,7 @@ impl Attachments {
             requests: AttachmentRequestRepo::new(core.store().clone()),
             cases: CaseRepo::new(core.store().clone()),
             uploads: UploadRepo::new(core.store().clone()),
+            service: service::AttachmentService::new(&core),
             core,
         }
     }

@@ -20,15 +20,17 @@ use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use exchange_core::commit::Commit;
+use exchange_core::control_numbers::ta1_rejection;
 use exchange_core::domain::attachments::AttachTo;
 use exchange_core::domain::PartnerRole;
-use exchange_core::http::{receive_x12, ta1_answer, x12_response, CallerContext, Problem, X12Route, X12_MEDIA_TYPE};
+use exchange_core::http::{receive_x12, x12_response, CallerContext, Problem, X12Route, X12_MEDIA_TYPE};
 use exchange_core::ports::PortError;
 use exchange_core::x12::ack::{ta1_interchange, write_999_group, Acknowledge, InterchangeWriter, OutboundEnvelope};
 use exchange_core::x12::envelope::{parse_interchange, ElementError, SegmentError, SetAck, SetKind};
 use exchange_core::x12::Segment;
 
 use crate::intake::{self, Document, Refusal, Submission, Verdict};
+use crate::service::AttachmentService;
 use crate::Attachments;
 
 /// The 275 for claims attachments.
@@ -299,16 +301,37 @@ pub async fn post_275(
         Ok(r) => r,
         Err(answer) => return answer,
     };
-    match answer(&svc, &ctx, &request.body, request.idempotency_key).await {
-        Ok(resp) => resp,
+    match svc.service.answer_275(&ctx, &request.body, request.idempotency_key).await {
+        Ok(X12Reply::Answered { body, replayed }) => x12_response(body, replayed),
+        Ok(X12Reply::NotX12(error)) => Problem::bad_request(format!("not an X12 interchange: {error}")).into_response(),
         Err(e) => Problem::from_port(&ctx.request_id, &e).into_response(),
+    }
+}
+
+/// What a 275 interchange is answered with.
+#[derive(Debug)]
+pub enum X12Reply {
+    /// The 999s (or a TA1), new or (`replayed`) the original answer to a retry.
+    Answered {
+        /// The interchange.
+        body: Bytes,
+        /// The original answer to a retry.
+        replayed: bool,
+    },
+    /// Not an interchange whose ISA can be read (no TA1 can be addressed).
+    NotX12(String),
+}
+
+impl X12Reply {
+    fn new(body: Vec<u8>) -> Self {
+        X12Reply::Answered { body: body.into(), replayed: false }
     }
 }
 
 /// Checks every attachment of a set, then stores them all; refusals go into the set's ack and nothing is stored.
 /// Returns the payer the stored attachments are addressed to.
 async fn store_set(
-    svc: &Attachments,
+    svc: &AttachmentService,
     ctx: &CallerContext,
     submissions: Vec<(Submission, Positions)>,
     ack: &mut SetAck,
@@ -333,74 +356,83 @@ async fn store_set(
     Ok(payer)
 }
 
-async fn answer(
-    svc: &Attachments,
-    ctx: &CallerContext,
-    input: &[u8],
-    idem_key: Option<exchange_core::ports::Key>,
-) -> Result<Response, PortError> {
-    let now = svc.core.clock().now();
-    let interchange = match parse_interchange(input, &[KIND_275_X210, KIND_275_X211]) {
-        Ok(ic) => ic,
-        Err(rej) => {
-            let Some(fields) = rej.fields else {
-                return Ok(Problem::bad_request(format!("not an X12 interchange: {}", rej.error)).into_response());
-            };
-            let control = svc.core.control_numbers().next_interchange(&ctx.caller.partner).await?;
-            let env = OutboundEnvelope::answering(&fields, control, now);
-            tracing::info!(request_id = %ctx.request_id, ta1 = rej.note_code, "275 interchange rejected");
-            return Ok(x12_response(ta1_interchange(rej.delimiters, &fields, env, false, rej.note_code), false));
-        }
-    };
-    let fields = interchange.fields();
-    if !ctx.partner.sends_as(&fields.sender.1) {
-        return Ok(ta1_answer(&svc.core, ctx, input, "006").await);
-    }
-    let control = svc.core.control_numbers().next_interchange(&ctx.caller.partner).await?;
-    let env = OutboundEnvelope::answering(&fields, control, now);
-    let mut iw = InterchangeWriter::new(interchange.delimiters, env);
-    if interchange.ack_requested() {
-        iw.ta1(&fields, true, "000");
-    }
-    let mut payer = String::from("unknown");
-    let mut stored_sets = 0usize;
-    let mut acks_per_group: Vec<Vec<SetAck>> = Vec::new();
-    for group in &interchange.groups {
-        let mut acks = Vec::with_capacity(group.sets.len());
-        for set in &group.sets {
-            let mut ack = set.ack.clone();
-            if !group.is_rejected() && set.kind.is_some() && !ack.is_rejected() {
-                let submissions = read_set(&set.body, &mut ack);
-                if let Some(p) = store_set(svc, ctx, submissions, &mut ack).await? {
-                    payer = p;
-                    stored_sets += 1;
-                }
+impl AttachmentService {
+    /// Answers a 275 interchange: each set's attachments are checked, then stored (each committed with its own
+    /// audit record); every group gets a 999. `idem_key` is where the answer is remembered for a retry (sender
+    /// ISA06 + ISA13); a concurrent retry that committed first gets its answer.
+    pub async fn answer_275(
+        &self,
+        ctx: &CallerContext,
+        input: &[u8],
+        idem_key: Option<exchange_core::ports::Key>,
+    ) -> Result<X12Reply, PortError> {
+        let svc = self;
+        let now = svc.clock.now();
+        let interchange = match parse_interchange(input, &[KIND_275_X210, KIND_275_X211]) {
+            Ok(ic) => ic,
+            Err(rej) => {
+                let Some(fields) = rej.fields else {
+                    return Ok(X12Reply::NotX12(rej.error.to_string()));
+                };
+                let control = svc.numbers.next_interchange(&ctx.caller.partner).await?;
+                let env = OutboundEnvelope::answering(&fields, control, now);
+                tracing::info!(request_id = %ctx.request_id, ta1 = rej.note_code, "275 interchange rejected");
+                return Ok(X12Reply::new(ta1_interchange(rej.delimiters, &fields, env, false, rej.note_code)));
             }
-            acks.push(ack);
+        };
+        let fields = interchange.fields();
+        if !ctx.partner.sends_as(&fields.sender.1) {
+            // The interchange's sender is not one the calling partner registered.
+            let ta1 = ta1_rejection(&svc.numbers, &ctx.caller.partner, input, "006", now).await?;
+            tracing::info!(request_id = %ctx.request_id, ta1 = "006", "interchange rejected");
+            return Ok(ta1.map_or_else(|| X12Reply::NotX12("no readable ISA".into()), X12Reply::new));
         }
-        acks_per_group.push(acks);
-    }
-    let mut st_counter = 0u32;
-    // The 275 has no response transaction: every group gets a 999, accepted or not.
-    write_999_group(&mut iw, &interchange.groups, &acks_per_group, &mut st_counter, Acknowledge::EveryGroup);
-    let out = iw.finish();
-    let vaulted = svc.core.exchange_records().vault_exchange(ctx, "x12/275", input, &out, &payer).await?;
-    if let Some(key) = idem_key {
-        let op = vaulted.idempotency_op(key.clone(), X12_MEDIA_TYPE, 200, &payer, now)?;
-        let commit = Commit::answered(StatusCode::OK).write(op).keeping_exchange(&vaulted);
-        match svc.core.committer().commit(ctx, commit).await {
-            Ok(()) => {}
-            // A concurrent retry recorded its answer first: that answer, byte for byte, as a retry gets it.
-            Err(PortError::Conflict(_)) => {
-                if let Ok(Some(Ok((_, bytes)))) = exchange_core::record::replay(&svc.core, &key, input).await {
-                    return Ok(x12_response(bytes, true));
+        let control = svc.numbers.next_interchange(&ctx.caller.partner).await?;
+        let env = OutboundEnvelope::answering(&fields, control, now);
+        let mut iw = InterchangeWriter::new(interchange.delimiters, env);
+        if interchange.ack_requested() {
+            iw.ta1(&fields, true, "000");
+        }
+        let mut payer = String::from("unknown");
+        let mut stored_sets = 0usize;
+        let mut acks_per_group: Vec<Vec<SetAck>> = Vec::new();
+        for group in &interchange.groups {
+            let mut acks = Vec::with_capacity(group.sets.len());
+            for set in &group.sets {
+                let mut ack = set.ack.clone();
+                if !group.is_rejected() && set.kind.is_some() && !ack.is_rejected() {
+                    let submissions = read_set(&set.body, &mut ack);
+                    if let Some(p) = store_set(svc, ctx, submissions, &mut ack).await? {
+                        payer = p;
+                        stored_sets += 1;
+                    }
                 }
+                acks.push(ack);
             }
-            Err(e) => return Err(e),
+            acks_per_group.push(acks);
         }
+        let mut st_counter = 0u32;
+        // The 275 has no response transaction: every group gets a 999, accepted or not.
+        write_999_group(&mut iw, &interchange.groups, &acks_per_group, &mut st_counter, Acknowledge::EveryGroup);
+        let out = iw.finish();
+        let vaulted = svc.records.vault_exchange(ctx, "x12/275", input, &out, &payer).await?;
+        if let Some(key) = idem_key {
+            let op = vaulted.idempotency_op(key.clone(), X12_MEDIA_TYPE, 200, &payer, now)?;
+            let commit = Commit::answered(StatusCode::OK).write(op).keeping_exchange(&vaulted);
+            match svc.committer.commit(ctx, commit).await {
+                Ok(()) => {}
+                // A concurrent retry recorded its answer first: that answer, byte for byte, as a retry gets it.
+                Err(PortError::Conflict(_)) => {
+                    if let Ok(Some(Ok((_, bytes)))) = svc.records.replay(&key, input).await {
+                        return Ok(X12Reply::Answered { body: bytes, replayed: true });
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, isa13 = %fields.control_number, stored_sets, "275 answered");
+        Ok(X12Reply::new(out))
     }
-    tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, isa13 = %fields.control_number, stored_sets, "275 answered");
-    Ok(x12_response(out, false))
 }
 
 #[cfg(test)]
