@@ -20,13 +20,13 @@ use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use exchange_core::commit::Commit;
-use exchange_core::control_numbers::ta1_rejection;
 use exchange_core::domain::attachments::AttachTo;
 use exchange_core::domain::PartnerRole;
 use exchange_core::http::{receive_x12, x12_response, CallerContext, Problem, X12Route, X12_MEDIA_TYPE};
 use exchange_core::ports::PortError;
-use exchange_core::x12::ack::{ta1_interchange, write_999_group, Acknowledge, InterchangeWriter, OutboundEnvelope};
-use exchange_core::x12::envelope::{parse_interchange, ElementError, SegmentError, SetAck, SetKind};
+use exchange_core::x12::ack::{write_999_group, Acknowledge};
+use exchange_core::x12::answering::{open_interchange, Opened, Refused};
+use exchange_core::x12::envelope::{ElementError, SegmentError, SetAck, SetKind};
 use exchange_core::x12::Segment;
 
 use crate::intake::{self, Document, Refusal, Submission, Verdict};
@@ -368,31 +368,15 @@ impl AttachmentService {
     ) -> Result<X12Reply, PortError> {
         let svc = self;
         let now = svc.clock.now();
-        let interchange = match parse_interchange(input, &[KIND_275_X210, KIND_275_X211]) {
-            Ok(ic) => ic,
-            Err(rej) => {
-                let Some(fields) = rej.fields else {
-                    return Ok(X12Reply::NotX12(rej.error.to_string()));
-                };
-                let control = svc.numbers.next_interchange(&ctx.caller.partner).await?;
-                let env = OutboundEnvelope::answering(&fields, control, now);
-                tracing::info!(request_id = %ctx.request_id, ta1 = rej.note_code, "275 interchange rejected");
-                return Ok(X12Reply::new(ta1_interchange(rej.delimiters, &fields, env, false, rej.note_code)));
+        let opened = open_interchange(&svc.numbers, &ctx.partner, input, &[KIND_275_X210, KIND_275_X211], now).await?;
+        let Opened { interchange, fields, writer: mut iw, .. } = match opened {
+            Ok(opened) => opened,
+            Err(Refused::NotX12(error)) => return Ok(X12Reply::NotX12(error.to_string())),
+            Err(Refused::Ta1 { body, note, .. }) => {
+                tracing::info!(request_id = %ctx.request_id, ta1 = note, "275 interchange rejected");
+                return Ok(X12Reply::new(body));
             }
         };
-        let fields = interchange.fields();
-        if !ctx.partner.sends_as(&fields.sender.1) {
-            // The interchange's sender is not one the calling partner registered.
-            let ta1 = ta1_rejection(&svc.numbers, &ctx.caller.partner, input, "006", now).await?;
-            tracing::info!(request_id = %ctx.request_id, ta1 = "006", "interchange rejected");
-            return Ok(ta1.map_or_else(|| X12Reply::NotX12("no readable ISA".into()), X12Reply::new));
-        }
-        let control = svc.numbers.next_interchange(&ctx.caller.partner).await?;
-        let env = OutboundEnvelope::answering(&fields, control, now);
-        let mut iw = InterchangeWriter::new(interchange.delimiters, env);
-        if interchange.ack_requested() {
-            iw.ta1(&fields, true, "000");
-        }
         let mut payer = String::from("unknown");
         let mut stored_sets = 0usize;
         let mut acks_per_group: Vec<Vec<SetAck>> = Vec::new();

@@ -3,10 +3,10 @@
 use exchange_core::domain::payer_data::CurrentDataSet;
 use exchange_core::http::CallerContext;
 use exchange_core::ports::PortError;
-use exchange_core::x12::ack::{ta1_interchange, InterchangeWriter, OutboundEnvelope};
-use exchange_core::x12::envelope::{parse_interchange, SetAck};
+use exchange_core::x12::answering::{open_interchange, Opened, Refused};
+use exchange_core::x12::envelope::SetAck;
 use exchange_core::x12::guide::{self, x279a1};
-use exchange_core::x12::{Delimiters, X12Error};
+use exchange_core::x12::X12Error;
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::StreamExt;
 
@@ -70,26 +70,14 @@ pub enum FlowError {
 /// Answers one 270 interchange.
 pub async fn answer_interchange(svc: &Eligibility, ctx: &CallerContext, input: &[u8]) -> Result<X12Outcome, FlowError> {
     let now = svc.clock().now();
-    let interchange = match parse_interchange(input, &[x279a1::KIND_270]) {
-        Ok(ic) => ic,
-        Err(rej) => {
-            let Some(fields) = rej.fields else { return Err(FlowError::NotX12(rej.error)) };
-            let control = svc.control_numbers().next_interchange(&ctx.caller.partner).await?;
-            let env = OutboundEnvelope::answering(&fields, control, now);
-            let body = ta1_interchange(rej.delimiters, &fields, env, false, rej.note_code);
-            return Ok(X12Outcome::ta1(body, rej.note_code, fields.control_number, control));
+    let opened = open_interchange(svc.control_numbers(), &ctx.partner, input, &[x279a1::KIND_270], now).await?;
+    let Opened { interchange, fields, writer: mut iw, control } = match opened {
+        Ok(opened) => opened,
+        Err(Refused::NotX12(e)) => return Err(FlowError::NotX12(e)),
+        Err(Refused::Ta1 { body, note, inbound_control, control }) => {
+            return Ok(X12Outcome::ta1(body, note, inbound_control, control))
         }
     };
-    let fields = interchange.fields();
-    let control = svc.control_numbers().next_interchange(&ctx.caller.partner).await?;
-    let env = OutboundEnvelope::answering(&fields, control, now);
-    let delimiters: Delimiters = interchange.delimiters;
-
-    // The interchange sender must be one the calling partner registered (TA1 006 otherwise).
-    if !ctx.partner.sends_as(&fields.sender.1) {
-        let body = ta1_interchange(delimiters, &fields, env, false, "006");
-        return Ok(X12Outcome::ta1(body, "006", fields.control_number, control));
-    }
 
     let data: Option<CurrentDataSet> = match svc.repo().current().await {
         Ok(d) => d,
@@ -100,10 +88,6 @@ pub async fn answer_interchange(svc: &Eligibility, ctx: &CallerContext, input: &
     };
     let today = now.date();
 
-    let mut iw = InterchangeWriter::new(delimiters, env);
-    if interchange.ack_requested() {
-        iw.ta1(&fields, true, "000");
-    }
     let mut outcome = X12Outcome {
         body: Vec::new(),
         ta1_note: None,

@@ -8,6 +8,7 @@
 //! (see the README's dependency table).
 
 pub mod ack;
+pub mod answering;
 pub mod envelope;
 pub mod error;
 pub mod guide;

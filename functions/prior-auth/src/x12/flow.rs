@@ -6,12 +6,11 @@
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use exchange_core::commit::Commit;
-use exchange_core::control_numbers::ta1_rejection;
 use exchange_core::domain::prior_auth::{CaseRepo, PaCase};
 use exchange_core::http::{CallerContext, X12_MEDIA_TYPE};
 use exchange_core::ports::{Key, PortError, WriteOp};
-use exchange_core::x12::ack::{ta1_interchange, InterchangeWriter, OutboundEnvelope};
-use exchange_core::x12::envelope::{parse_interchange, SetAck};
+use exchange_core::x12::answering::{open_interchange, Opened, Refused};
+use exchange_core::x12::envelope::SetAck;
 use exchange_core::x12::guide::{self, x217};
 
 use super::request::{from_278, Request278};
@@ -105,6 +104,20 @@ impl X12Reply {
     }
 }
 
+/// The answer to an interchange refused whole.
+fn refusal(ctx: &CallerContext, refused: Refused) -> X12Reply {
+    match refused {
+        Refused::NotX12(error) => {
+            tracing::info!(request_id = %ctx.request_id, error = %error, "not an X12 interchange");
+            X12Reply::NotX12(error.to_string())
+        }
+        Refused::Ta1 { body, note, .. } => {
+            tracing::info!(request_id = %ctx.request_id, ta1 = note, "278 interchange rejected");
+            X12Reply::new(body)
+        }
+    }
+}
+
 impl PriorAuthService {
     /// Answers a 278 request interchange and commits what it creates or changes. `idem_key` is where the answer
     /// is remembered for a retry (sender ISA06 + ISA13); a concurrent retry that committed first gets its answer.
@@ -115,35 +128,14 @@ impl PriorAuthService {
         idem_key: Option<Key>,
     ) -> Result<X12Reply, PortError> {
         let now = self.clock.now();
-        let interchange = match parse_interchange(input, &[x217::KIND_278]) {
-            Ok(ic) => ic,
-            Err(rej) => {
-                let Some(fields) = rej.fields else {
-                    tracing::info!(request_id = %ctx.request_id, error = %rej.error, "not an X12 interchange");
-                    return Ok(X12Reply::NotX12(rej.error.to_string()));
-                };
-                let control = self.numbers.next_interchange(&ctx.caller.partner).await?;
-                let env = OutboundEnvelope::answering(&fields, control, now);
-                tracing::info!(request_id = %ctx.request_id, ta1 = rej.note_code, "278 interchange rejected");
-                return Ok(X12Reply::new(ta1_interchange(rej.delimiters, &fields, env, false, rej.note_code)));
-            }
+        let opened = open_interchange(&self.numbers, &ctx.partner, input, &[x217::KIND_278], now).await?;
+        let Opened { interchange, fields, writer: mut iw, .. } = match opened {
+            Ok(opened) => opened,
+            Err(refused) => return Ok(refusal(ctx, refused)),
         };
-        let fields = interchange.fields();
-        if !ctx.partner.sends_as(&fields.sender.1) {
-            // The interchange's sender is not one the calling partner registered.
-            let ta1 = ta1_rejection(&self.numbers, &ctx.caller.partner, input, "006", now).await?;
-            tracing::info!(request_id = %ctx.request_id, ta1 = "006", "interchange rejected");
-            return Ok(ta1.map_or_else(|| X12Reply::NotX12("no readable ISA".into()), X12Reply::new));
-        }
         let set_count: usize = interchange.groups.iter().map(|g| g.sets.len()).sum();
         if set_count > MAX_SETS {
             return Ok(X12Reply::TooManySets);
-        }
-        let control = self.numbers.next_interchange(&ctx.caller.partner).await?;
-        let env = OutboundEnvelope::answering(&fields, control, now);
-        let mut iw = InterchangeWriter::new(interchange.delimiters, env);
-        if interchange.ack_requested() {
-            iw.ta1(&fields, true, "000");
         }
 
         let mut ops: Vec<WriteOp> = Vec::new();
