@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 
-use crate::domain::audit::AuditLog;
+use crate::domain::audit::{AuditEntry, AuditLog};
 use crate::domain::cleanup::{CleanupLedger, Scheduled, WRITE_GRACE};
 use crate::http::CallerContext;
 use crate::ports::{Clock, PortResult, WriteOp};
@@ -77,10 +77,25 @@ impl Commit {
         self
     }
 
+    /// The status, the writes (with the cover's cancellation), and the documents to delete should they fail.
+    fn into_parts(self) -> (StatusCode, Vec<WriteOp>, Documents) {
+        let Commit { status, mut ops, documents, cover } = self;
+        if let Some(cover) = &cover {
+            ops.push(cover.cancel_op());
+        }
+        (status, ops, Documents { paths: documents, cover })
+    }
+
     /// The writes gathered so far (without the ledger cancellation and the audit record the commit adds).
     pub fn ops(&self) -> &[WriteOp] {
         &self.ops
     }
+}
+
+/// The documents of a commit, deleted if it fails.
+struct Documents {
+    paths: Vec<String>,
+    cover: Option<Scheduled>,
 }
 
 /// Commits [`Commit`]s: the one place a request's writes, its audit record and its documents' fate are decided.
@@ -114,13 +129,25 @@ impl Committer {
     /// status) in one transaction. On failure, nothing of it is written, its documents are deleted, and the error
     /// is returned (`Conflict` when one of the writes' conditions failed: a race lost).
     pub async fn commit(&self, ctx: &CallerContext, commit: Commit) -> PortResult<()> {
-        let Commit { status, mut ops, documents, cover } = commit;
-        if let Some(cover) = &cover {
-            ops.push(cover.cancel_op());
-        }
+        let (status, ops, documents) = commit.into_parts();
         let committed = ctx.commit_audited(&self.audit, self.clock.now(), status, ops).await;
+        self.settle(committed, documents).await
+    }
+
+    /// Commits `commit`'s writes with `entry` as the request's audit record, for a request authenticated outside
+    /// the caller middleware (a CDS Hooks call, whose client JWT names the caller), with [`Self::commit`]'s
+    /// guarantees. The entry's outcome is the commit's status.
+    pub async fn commit_as(&self, mut entry: AuditEntry, commit: Commit) -> PortResult<()> {
+        let (status, ops, documents) = commit.into_parts();
+        entry.outcome = status.as_u16();
+        let committed = self.audit.append_with(entry, ops).await.map(drop);
+        self.settle(committed, documents).await
+    }
+
+    /// After a commit: on failure, its documents are deleted.
+    async fn settle(&self, committed: PortResult<()>, documents: Documents) -> PortResult<()> {
         if committed.is_err() {
-            self.discard(documents, cover).await;
+            self.discard(documents.paths, documents.cover).await;
         }
         committed
     }
@@ -242,5 +269,34 @@ mod tests {
         app.committer().abandon(Commit::answered(StatusCode::OK).write(put("c")).keeping("doc/3")).await;
         assert!(!exists(&app, "doc/3").await);
         assert!(app.store().get(&Key::new("T", "c")).await.expect("get").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_commit_with_its_own_audit_entry_records_the_commits_status_or_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = App::in_memory(dir.path()).expect("app");
+        let entry = crate::domain::audit::AuditEntry {
+            at: String::new(),
+            partner: "p1".into(),
+            client_id: "ehr".into(),
+            action: crate::domain::audit::AuditAction::E,
+            operation: "POST /cds-services/crd".into(),
+            resources: Vec::new(),
+            members: vec!["M1".into()],
+            outcome: 0,
+            request_id: "req-2".into(),
+        };
+        let commit = Commit::answered(StatusCode::OK).write(put("d"));
+        app.committer().commit_as(entry.clone(), commit).await.expect("commit");
+        let history = app.audit().partner_history("p1", 10).await.expect("history");
+        assert_eq!((history.len(), history[0].entry.outcome), (1, 200));
+        assert!(app.store().get(&Key::new("T", "d")).await.expect("get").is_some());
+
+        // The same write again conflicts: no second record.
+        vaulted(&app, "doc/4").await;
+        let again = Commit::answered(StatusCode::OK).write(put("d")).keeping("doc/4");
+        assert!(app.committer().commit_as(entry, again).await.is_err());
+        assert_eq!(app.audit().partner_history("p1", 10).await.expect("history").len(), 1);
+        assert!(!exists(&app, "doc/4").await);
     }
 }

@@ -61,6 +61,8 @@ pub struct Davinci {
     pub ehr: Arc<dyn EhrFhir>,
     /// Settings.
     pub settings: Settings,
+    /// The CRD hooks' operation, over the ports it uses.
+    pub crd: crd::service::CrdService,
 }
 
 impl std::fmt::Debug for Davinci {
@@ -72,7 +74,9 @@ impl std::fmt::Debug for Davinci {
 impl Davinci {
     /// Assembles the state.
     pub fn new(core: Arc<App>, ehr: Arc<dyn EhrFhir>, settings: Settings) -> Self {
-        Davinci { assertions: AssertionRepo::new(core.store().clone()), core, ehr, settings }
+        let assertions = AssertionRepo::new(core.store().clone());
+        let crd = crd::service::CrdService::new(&core, assertions.clone(), ehr.clone(), settings.clone());
+        Davinci { assertions, core, ehr, settings, crd }
     }
 
     /// The public base URL: configured, else from the request's headers.

@@ -90,7 +90,7 @@ async fn handle(
                     .take(2),
             );
             // An answer is recorded in the transaction that keeps its assertions.
-            service::answer(dv, &client, request, now, request_id, entry(members.clone(), 200)).await
+            service::answer(&dv.crd, &client, request, now, request_id, entry(members.clone(), 200)).await
         }
         Err(e) => Err(e),
     };

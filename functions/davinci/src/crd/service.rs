@@ -2,8 +2,13 @@
 //! every order, and answer with the coverage-information extension on each order (a system action) and a card
 //! wherever a person should act. The assertions are kept in one transaction with the client JWT's replay record.
 
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use exchange_core::app::App;
+use exchange_core::commit::{Commit, Committer};
 use exchange_core::domain::audit::AuditEntry;
-use exchange_core::domain::payer_data::{CurrentDataSet, MemberRecord, Plan};
+use exchange_core::domain::payer_data::{CurrentDataSet, MemberRecord, PayerDataRepo, Plan};
 use exchange_core::domain::policy::evaluate;
 use exchange_core::domain::replay::ReplayLedger;
 use exchange_core::domain::MemberId;
@@ -12,12 +17,38 @@ use exchange_core::ports::PortError;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
+use super::assertions::AssertionRepo;
 use super::assertions::{new_assertion_id, StoredAssertion};
 use super::client_auth::CdsClient;
 use super::coverage_information::Assertion;
+use super::ehr::EhrFhir;
 use super::orders::{coverages, local_reference, member_id, orders, payer_identifiers, prefetched, Order};
 use super::request::{Hook, HookRequest};
-use crate::Davinci;
+use crate::Settings;
+
+/// The CRD service: the ports answering a hook uses (payer data, the kept assertions, the committer, the EHR
+/// reader for missing prefetch) and the deployment's settings; nothing of HTTP.
+#[derive(Clone)]
+pub struct CrdService {
+    repo: PayerDataRepo,
+    assertions: AssertionRepo,
+    committer: Committer,
+    ehr: Arc<dyn EhrFhir>,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for CrdService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrdService").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl CrdService {
+    /// The service over the app's ports, the assertions in `assertions`, reading missing prefetch with `ehr`.
+    pub fn new(app: &App, assertions: AssertionRepo, ehr: Arc<dyn EhrFhir>, settings: Settings) -> Self {
+        CrdService { repo: app.repo().clone(), assertions, committer: app.committer().clone(), ehr, settings }
+    }
+}
 
 /// Most orders answered in one call (each is one kept assertion per billing code; a transaction holds 100).
 pub const MAX_ORDERS: usize = 20;
@@ -38,7 +69,7 @@ enum Placement {
 /// The whole answer to one hook call. The assertions it keeps are committed with `audit`, the request's audit
 /// record, in one transaction.
 pub async fn answer(
-    dv: &Davinci,
+    svc: &CrdService,
     client: &CdsClient,
     request: HookRequest,
     now: OffsetDateTime,
@@ -46,7 +77,7 @@ pub async fn answer(
     audit: AuditEntry,
 ) -> Result<Value, FhirError> {
     let port = |e: PortError| FhirError::from_port(request_id, &e);
-    let data = dv.core.repo().current().await.map_err(port)?.ok_or(FhirError::Unavailable)?;
+    let data = svc.repo.current().await.map_err(port)?.ok_or(FhirError::Unavailable)?;
 
     // What the client did not prefetch is read from its FHIR server, when this deployment allows it.
     let mut fetched: Vec<Value> = Vec::new();
@@ -55,7 +86,7 @@ pub async fn answer(
     if !coverage_known {
         let patient = request.context["patientId"].as_str().unwrap_or_default().to_owned();
         let query = format!("Coverage?patient={}&status=active", url_component(&patient));
-        match fetch(dv, &request, &query).await {
+        match fetch(svc, &request, &query).await {
             Some(found) => {
                 coverage_known = true;
                 fetched.extend(resources_of(found));
@@ -65,7 +96,7 @@ pub async fn answer(
     }
     let (mut found, missing) = orders(&request, &fetched);
     for reference in missing {
-        match fetch(dv, &request, &reference).await {
+        match fetch(svc, &request, &reference).await {
             Some(resource) => fetched.push(resource),
             None => unresolved.push(reference),
         }
@@ -127,10 +158,10 @@ pub async fn answer(
                 "the Coverage does not name this payer by identifier (payor.identifier or the payor Organization's)",
             )
         } else {
-            place_member(dv, &data, coverage).await.map_err(port)?
+            place_member(svc, &data, coverage).await.map_err(port)?
         };
         for order in &found {
-            let evaluated = evaluate_order(dv, &data, &placement, order, &today).await.map_err(port)?;
+            let evaluated = evaluate_order(svc, &data, &placement, order, &today).await.map_err(port)?;
             let mut extensions = Vec::new();
             let several = evaluated.len() > 1;
             for (code, assertion) in &evaluated {
@@ -182,9 +213,9 @@ pub async fn answer(
     }
     cards.truncate(request.configuration.max_cards);
 
-    let mut ops = dv.assertions.create_ops(&assertions).map_err(port)?;
+    let mut ops = svc.assertions.create_ops(&assertions).map_err(port)?;
     ops.push(ReplayLedger::record("cds", &client.issuer, &client.jti, client.expires));
-    match dv.core.audit().append_with(audit, ops).await.map(drop) {
+    match svc.committer.commit_as(audit, Commit::answered(StatusCode::OK).writes(ops)).await {
         Ok(()) => {}
         // The assertion ids are fresh: the only create that can collide is the JWT's replay record.
         Err(PortError::Conflict(_)) => {
@@ -201,11 +232,11 @@ pub async fn answer(
 }
 
 /// Member id → member record; not placed when the id is malformed or unknown.
-async fn place_member(dv: &Davinci, data: &CurrentDataSet, coverage: &Value) -> Result<Placement, PortError> {
+async fn place_member(svc: &CrdService, data: &CurrentDataSet, coverage: &Value) -> Result<Placement, PortError> {
     let Some(id) = member_id(coverage).and_then(|id| MemberId::parse(&id).ok()) else {
         return Ok(Placement::NotPlaced("no-member-found", "the Coverage carries no member id this payer issues"));
     };
-    Ok(match dv.core.repo().member(data.version, &id).await? {
+    Ok(match svc.repo.member(data.version, &id).await? {
         Some(record) => Placement::Member(Box::new(record)),
         None => Placement::NotPlaced("no-member-found", "no member with the Coverage's member id"),
     })
@@ -217,7 +248,7 @@ type EvaluatedCode = Option<(String, String, Option<String>)>;
 /// The assertion for each billing code of an order (one assertion without a code when there is none to evaluate
 /// or the member cannot be placed).
 async fn evaluate_order(
-    dv: &Davinci,
+    svc: &CrdService,
     data: &CurrentDataSet,
     placement: &Placement,
     order: &Order,
@@ -234,7 +265,7 @@ async fn evaluate_order(
             Assertion::member_not_placed("no-active-coverage", "the member has no coverage on the service date"),
         )]);
     };
-    let plan: Option<std::sync::Arc<Plan>> = dv.core.repo().plan(data.version, &active.plan_id).await?;
+    let plan: Option<std::sync::Arc<Plan>> = svc.repo.plan(data.version, &active.plan_id).await?;
     if order.codes.is_empty() {
         return Ok(vec![(None, Assertion::no_billing_code())]);
     }
@@ -298,15 +329,15 @@ fn undetermined_card(data: &CurrentDataSet, hook: Hook, unresolved: &[String]) -
 }
 
 /// One read from the EHR when allowed and possible (`None` otherwise; failures are logged without content).
-async fn fetch(dv: &Davinci, request: &HookRequest, path_and_query: &str) -> Option<Value> {
-    if !dv.settings.fetch_from_ehr {
+async fn fetch(svc: &CrdService, request: &HookRequest, path_and_query: &str) -> Option<Value> {
+    if !svc.settings.fetch_from_ehr {
         return None;
     }
     let (Some(base), Some(auth)) = (&request.fhir_server, &request.fhir_authorization) else { return None };
-    if !dv.settings.allow_http_ehr && !base.starts_with("https://") {
+    if !svc.settings.allow_http_ehr && !base.starts_with("https://") {
         return None;
     }
-    match dv.ehr.read(base, path_and_query, &auth.access_token).await {
+    match svc.ehr.read(base, path_and_query, &auth.access_token).await {
         Ok(v) => Some(v),
         Err(e) => {
             tracing::warn!(error = %e, "reading prefetch from the EHR failed");
