@@ -85,11 +85,6 @@ impl Commit {
         }
         (status, ops, Documents { paths: documents, cover })
     }
-
-    /// The writes gathered so far (without the ledger cancellation and the audit record the commit adds).
-    pub fn ops(&self) -> &[WriteOp] {
-        &self.ops
-    }
 }
 
 /// The documents of a commit, deleted if it fails.

@@ -113,11 +113,6 @@ impl ExchangeRecords {
     }
 }
 
-/// Reads the answer an idempotency record names ([`ExchangeRecords::stored_answer`] over the app's ports).
-pub async fn stored_answer(app: &App, rec: &IdempotencyRecord) -> Result<bytes::Bytes, PortError> {
-    app.exchange_records().stored_answer(rec).await
-}
-
 /// Looks up an earlier answer to the same request ([`ExchangeRecords::replay`] over the app's ports).
 pub async fn replay(app: &App, key: &Key, body: &[u8]) -> Result<Replay, PortError> {
     app.exchange_records().replay(key, body).await

@@ -12,7 +12,7 @@ use exchange_core::control_numbers::ControlNumbers;
 use exchange_core::domain::payer_data::PayerDataRepo;
 use exchange_core::http::{CallerContext, X12_MEDIA_TYPE};
 use exchange_core::ports::{Clock, Item, Key, PortError, WriteOp};
-use exchange_core::record::{ExchangeRecords, Replay};
+use exchange_core::record::ExchangeRecords;
 use exchange_core::x12::ack::{InterchangeWriter, OutboundEnvelope};
 use exchange_core::x12::isa::IsaFields;
 use exchange_core::x12::{Delimiters, X12Error};
@@ -107,11 +107,6 @@ impl Eligibility {
     /// Time.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
-    }
-
-    /// The original answer to a request already answered under `key`.
-    pub async fn replay(&self, key: &Key, body: &[u8]) -> Result<Replay, PortError> {
-        self.records.replay(key, body).await
     }
 
     /// Answers a 270 interchange (271s, a 999 for rejected sets, or a TA1) and keeps it. `idempotency` is where
