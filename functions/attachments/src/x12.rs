@@ -401,17 +401,25 @@ impl AttachmentService {
         let out = iw.finish();
         let vaulted = svc.records.vault_exchange(ctx, "x12/275", input, &out, &payer).await?;
         if let Some(key) = idem_key {
+            // The exchange is not named in this commit: the sets' attachments are committed already, so if only
+            // the idempotency record loses a race, this answer (which says what was stored) and its documents
+            // stay true and are kept.
             let op = vaulted.idempotency_op(key.clone(), X12_MEDIA_TYPE, 200, &payer, now)?;
-            let commit = Commit::answered(StatusCode::OK).write(op).keeping_exchange(&vaulted);
-            match svc.committer.commit(ctx, commit).await {
+            let documents = || Commit::answered(StatusCode::OK).keeping_exchange(&vaulted);
+            match svc.committer.commit(ctx, Commit::answered(StatusCode::OK).write(op)).await {
                 Ok(()) => {}
-                // A concurrent retry recorded its answer first: that answer, byte for byte, as a retry gets it.
+                // A concurrent retry of the same interchange recorded its answer first: that answer, byte for
+                // byte, as a retry gets it (this one's documents are not needed).
                 Err(PortError::Conflict(_)) => {
                     if let Ok(Some(Ok((_, bytes)))) = svc.records.replay(&key, input).await {
+                        svc.committer.abandon(documents()).await;
                         return Ok(X12Reply::Answered { body: bytes, replayed: true });
                     }
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    svc.committer.abandon(documents()).await;
+                    return Err(e);
+                }
             }
         }
         tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, isa13 = %fields.control_number, stored_sets, "275 answered");

@@ -170,6 +170,7 @@ impl Eligibility {
             rejected_sets,
             aaa = aaa_rejections,
             ta1 = ta1_note.unwrap_or(""),
+            latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "270 answered"
         );
         Ok(answer)
@@ -241,7 +242,8 @@ impl Eligibility {
                 },
             )
             .await?;
-        tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, "eligibility answered");
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, latency_ms, "eligibility answered");
         Ok(reply)
     }
 

@@ -62,7 +62,7 @@ pub struct PriorAuth {
     pub core: Arc<App>,
     /// Cases.
     pub cases: CaseRepo,
-    /// The submission operations (the 278), over the ports they use.
+    /// The submission operations (the 278, PAS `$submit`), over the ports they use.
     pub service: service::PriorAuthService,
     /// Subscriptions.
     pub subscriptions: SubscriptionRepo,

@@ -1,6 +1,6 @@
 //! The prior-authorization service: the ports a submission uses (payer data, cases, control numbers, the
 //! exchange records, the committer, the clock), and nothing of HTTP. Its operations live beside their channel:
-//! [`crate::x12::flow`] answers a 278 interchange.
+//! [`crate::x12::flow`] answers a 278 interchange, [`crate::pas::flow`] a PAS `$submit`.
 
 use std::sync::Arc;
 

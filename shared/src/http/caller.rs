@@ -90,7 +90,7 @@ impl CallerContext {
         committed.map(drop)
     }
 
-    /// Notes `kind/id` for the audit record of this request's next [`Self::commit_audited`], and keeps the note
+    /// Notes `kind/id` for the audit record of this request's next commit ([`crate::commit::Committer::commit`]), and keeps the note
     /// only if that commit succeeds (for what the commit creates).
     pub fn audit_resource_on_commit(&self, kind: &str, id: &str) {
         if id.len() <= 4 * MAX_AUDITED_ID {
