@@ -22,10 +22,10 @@ use base64::Engine as _;
 use exchange_core::commit::Commit;
 use exchange_core::domain::attachments::AttachTo;
 use exchange_core::domain::PartnerRole;
-use exchange_core::http::{receive_x12, x12_response, CallerContext, Problem, X12Route, X12_MEDIA_TYPE};
+use exchange_core::http::{receive_x12, x12_reply_response, CallerContext, Problem, X12Route, X12_MEDIA_TYPE};
 use exchange_core::ports::PortError;
 use exchange_core::x12::ack::{write_999_group, Acknowledge};
-use exchange_core::x12::answering::{open_interchange, Opened, Refused};
+use exchange_core::x12::answering::{open_interchange, Opened, Refused, X12Reply};
 use exchange_core::x12::envelope::{ElementError, SegmentError, SetAck, SetKind};
 use exchange_core::x12::Segment;
 
@@ -302,29 +302,8 @@ pub async fn post_275(
         Err(answer) => return answer,
     };
     match svc.service.answer_275(&ctx, &request.body, request.idempotency_key).await {
-        Ok(X12Reply::Answered { body, replayed }) => x12_response(body, replayed),
-        Ok(X12Reply::NotX12(error)) => Problem::bad_request(format!("not an X12 interchange: {error}")).into_response(),
+        Ok(reply) => x12_reply_response(reply),
         Err(e) => Problem::from_port(&ctx.request_id, &e).into_response(),
-    }
-}
-
-/// What a 275 interchange is answered with.
-#[derive(Debug)]
-pub enum X12Reply {
-    /// The 999s (or a TA1), new or (`replayed`) the original answer to a retry.
-    Answered {
-        /// The interchange.
-        body: Bytes,
-        /// The original answer to a retry.
-        replayed: bool,
-    },
-    /// Not an interchange whose ISA can be read (no TA1 can be addressed).
-    NotX12(String),
-}
-
-impl X12Reply {
-    fn new(body: Vec<u8>) -> Self {
-        X12Reply::Answered { body: body.into(), replayed: false }
     }
 }
 
@@ -371,10 +350,11 @@ impl AttachmentService {
         let opened = open_interchange(&svc.numbers, &ctx.partner, input, &[KIND_275_X210, KIND_275_X211], now).await?;
         let Opened { interchange, fields, writer: mut iw, .. } = match opened {
             Ok(opened) => opened,
-            Err(Refused::NotX12(error)) => return Ok(X12Reply::NotX12(error.to_string())),
-            Err(Refused::Ta1 { body, note, .. }) => {
-                tracing::info!(request_id = %ctx.request_id, ta1 = note, "275 interchange rejected");
-                return Ok(X12Reply::new(body));
+            Err(refused) => {
+                if let Refused::Ta1 { note, .. } = &refused {
+                    tracing::info!(request_id = %ctx.request_id, ta1 = note, "275 interchange rejected");
+                }
+                return Ok(refused.into());
             }
         };
         let mut payer = String::from("unknown");
@@ -413,7 +393,7 @@ impl AttachmentService {
                 Err(PortError::Conflict(_)) => {
                     if let Ok(Some(Ok((_, bytes)))) = svc.records.replay(&key, input).await {
                         svc.committer.abandon(documents()).await;
-                        return Ok(X12Reply::Answered { body: bytes, replayed: true });
+                        return Ok(X12Reply::replayed(bytes));
                     }
                 }
                 Err(e) => {

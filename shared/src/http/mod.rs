@@ -11,7 +11,7 @@ pub use body::{answer_response, media_type, read_body, read_body_max};
 pub use caller::{require_caller, Authenticator, CallerContext};
 pub use problem::Problem;
 pub use query::ProblemQuery;
-pub use x12_inbound::{receive_x12, ta1_answer, x12_response, X12Request, X12Route};
+pub use x12_inbound::{receive_x12, ta1_answer, x12_reply_response, x12_response, X12Request, X12Route};
 
 /// The exchange's public base URL (`https://api.example.com`): `configured` when set, else the request's `Host`
 /// with `X-Forwarded-Proto` (https when absent). The audiences of partner-signed JWTs (CDS client JWTs, SMART client

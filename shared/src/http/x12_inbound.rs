@@ -13,6 +13,7 @@ use crate::app::App;
 use crate::domain::PartnerRole;
 use crate::ports::Key;
 use crate::record::{idempotency_key, replay};
+use crate::x12::answering::X12Reply;
 
 /// Media types an X12 route accepts (none given counts as X12).
 pub const X12_MEDIA_TYPES: &[&str] = &["application/edi-x12", "application/x12", "text/plain", ""];
@@ -42,6 +43,14 @@ pub struct X12Request {
 /// An X12 answer (HTTP 200: the acknowledgment is the answer); `replayed` marks a retry's original answer.
 pub fn x12_response(body: impl Into<bytes::Bytes>, replayed: bool) -> Response {
     answer_response(StatusCode::OK, X12_MEDIA_TYPE, body, replayed)
+}
+
+/// The HTTP answer to an [`X12Reply`]: 200 with the interchange, or 400 problem+json for a body that is not X12.
+pub fn x12_reply_response(reply: X12Reply) -> Response {
+    match reply {
+        X12Reply::Answered { body, replayed } => x12_response(body, replayed),
+        X12Reply::NotX12(error) => Problem::bad_request(format!("not an X12 interchange: {error}")).into_response(),
+    }
 }
 
 /// Checks the caller, media type and size, and answers a retried interchange with its original answer (or TA1 025

@@ -43,6 +43,41 @@ pub enum Refused {
     },
 }
 
+/// What an inbound interchange is answered with.
+#[derive(Debug)]
+pub enum X12Reply {
+    /// An X12 answer (the flow's sets, 999, TA1), new or (`replayed`) the original answer to a retry.
+    Answered {
+        /// The interchange.
+        body: bytes::Bytes,
+        /// The original answer to a retry.
+        replayed: bool,
+    },
+    /// Not an interchange whose ISA can be read (no TA1 can be addressed).
+    NotX12(String),
+}
+
+impl X12Reply {
+    /// A new answer.
+    pub fn new(body: Vec<u8>) -> Self {
+        X12Reply::Answered { body: body.into(), replayed: false }
+    }
+
+    /// The original answer to a retry.
+    pub fn replayed(body: bytes::Bytes) -> Self {
+        X12Reply::Answered { body, replayed: true }
+    }
+}
+
+impl From<Refused> for X12Reply {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::NotX12(error) => X12Reply::NotX12(error.to_string()),
+            Refused::Ta1 { body, .. } => X12Reply::new(body),
+        }
+    }
+}
+
 /// Opens `input` (a `partner`'s interchange of one of the `supported` kinds) for answering at `now`.
 pub async fn open_interchange<'a>(
     numbers: &ControlNumbers,

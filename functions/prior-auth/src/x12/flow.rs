@@ -1,15 +1,14 @@
 //! The 278 flow: a request interchange in; a 278 response per accepted set, a 999 for rejected sets, or a TA1
 //! for a rejected interchange out. Everything the interchange creates or changes (cases, their submission
 //! records, the interchange's idempotency record) is committed in one transaction with the request's audit
-//! record. Independent of HTTP: [`super::routes`] maps the [`X12Reply`].
+//! record. Independent of HTTP: [`super::routes`] maps the [`Reply278`].
 
-use axum::body::Bytes;
 use axum::http::StatusCode;
 use exchange_core::commit::Commit;
 use exchange_core::domain::prior_auth::{CaseRepo, PaCase};
 use exchange_core::http::{CallerContext, X12_MEDIA_TYPE};
 use exchange_core::ports::{Key, PortError, WriteOp};
-use exchange_core::x12::answering::{open_interchange, Opened, Refused};
+use exchange_core::x12::answering::{open_interchange, Opened, Refused, X12Reply};
 use exchange_core::x12::envelope::SetAck;
 use exchange_core::x12::guide::{self, x217};
 
@@ -82,40 +81,26 @@ async fn process_set(
 
 /// What a 278 interchange is answered with.
 #[derive(Debug)]
-pub enum X12Reply {
-    /// An X12 answer (278s, 999, TA1), new or (`replayed`) the original answer to a retry.
-    Answered {
-        /// The interchange.
-        body: Bytes,
-        /// The original answer to a retry.
-        replayed: bool,
-    },
-    /// Not an interchange whose ISA can be read (no TA1 can be addressed).
-    NotX12(String),
+pub enum Reply278 {
+    /// An X12 answer (278s, 999, TA1), or not X12 at all.
+    X12(X12Reply),
     /// More than [`MAX_SETS`] transaction sets.
     TooManySets,
     /// A case the interchange changes was changed by another request meanwhile: the partner resends.
     ChangedMeanwhile,
 }
 
-impl X12Reply {
-    fn new(body: Vec<u8>) -> Self {
-        X12Reply::Answered { body: body.into(), replayed: false }
-    }
-}
-
 /// The answer to an interchange refused whole.
-fn refusal(ctx: &CallerContext, refused: Refused) -> X12Reply {
-    match refused {
+fn refusal(ctx: &CallerContext, refused: Refused) -> Reply278 {
+    match &refused {
         Refused::NotX12(error) => {
-            tracing::info!(request_id = %ctx.request_id, error = %error, "not an X12 interchange");
-            X12Reply::NotX12(error.to_string())
+            tracing::info!(request_id = %ctx.request_id, error = %error, "not an X12 interchange")
         }
-        Refused::Ta1 { body, note, .. } => {
-            tracing::info!(request_id = %ctx.request_id, ta1 = note, "278 interchange rejected");
-            X12Reply::new(body)
+        Refused::Ta1 { note, .. } => {
+            tracing::info!(request_id = %ctx.request_id, ta1 = note, "278 interchange rejected")
         }
     }
+    Reply278::X12(refused.into())
 }
 
 impl PriorAuthService {
@@ -126,7 +111,7 @@ impl PriorAuthService {
         ctx: &CallerContext,
         input: &[u8],
         idem_key: Option<Key>,
-    ) -> Result<X12Reply, PortError> {
+    ) -> Result<Reply278, PortError> {
         let now = self.clock.now();
         let opened = open_interchange(&self.numbers, &ctx.partner, input, &[x217::KIND_278], now).await?;
         let Opened { interchange, fields, writer: mut iw, .. } = match opened {
@@ -135,7 +120,7 @@ impl PriorAuthService {
         };
         let set_count: usize = interchange.groups.iter().map(|g| g.sets.len()).sum();
         if set_count > MAX_SETS {
-            return Ok(X12Reply::TooManySets);
+            return Ok(Reply278::TooManySets);
         }
 
         let mut ops: Vec<WriteOp> = Vec::new();
@@ -222,11 +207,11 @@ impl PriorAuthService {
                 // A concurrent retry of the same interchange committed first: its answer, as a retry gets it.
                 if let Some(key) = &idem_key {
                     if let Ok(Some(Ok((_, bytes)))) = self.records.replay(key, input).await {
-                        return Ok(X12Reply::Answered { body: bytes, replayed: true });
+                        return Ok(Reply278::X12(X12Reply::replayed(bytes)));
                     }
                 }
                 // Otherwise a referenced case changed meanwhile: the partner resends.
-                return Ok(X12Reply::ChangedMeanwhile);
+                return Ok(Reply278::ChangedMeanwhile);
             }
             return Err(e);
         }
@@ -239,6 +224,6 @@ impl PriorAuthService {
             rejected_sets = set_count - answered,
             "278 answered"
         );
-        Ok(X12Reply::new(out))
+        Ok(Reply278::X12(X12Reply::new(out)))
     }
 }

@@ -10,9 +10,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use exchange_core::domain::PartnerRole;
-use exchange_core::http::{receive_x12, x12_response, CallerContext, Problem, X12Route, MAX_BODY_BYTES};
+use exchange_core::http::{receive_x12, x12_reply_response, CallerContext, Problem, X12Route, MAX_BODY_BYTES};
 
-use super::flow::{X12Reply, MAX_SETS};
+use super::flow::{Reply278, MAX_SETS};
 use crate::PriorAuth;
 
 /// `POST /x12/278`.
@@ -33,13 +33,12 @@ pub async fn post_278(
         Err(answer) => return answer,
     };
     match pa.service.answer_278(&ctx, &request.body, request.idempotency_key).await {
-        Ok(X12Reply::Answered { body, replayed }) => x12_response(body, replayed),
-        Ok(X12Reply::NotX12(error)) => Problem::bad_request(format!("not an X12 interchange: {error}")).into_response(),
-        Ok(X12Reply::TooManySets) => Problem::bad_request(format!(
+        Ok(Reply278::X12(reply)) => x12_reply_response(reply),
+        Ok(Reply278::TooManySets) => Problem::bad_request(format!(
             "a real-time 278 interchange carries at most {MAX_SETS} transaction sets; send batches separately"
         ))
         .into_response(),
-        Ok(X12Reply::ChangedMeanwhile) => {
+        Ok(Reply278::ChangedMeanwhile) => {
             Problem::new(StatusCode::CONFLICT, "conflict", "A referenced request changed meanwhile")
                 .with_detail("resend the interchange")
                 .into_response()
