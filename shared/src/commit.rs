@@ -201,7 +201,11 @@ mod tests {
     }
 
     async fn exists(app: &App, path: &str) -> bool {
-        app.vault().blobs().get(path).await.is_ok()
+        match app.vault().blobs().get(path).await {
+            Ok(_) => true,
+            Err(crate::ports::PortError::NotFound(_)) => false,
+            Err(e) => panic!("the blob store failed: {e}"),
+        }
     }
 
     async fn ledger_entries(app: &App) -> usize {

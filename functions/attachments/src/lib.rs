@@ -57,12 +57,14 @@ impl std::fmt::Debug for Attachments {
 impl Attachments {
     /// Assembles the state.
     pub fn new(core: Arc<App>) -> Self {
+        // The routes outside the submission flows read the service's repositories.
+        let service = service::AttachmentService::new(&core);
         Attachments {
-            attachments: AttachmentRepo::new(core.store().clone()),
-            requests: AttachmentRequestRepo::new(core.store().clone()),
-            cases: CaseRepo::new(core.store().clone()),
-            uploads: UploadRepo::new(core.store().clone()),
-            service: service::AttachmentService::new(&core),
+            attachments: service.attachments.clone(),
+            requests: service.requests.clone(),
+            cases: service.cases.clone(),
+            uploads: service.uploads.clone(),
+            service,
             core,
         }
     }

@@ -48,6 +48,11 @@ pub enum EligibilityError {
     Unavailable(#[from] PortError),
 }
 
+/// Milliseconds since `started` (for the inquiry record and the logs).
+fn elapsed_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The eligibility service (see the module docs).
 #[derive(Clone)]
 pub struct Eligibility {
@@ -145,7 +150,7 @@ impl Eligibility {
             rejected_sets,
             aaa_rejections,
             ta1_note: ta1_note.map(str::to_owned),
-            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            latency_ms: elapsed_ms(started),
             request_path: String::new(),
             response_path: String::new(),
             at: String::new(),
@@ -170,7 +175,7 @@ impl Eligibility {
             rejected_sets,
             aaa = aaa_rejections,
             ta1 = ta1_note.unwrap_or(""),
-            latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            latency_ms = elapsed_ms(started),
             "270 answered"
         );
         Ok(answer)
@@ -223,7 +228,7 @@ impl Eligibility {
             rejected_sets: 0,
             aaa_rejections: usize::from(answer.first_rejection().is_some()),
             ta1_note: None,
-            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            latency_ms: elapsed_ms(started),
             request_path: String::new(),
             response_path: String::new(),
             at: String::new(),
@@ -242,8 +247,7 @@ impl Eligibility {
                 },
             )
             .await?;
-        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, latency_ms, "eligibility answered");
+        tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, latency_ms = elapsed_ms(started), "eligibility answered");
         Ok(reply)
     }
 
