@@ -1,6 +1,7 @@
 //! Embedded adapters: real local storage under one data directory, for the local runner.
 //!
-//! - [`RedbStateStore`]: the state store over one ACID redb database file (`state.redb`).
+//! - [`RedbStateStore`]: the state store over one ACID redb database file (`state.redb`) behind a write-ahead log
+//!   with group commit (`state.wal/`).
 //! - [`FolderBlobStore`]: the blob store over a directory (`documents/`), written atomically, files mode 0600;
 //!   documents up to [`redb_store::SMALL_BLOB_MAX`] live in the database and join its group commit.
 //! - [`LocalKeyService`]: a locally generated 256-bit master key and P-384 signing key (`keys/`, files mode 0600).
@@ -12,7 +13,9 @@
 mod folder_blobs;
 mod local_keys;
 pub mod local_transfers;
+mod memtable;
 pub mod redb_store;
+mod wal;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -1,6 +1,6 @@
-//! The state store over one redb database file, with group commit.
+//! The state store: a write-ahead log with group commit in front of one redb database file.
 //!
-//! Four tables, all written in the same ACID write transaction:
+//! **Tables.** Four redb tables, all written in the same ACID write transaction:
 //! - `items`: `(pk, sk)` → the item as JSON;
 //! - `gsi1`: `(gsi1pk, gsi1sk, pk, sk)` → `()`, the secondary index (the primary key makes entries unique);
 //! - `counters`: `(pk, sk)` → `u64`, kept apart from items so a counter never shows up in an item query;
@@ -8,24 +8,38 @@
 //!   [`SMALL_BLOB_MAX`] here, so they ride in the same durable commit as the records that name them).
 //!
 //! **Group commit.** Every write goes to one committer thread through a queue. The committer takes everything
-//! queued (up to [`MAX_BATCH`] jobs), applies each job in one redb write transaction, and commits once: one fsync for
-//! the whole batch. A job whose condition fails is left out (its writes are never applied: conditions are checked
-//! against the transaction, including the batch's earlier jobs, before anything of the job is written) and only its
-//! caller gets `Conflict`; the others commit. Each caller is answered only after the commit that holds its writes
-//! is durable. Small-document puts do not wait: they are queued (readable at once from a map of pending writes)
-//! and ride in the next batch; a batch no caller waits for commits without an fsync (`Durability::None`), and the
-//! durable commit of the record that names them, which the flows always make after writing their documents and
-//! which is queued after them, makes them durable too. A crash before it loses only documents no record names. Reads use redb's MVCC read transactions and never wait
-//! for the committer.
+//! queued (up to [`MAX_BATCH`] jobs), checks each job's conditions against the current state (including the
+//! batch's earlier jobs), stages the writes of the jobs whose conditions hold in a [`Memtable`] for the batch, and
+//! makes that batch durable with one append and one `fdatasync` of the write-ahead log ([`super::wal`]). A job
+//! whose condition fails writes nothing and only its caller gets `Conflict`; the others commit. Each caller is
+//! answered only after the log record holding its writes is on disk. The batch then joins the *active* memtable,
+//! where reads find it.
+//!
+//! **Checkpoints.** When the active memtable holds [`CHECKPOINT_BYTES`] or is [`CHECKPOINT_INTERVAL`] old, the
+//! committer closes the log segment, freezes the memtable, and a checkpoint thread writes it into the database in
+//! one redb transaction (thousands of requests per B-tree commit instead of a dozen), then deletes the segment.
+//! On open, whatever the log holds is replayed into the database first (replaying a batch it already holds changes
+//! nothing: a log record is the final state of each key).
+//!
+//! **Small documents** do not wait: their puts are queued (readable at once from a map of pending writes) and
+//! ride in the next batch; a batch no caller waits for is appended without an `fdatasync`, and the durable append
+//! of the record that names them, which the flows always make after writing their documents and which is queued
+//! after them, makes them durable too. A crash before it loses only documents no record names.
+//!
+//! **Reads** look in the active memtable, the frozen one, then the database (a redb MVCC read transaction); they
+//! never wait for a commit or a checkpoint (only, for a few microseconds, for a batch being added to a memtable).
 
 use std::fmt;
 use std::ops::Bound;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use redb::{Database, ReadableTable, Table, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 
+use super::memtable::{find_blob, find_counter, find_item, IndexKey, Memtable, Merge, Unmerged};
+use super::wal::{self, Wal};
 use super::{check_distinct_keys, check_query, decode_gsi1_cursor, encode_gsi1_cursor, is_expired};
 use crate::ports::{Clock, Item, Key, Page, PortError, PortResult, Query, StateStore, SystemClock, WriteOp};
 
@@ -37,18 +51,61 @@ const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 
 /// Largest document kept in the database rather than as a file of its own: raw interchanges, answers and
 /// PAS Bundles are a few KiB (a 270 about 0.5 KiB, a PAS Bundle 5 to 20 KiB); 256 KiB holds nearly every X12 and
-/// FHIR message while keeping one batch's commit to a few MiB; attachments past it stay files.
+/// FHIR message while keeping one batch's log record to a few MiB; attachments past it stay files.
 pub const SMALL_BLOB_MAX: usize = 256 * 1024;
 
 /// Most jobs one group commit takes.
 pub const MAX_BATCH: usize = 512;
 
-/// The state store over one redb database file (ACID, crash-safe), with group commit (see the module docs).
+/// Size at which the active memtable is checkpointed: a few seconds of a busy clearinghouse's traffic, replayed
+/// in well under a second after a crash, and large enough that a checkpoint amortizes its page writes.
+pub const CHECKPOINT_BYTES: usize = 32 * 1024 * 1024;
+
+/// Age at which a non-empty active memtable is checkpointed, so a quiet runner's log stays short.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// When the active memtable is checkpointed: at `bytes`, or when non-empty and `interval` old.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointPolicy {
+    /// Size that triggers a checkpoint.
+    pub bytes: usize,
+    /// Age that triggers a checkpoint.
+    pub interval: Duration,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        CheckpointPolicy { bytes: CHECKPOINT_BYTES, interval: CHECKPOINT_INTERVAL }
+    }
+}
+
+/// The state store over one redb database file and its write-ahead log (ACID, crash-safe), with group commit
+/// (see the module docs).
 #[derive(Clone)]
 pub struct RedbStateStore {
     db: Arc<Database>,
     clock: Arc<dyn Clock>,
+    layers: Arc<RwLock<Layers>>,
     committer: Arc<Committer>,
+}
+
+/// The memtables reads consult before the database, newest first: the active one (each batch joins it) and,
+/// while a checkpoint writes it into the database, the frozen one.
+#[derive(Default)]
+struct Layers {
+    active: Arc<RwLock<Memtable>>,
+    frozen: Option<Arc<RwLock<Memtable>>>,
+}
+
+/// The memtables of `layers` at this instant, newest first. Taken before a database read transaction begins, so
+/// a checkpoint that completes in between is seen in one place or the other, never in neither.
+fn snapshot(layers: &RwLock<Layers>) -> Vec<Arc<RwLock<Memtable>>> {
+    let layers = layers.read().unwrap_or_else(PoisonError::into_inner);
+    std::iter::once(layers.active.clone()).chain(layers.frozen.clone()).collect()
+}
+
+fn read_all(tables: &[Arc<RwLock<Memtable>>]) -> Vec<RwLockReadGuard<'_, Memtable>> {
+    tables.iter().map(|t| t.read().unwrap_or_else(PoisonError::into_inner)).collect()
 }
 
 /// A write for the committer.
@@ -109,12 +166,10 @@ struct Queued {
     now: i64,
     /// Who waits for the commit (small-document writes do not: they are read from the pending map meanwhile).
     reply: Option<tokio::sync::oneshot::Sender<PortResult<Done>>>,
-    /// Commits this job failed in (small-document writes are carried to the next batch a few times).
-    failures: u8,
 }
 
-/// The committer thread and its queue; the last store handle dropped stops and joins it, so the database file is
-/// released when the store is gone.
+/// The committer thread and its queue; the last store handle dropped stops and joins it (it checkpoints what the
+/// log holds first), so the database file is released when the store is gone.
 struct Committer {
     queue: std::sync::Mutex<Option<std::sync::mpsc::Sender<Queued>>>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -132,14 +187,24 @@ impl Drop for Committer {
     }
 }
 
+/// What the committer thread owns.
+struct CommitterState {
+    db: Arc<Database>,
+    layers: Arc<RwLock<Layers>>,
+    pending: Arc<PendingBlobs>,
+    wal: Wal,
+    wal_dir: PathBuf,
+    last_freeze: Instant,
+    policy: CheckpointPolicy,
+}
+
 impl Committer {
-    fn start(db: Arc<Database>) -> PortResult<Self> {
+    fn start(state: CommitterState) -> PortResult<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<Queued>();
-        let pending = Arc::new(PendingBlobs::default());
-        let committed = pending.clone();
+        let pending = state.pending.clone();
         let thread = std::thread::Builder::new()
             .name("redb-committer".into())
-            .spawn(move || commit_loop(&db, &rx, &committed))
+            .spawn(move || commit_loop(state, &rx))
             .map_err(|e| PortError::Unavailable(format!("cannot start the committer thread: {e}")))?;
         Ok(Committer { queue: std::sync::Mutex::new(Some(tx)), thread: std::sync::Mutex::new(Some(thread)), pending })
     }
@@ -155,7 +220,7 @@ impl Committer {
 
     async fn submit(&self, job: Job, now: i64) -> PortResult<Done> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.send(Queued { job, now, reply: Some(reply), failures: 0 })?;
+        self.send(Queued { job, now, reply: Some(reply) })?;
         answer.await.map_err(|_| PortError::Unavailable("the embedded database committer stopped".into()))?
     }
 
@@ -167,7 +232,7 @@ impl Committer {
             Some(bytes) => Job::PutBlob(path.to_owned(), bytes, generation),
             None => Job::DeleteBlob(path.to_owned(), generation),
         };
-        let sent = self.send(Queued { job, now: 0, reply: None, failures: 0 });
+        let sent = self.send(Queued { job, now: 0, reply: None });
         if sent.is_err() {
             self.pending.committed(path, generation);
         }
@@ -175,143 +240,320 @@ impl Committer {
     }
 }
 
-/// Small-document writes whose commit failed are carried to the next batch this many times before they are dropped
-/// (their request's record commits after them, and fails too while the database cannot commit).
-const BLOB_COMMIT_ATTEMPTS: u8 = 3;
+/// A checkpoint to make: the frozen memtable, and the last log segment whose writes it holds.
+type CheckpointJob = (Arc<RwLock<Memtable>>, u64);
 
-/// The committer: one write transaction and one commit per batch of queued jobs.
-fn commit_loop(db: &Database, queue: &std::sync::mpsc::Receiver<Queued>, pending: &PendingBlobs) {
-    let mut carried: Vec<Queued> = Vec::new();
-    loop {
-        let mut batch = std::mem::take(&mut carried);
-        if batch.is_empty() {
-            match queue.recv() {
-                Ok(first) => batch.push(first),
-                Err(_) => return,
-            }
+/// The committer: one log append (and one `fdatasync`, when someone waits) per batch of queued jobs.
+fn commit_loop(mut state: CommitterState, queue: &std::sync::mpsc::Receiver<Queued>) {
+    let (checkpoints, checkpoint_queue) = std::sync::mpsc::channel::<CheckpointJob>();
+    let checkpointer = {
+        let (db, layers, dir) = (state.db.clone(), state.layers.clone(), state.wal_dir.clone());
+        std::thread::Builder::new()
+            .name("redb-checkpoint".into())
+            .spawn(move || checkpoint_loop(&db, &layers, &dir, &checkpoint_queue))
+    };
+    let checkpointer = match checkpointer {
+        Ok(thread) => Some(thread),
+        Err(e) => {
+            // Without checkpoints the log and the active memtable only grow: still correct, and loud.
+            tracing::error!(error = %e, "cannot start the checkpoint thread");
+            None
         }
+    };
+    loop {
+        let first = match queue.recv_timeout(state.policy.interval) {
+            Ok(first) => first,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                maybe_freeze(&mut state, &checkpoints);
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
-        // Only a batch someone waits for is flushed to disk; small documents alone are made durable by the next
-        // durable commit (their request's record).
-        let durable = batch.iter().any(|q| q.reply.is_some());
-        match run_batch(db, &batch, durable) {
-            Ok(results) => {
-                for (queued, result) in batch.into_iter().zip(results) {
-                    match &queued.job {
-                        Job::PutBlob(path, _, generation) | Job::DeleteBlob(path, generation) => {
-                            pending.committed(path, *generation);
-                        }
-                        _ => {}
-                    }
-                    if let Some(reply) = queued.reply {
-                        let _ = reply.send(result);
-                    }
+        run_batch(&mut state, batch);
+        maybe_freeze(&mut state, &checkpoints);
+    }
+    // Closing: let the running checkpoint finish, then write what is left into the database, so the next open
+    // finds an empty log.
+    drop(checkpoints);
+    if let Some(thread) = checkpointer {
+        let _ = thread.join();
+    }
+    let frozen_left = state.layers.read().unwrap_or_else(PoisonError::into_inner).frozen.is_some();
+    if !frozen_left && state.wal.sync().is_ok() {
+        let active = state.layers.read().unwrap_or_else(PoisonError::into_inner).active.clone();
+        let table = active.read().unwrap_or_else(PoisonError::into_inner);
+        match checkpoint(&state.db, &table) {
+            Ok(()) => {
+                if let Err(e) = wal::remove_through(&state.wal_dir, state.wal.sequence()) {
+                    tracing::warn!(error = %e, "the write-ahead log could not be emptied at close; it is replayed at the next open");
                 }
             }
-            Err(e) => {
-                let message = e.to_string();
-                for mut queued in batch {
-                    match queued.reply.take() {
-                        Some(reply) => {
-                            let _ = reply.send(Err(PortError::Unavailable(message.clone())));
+            Err(e) => tracing::error!(error = %e, "the last checkpoint failed; the log is replayed at the next open"),
+        }
+    }
+}
+
+/// Stages a batch, makes it durable in the log, adds it to the active memtable and answers its callers.
+fn run_batch(state: &mut CommitterState, batch: Vec<Queued>) {
+    let durable = batch.iter().any(|q| q.reply.is_some());
+    let mut staged = Memtable::default();
+    let results = {
+        let tables = snapshot(&state.layers);
+        let guards = read_all(&tables);
+        let older: Vec<&Memtable> = guards.iter().map(|g| &**g).collect();
+        match state.db.begin_read().map_err(storage) {
+            Ok(txn) => batch.iter().map(|queued| stage(&txn, &older, &mut staged, queued)).collect(),
+            Err(e) => batch.iter().map(|_| Err(PortError::Unavailable(e.to_string()))).collect::<Vec<_>>(),
+        }
+    };
+    let logged = if staged.is_empty() {
+        if durable {
+            state.wal.sync()
+        } else {
+            Ok(())
+        }
+    } else {
+        state.wal.append(&staged, durable)
+    };
+    if let Err(e) = &logged {
+        tracing::error!(error = %e, "a batch could not be logged; its writes are refused");
+    }
+    if logged.is_ok() && !staged.is_empty() {
+        let active = state.layers.read().unwrap_or_else(PoisonError::into_inner).active.clone();
+        active.write().unwrap_or_else(PoisonError::into_inner).absorb(staged);
+    }
+    for (queued, result) in batch.into_iter().zip(results) {
+        if let Job::PutBlob(path, _, generation) | Job::DeleteBlob(path, generation) = &queued.job {
+            // Logged: readable from the active memtable from now on. Not logged: lost, like a put a crash cuts off
+            // (no record names it, because the record's own commit fails too while the log is unusable).
+            state.pending.committed(path, *generation);
+        }
+        if let Some(reply) = queued.reply {
+            let answer = match (&logged, result) {
+                (Ok(()), result) => result,
+                (Err(e), _) => Err(PortError::Unavailable(e.to_string())),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+/// Checks a job's conditions against the state as it stands (the database, the memtables, the batch's earlier
+/// jobs) and, when they all hold, stages its writes; a job that fails stages nothing.
+fn stage(txn: &redb::ReadTransaction, older: &[&Memtable], staged: &mut Memtable, queued: &Queued) -> PortResult<Done> {
+    match &queued.job {
+        Job::Transact(ops) => {
+            let mut olds = Vec::with_capacity(ops.len());
+            for (op, _) in ops {
+                let stored = stored_at(txn, older, staged, op.key())?;
+                let live = stored.as_ref().filter(|s| !s.is_expired(queued.now));
+                match op {
+                    // An expired item is absent to readers, so it must not block a new one (idempotency records).
+                    WriteOp::PutNew(item) => {
+                        if live.is_some() {
+                            return Err(PortError::Conflict(format!(
+                                "item {}/{} already exists",
+                                item.key.pk, item.key.sk
+                            )));
                         }
-                        None if queued.failures + 1 < BLOB_COMMIT_ATTEMPTS => {
-                            queued.failures += 1;
-                            carried.push(queued);
-                        }
-                        None => {
-                            if let Job::PutBlob(path, _, generation) | Job::DeleteBlob(path, generation) = &queued.job {
-                                tracing::error!(error = %message, "a small document could not be committed");
-                                pending.committed(path, *generation);
+                    }
+                    WriteOp::Update { expected_version, .. } | WriteOp::Delete { expected_version, .. } => {
+                        let key = op.key();
+                        match live {
+                            Some(s) if s.version == *expected_version => {}
+                            Some(s) => {
+                                return Err(PortError::Conflict(format!(
+                                    "item {}/{} is at version {}, not {expected_version}",
+                                    key.pk, key.sk, s.version
+                                )))
+                            }
+                            None => {
+                                return Err(PortError::Conflict(format!("item {}/{} does not exist", key.pk, key.sk)))
                             }
                         }
                     }
                 }
+                olds.push(stored);
             }
-        }
-    }
-}
-
-/// Applies a batch in one transaction and commits it; `Err` (nothing committed) when the transaction itself fails.
-fn run_batch(db: &Database, batch: &[Queued], durable: bool) -> PortResult<Vec<PortResult<Done>>> {
-    let mut txn = db.begin_write().map_err(storage)?;
-    if !durable {
-        txn.set_durability(redb::Durability::None);
-    }
-    let mut results = Vec::with_capacity(batch.len());
-    {
-        // Each table is opened once per batch, not once per job.
-        let mut items = txn.open_table(ITEMS).map_err(storage)?;
-        let mut index = txn.open_table(GSI1).map_err(storage)?;
-        let mut counters = txn.open_table(COUNTERS).map_err(storage)?;
-        let mut blobs = txn.open_table(BLOBS).map_err(storage)?;
-        for queued in batch {
-            let result = match &queued.job {
-                Job::Transact(ops) => match check(&items, queued.now, ops) {
-                    Ok(()) => {
-                        // Every condition holds, so a failure while writing is the database's, not the caller's:
-                        // the job may be half-applied, and the whole batch must not commit.
-                        apply(&mut items, &mut index, queued.now, ops)?;
-                        Ok(Done::Unit)
+            let unprepared = || PortError::Invalid("a write reached the committer without its encoded item".to_owned());
+            for ((op, bytes), old) in ops.iter().zip(olds) {
+                let key = op.key();
+                if let Some(gsi1) = old.and_then(|o| o.gsi1) {
+                    staged.put_index(IndexKey { gsi1, key: key.clone() }, false);
+                }
+                match op {
+                    WriteOp::PutNew(item) | WriteOp::Update { item, .. } => {
+                        let bytes: Arc<[u8]> = Arc::from(bytes.as_deref().ok_or_else(unprepared)?);
+                        if let Some(gsi1) = &item.gsi1 {
+                            staged.put_index(IndexKey { gsi1: gsi1.clone(), key: key.clone() }, true);
+                        }
+                        staged.put_item(key.clone(), Some(bytes));
                     }
-                    Err(e) => Err(e),
-                },
-                Job::Increment(key) => Ok(Done::Count(increment_in(&mut counters, key)?)),
-                Job::PutBlob(path, bytes, _) => {
-                    blobs.insert(path.as_str(), bytes.as_slice()).map_err(storage)?;
-                    Ok(Done::Unit)
+                    WriteOp::Delete { .. } => staged.put_item(key.clone(), None),
                 }
-                Job::DeleteBlob(path, _) => {
-                    blobs.remove(path.as_str()).map_err(storage)?;
-                    Ok(Done::Unit)
+            }
+            Ok(Done::Unit)
+        }
+        Job::Increment(key) => {
+            let current = match find_counter(&layers_with(staged, older), key) {
+                Some(value) => value,
+                None => {
+                    let counters = txn.open_table(COUNTERS).map_err(storage)?;
+                    let value = counters.get((key.pk.as_str(), key.sk.as_str())).map_err(storage)?;
+                    value.map(|guard| guard.value()).unwrap_or(0)
                 }
-                Job::Sync => Ok(Done::Unit),
             };
-            results.push(result);
+            let value = current
+                .checked_add(1)
+                .ok_or_else(|| PortError::Invalid(format!("counter {}/{} overflowed", key.pk, key.sk)))?;
+            staged.put_counter(key.clone(), value);
+            Ok(Done::Count(value))
         }
+        Job::PutBlob(path, bytes, _) => {
+            staged.put_blob(path.clone(), Some(bytes.clone()));
+            Ok(Done::Unit)
+        }
+        Job::DeleteBlob(path, _) => {
+            staged.put_blob(path.clone(), None);
+            Ok(Done::Unit)
+        }
+        Job::Sync => Ok(Done::Unit),
     }
-    txn.commit().map_err(storage)?;
-    Ok(results)
 }
 
-/// Checks every condition of `ops` against the transaction as it is (earlier jobs of the batch included), writing
-/// nothing.
-fn check(
-    items: &Table<(&'static str, &'static str), &'static [u8]>,
-    now: i64,
-    ops: &[(WriteOp, Option<Vec<u8>>)],
-) -> PortResult<()> {
-    for (op, _) in ops {
-        match op {
-            WriteOp::PutNew(item) => {
-                if read_stored(items, &item.key)?.is_some_and(|old| !old.is_expired(now)) {
-                    return Err(PortError::Conflict(format!("item {}/{} already exists", item.key.pk, item.key.sk)));
+/// `staged` in front of `older`.
+fn layers_with<'a>(staged: &'a Memtable, older: &[&'a Memtable]) -> Vec<&'a Memtable> {
+    std::iter::once(staged).chain(older.iter().copied()).collect()
+}
+
+/// What the committer needs of the item at `key` as it stands, expired or not.
+fn stored_at(
+    txn: &redb::ReadTransaction,
+    older: &[&Memtable],
+    staged: &Memtable,
+    key: &Key,
+) -> PortResult<Option<Stored>> {
+    match find_item(&layers_with(staged, older), key) {
+        Some(Some(bytes)) => decode_stored(bytes).map(Some),
+        Some(None) => Ok(None),
+        None => {
+            let items = txn.open_table(ITEMS).map_err(storage)?;
+            let found = items.get((key.pk.as_str(), key.sk.as_str())).map_err(storage)?;
+            found.map(|guard| decode_stored(guard.value())).transpose()
+        }
+    }
+}
+
+/// Closes the log segment and hands the active memtable to the checkpoint thread, when it is big or old enough
+/// and no checkpoint is running.
+fn maybe_freeze(state: &mut CommitterState, checkpoints: &std::sync::mpsc::Sender<CheckpointJob>) {
+    let active = {
+        let layers = state.layers.read().unwrap_or_else(PoisonError::into_inner);
+        if layers.frozen.is_some() {
+            return;
+        }
+        layers.active.clone()
+    };
+    let (bytes, empty) = {
+        let table = active.read().unwrap_or_else(PoisonError::into_inner);
+        (table.bytes, table.is_empty())
+    };
+    if empty || (bytes < state.policy.bytes && state.last_freeze.elapsed() < state.policy.interval) {
+        return;
+    }
+    let Ok(closed) = state.wal.rotate() else { return };
+    {
+        let mut layers = state.layers.write().unwrap_or_else(PoisonError::into_inner);
+        let frozen = std::mem::take(&mut layers.active);
+        layers.frozen = Some(frozen.clone());
+        if checkpoints.send((frozen, closed)).is_err() {
+            // No checkpoint thread: keep the memtable readable as frozen (the log keeps its writes).
+            tracing::error!("no checkpoint thread; the write-ahead log grows until a restart");
+        }
+    }
+    state.last_freeze = Instant::now();
+}
+
+/// The checkpoint thread: writes each frozen memtable into the database, then deletes the log segments it holds
+/// and drops it from the read path.
+fn checkpoint_loop(
+    db: &Database,
+    layers: &RwLock<Layers>,
+    wal_dir: &Path,
+    queue: &std::sync::mpsc::Receiver<CheckpointJob>,
+) {
+    while let Ok((frozen, closed)) = queue.recv() {
+        let mut delay = Duration::from_millis(50);
+        let mut written = false;
+        for _ in 0..6 {
+            let result = checkpoint(db, &frozen.read().unwrap_or_else(PoisonError::into_inner));
+            match result {
+                Ok(()) => {
+                    written = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "a checkpoint failed; retrying");
+                    std::thread::sleep(delay);
+                    delay *= 2;
                 }
             }
-            WriteOp::Update { item, expected_version } => {
-                live_with_version(items, &item.key, *expected_version, now)?;
+        }
+        if !written {
+            // The frozen memtable stays in the read path and its segments stay on disk: nothing is lost, the log
+            // grows, and the next open replays it.
+            tracing::error!("checkpoints keep failing; the write-ahead log grows until a restart");
+            return;
+        }
+        if let Err(e) = wal::remove_through(wal_dir, closed) {
+            // Replaying a segment the database holds changes nothing: this costs time at the next open only.
+            tracing::warn!(error = %e, "checkpointed log segments could not be deleted");
+        }
+        layers.write().unwrap_or_else(PoisonError::into_inner).frozen = None;
+    }
+}
+
+/// Writes a memtable into the database in one durable transaction.
+fn checkpoint(db: &Database, table: &Memtable) -> PortResult<()> {
+    let txn = db.begin_write().map_err(storage)?;
+    {
+        let mut items = txn.open_table(ITEMS).map_err(storage)?;
+        for (key, bytes) in &table.items {
+            let k = (key.pk.as_str(), key.sk.as_str());
+            match bytes {
+                Some(bytes) => drop(items.insert(k, &bytes[..]).map_err(storage)?),
+                None => drop(items.remove(k).map_err(storage)?),
             }
-            WriteOp::Delete { key, expected_version } => {
-                live_with_version(items, key, *expected_version, now)?;
+        }
+        let mut index = txn.open_table(GSI1).map_err(storage)?;
+        for (entry, present) in &table.index {
+            let k = (entry.gsi1.pk.as_str(), entry.gsi1.sk.as_str(), entry.key.pk.as_str(), entry.key.sk.as_str());
+            if *present {
+                index.insert(k, ()).map_err(storage)?;
+            } else {
+                index.remove(k).map_err(storage)?;
+            }
+        }
+        let mut counters = txn.open_table(COUNTERS).map_err(storage)?;
+        for (key, value) in &table.counters {
+            counters.insert((key.pk.as_str(), key.sk.as_str()), *value).map_err(storage)?;
+        }
+        let mut blobs = txn.open_table(BLOBS).map_err(storage)?;
+        for (path, bytes) in &table.blobs {
+            match bytes {
+                Some(bytes) => drop(blobs.insert(path.as_str(), bytes.as_slice()).map_err(storage)?),
+                None => drop(blobs.remove(path.as_str()).map_err(storage)?),
             }
         }
     }
-    Ok(())
-}
-
-fn increment_in(counters: &mut Table<(&'static str, &'static str), u64>, key: &Key) -> PortResult<u64> {
-    let current =
-        counters.get((key.pk.as_str(), key.sk.as_str())).map_err(storage)?.map(|guard| guard.value()).unwrap_or(0);
-    let value = current
-        .checked_add(1)
-        .ok_or_else(|| PortError::Invalid(format!("counter {}/{} overflowed", key.pk, key.sk)))?;
-    counters.insert((key.pk.as_str(), key.sk.as_str()), value).map_err(storage)?;
-    Ok(value)
+    txn.commit().map_err(storage)
 }
 
 impl fmt::Debug for RedbStateStore {
@@ -321,10 +563,17 @@ impl fmt::Debug for RedbStateStore {
 }
 
 impl RedbStateStore {
-    /// Opens the database file at `path`, creating it (mode 0600 on unix) and its tables on first use.
+    /// Opens the database file at `path` and its write-ahead log (the folder `path` with the extension `wal`),
+    /// creating them (mode 0600/0700 on unix) on first use, and replays the log into the database.
     ///
     /// Fails with `Unavailable` when the file is corrupt or already open (redb takes an exclusive lock).
     pub fn open(path: &Path) -> PortResult<Self> {
+        Self::open_with(path, CheckpointPolicy::default())
+    }
+
+    /// [`Self::open`] with another checkpoint policy (tests checkpoint after every batch to exercise the merges
+    /// of memtables and database).
+    pub fn open_with(path: &Path, policy: CheckpointPolicy) -> PortResult<Self> {
         let db = Database::create(path).map_err(storage)?;
         restrict_to_owner(path)?;
         // Creating the tables up front lets read transactions open them without a "table missing" case.
@@ -334,9 +583,28 @@ impl RedbStateStore {
         txn.open_table(COUNTERS).map_err(storage)?;
         txn.open_table(BLOBS).map_err(storage)?;
         txn.commit().map_err(storage)?;
+        let wal_dir = path.with_extension("wal");
+        super::create_private_dir(&wal_dir)?;
+        let (recovered, segments) = wal::replay(&wal_dir)?;
+        if !recovered.is_empty() {
+            checkpoint(&db, &recovered)?;
+        }
+        if let Some(&last) = segments.last() {
+            wal::remove_through(&wal_dir, last)?;
+        }
+        let wal = Wal::create(&wal_dir, segments.last().map_or(1, |last| last + 1))?;
         let db = Arc::new(db);
-        let committer = Arc::new(Committer::start(db.clone())?);
-        Ok(RedbStateStore { db, clock: Arc::new(SystemClock), committer })
+        let layers = Arc::new(RwLock::new(Layers::default()));
+        let committer = Arc::new(Committer::start(CommitterState {
+            db: db.clone(),
+            layers: layers.clone(),
+            pending: Arc::new(PendingBlobs::default()),
+            wal,
+            wal_dir,
+            last_freeze: Instant::now(),
+            policy,
+        })?);
+        Ok(RedbStateStore { db, clock: Arc::new(SystemClock), layers, committer })
     }
 
     /// Uses `clock` to decide which items have expired (the system clock by default).
@@ -345,10 +613,11 @@ impl RedbStateStore {
         self
     }
 
-    /// Runs a read on the calling task: a read transaction is served from redb's page cache (or the OS page cache)
-    /// in microseconds, less than the two thread hand-offs of a trip to the blocking pool would cost.
-    fn read<T>(&self, work: impl FnOnce(&Database, i64) -> PortResult<T>) -> PortResult<T> {
-        work(&self.db, self.clock.now().unix_timestamp())
+    /// Runs a read on the calling task, over the memtables and a read transaction begun after they were taken:
+    /// served from memory, redb's page cache or the OS page cache in microseconds, less than the two thread
+    /// hand-offs of a trip to the blocking pool would cost.
+    fn read<T>(&self, work: impl FnOnce(&[&Memtable], &redb::ReadTransaction, i64) -> PortResult<T>) -> PortResult<T> {
+        read_over(&self.db, &self.layers, self.clock.now().unix_timestamp(), work)
     }
 
     /// Queues a write for the committer and waits until it is durable.
@@ -377,22 +646,33 @@ impl RedbStateStore {
         if let Some(pending) = self.committer.pending.get(path) {
             return Ok(pending.map(|bytes| bytes.as_ref().clone()));
         }
-        self.read(|db, _| {
-            let txn = db.begin_read().map_err(storage)?;
-            let blobs = txn.open_table(BLOBS).map_err(storage)?;
-            Ok(blobs.get(path).map_err(storage)?.map(|guard| guard.value().to_vec()))
+        self.read(|layers, txn, _| match find_blob(layers, path) {
+            Some(found) => Ok(found.map(|bytes| bytes.as_ref().clone())),
+            None => {
+                let blobs = txn.open_table(BLOBS).map_err(storage)?;
+                Ok(blobs.get(path).map_err(storage)?.map(|guard| guard.value().to_vec()))
+            }
         })
     }
 
     /// The paths of the small documents the database holds (pending writes included).
     pub fn blob_paths(&self) -> PortResult<Vec<String>> {
-        let mut paths: std::collections::BTreeSet<String> = self.read(|db, _| {
-            let txn = db.begin_read().map_err(storage)?;
+        let mut paths: std::collections::BTreeSet<String> = self.read(|layers, txn, _| {
             let blobs = txn.open_table(BLOBS).map_err(storage)?;
             let mut out = std::collections::BTreeSet::new();
             for entry in blobs.iter().map_err(storage)? {
                 let (path, _) = entry.map_err(storage)?;
                 out.insert(path.value().to_owned());
+            }
+            // Oldest memtable first, so the newest write of a path decides.
+            for layer in layers.iter().rev() {
+                for (path, bytes) in &layer.blobs {
+                    if bytes.is_some() {
+                        out.insert(path.clone());
+                    } else {
+                        out.remove(path);
+                    }
+                }
             }
             Ok(out)
         })?;
@@ -408,27 +688,41 @@ impl RedbStateStore {
         Ok(paths.into_iter().collect())
     }
 
-    /// Runs `work` on the blocking pool with the database and the current time (epoch seconds).
+    /// Runs a read on the blocking pool (queries, which may walk many entries).
     async fn run<T, F>(&self, work: F) -> PortResult<T>
     where
-        F: FnOnce(&Database, i64) -> PortResult<T> + Send + 'static,
+        F: FnOnce(&[&Memtable], &redb::ReadTransaction, i64) -> PortResult<T> + Send + 'static,
         T: Send + 'static,
     {
         let db = Arc::clone(&self.db);
+        let layers = Arc::clone(&self.layers);
         let now = self.clock.now().unix_timestamp();
-        tokio::task::spawn_blocking(move || work(&db, now))
+        tokio::task::spawn_blocking(move || read_over(&db, &layers, now, work))
             .await
             .map_err(|e| PortError::Unavailable(format!("embedded database task failed: {e}")))?
     }
 }
 
+/// Runs `work` over the memtables (newest first) and a database read transaction begun after they were taken.
+fn read_over<T>(
+    db: &Database,
+    layers: &RwLock<Layers>,
+    now: i64,
+    work: impl FnOnce(&[&Memtable], &redb::ReadTransaction, i64) -> PortResult<T>,
+) -> PortResult<T> {
+    let tables = snapshot(layers);
+    let guards = read_all(&tables);
+    let memtables: Vec<&Memtable> = guards.iter().map(|g| &**g).collect();
+    let txn = db.begin_read().map_err(storage)?;
+    work(&memtables, &txn, now)
+}
+
 #[async_trait]
 impl StateStore for RedbStateStore {
     async fn get(&self, key: &Key) -> PortResult<Option<Item>> {
-        self.read(|db, now| {
-            let txn = db.begin_read().map_err(storage)?;
+        self.read(|layers, txn, now| {
             let items = txn.open_table(ITEMS).map_err(storage)?;
-            Ok(read_item(&items, key)?.filter(|item| !is_expired(item, now)))
+            Ok(read_item(layers, &items, key)?.filter(|item| !is_expired(item, now)))
         })
     }
 
@@ -445,13 +739,13 @@ impl StateStore for RedbStateStore {
     async fn query(&self, query: &Query) -> PortResult<Page> {
         check_query(query)?;
         let query = query.clone();
-        self.run(move |db, now| query_items(db, &query, now)).await
+        self.run(move |layers, txn, now| query_items(layers, txn, &query, now)).await
     }
 
     async fn query_gsi1(&self, query: &Query) -> PortResult<Page> {
         check_query(query)?;
         let query = query.clone();
-        self.run(move |db, now| query_index(db, &query, now)).await
+        self.run(move |layers, txn, now| query_index(layers, txn, &query, now)).await
     }
 
     async fn transact(&self, ops: Vec<WriteOp>) -> PortResult<()> {
@@ -470,7 +764,6 @@ impl StateStore for RedbStateStore {
     }
 }
 
-/// Maps any redb error to `Unavailable`: the caller can do nothing about it but retry or give up.
 fn storage<E: Into<redb::Error>>(error: E) -> PortError {
     PortError::Unavailable(format!("embedded database: {}", error.into()))
 }
@@ -499,63 +792,6 @@ fn decode(bytes: &[u8]) -> PortResult<Item> {
 
 fn encode(item: &Item) -> PortResult<Vec<u8>> {
     serde_json::to_vec(item).map_err(|e| PortError::Invalid(format!("item cannot be serialized: {e}")))
-}
-
-/// Reads an item as stored, expired or not.
-fn read_item<T>(items: &T, key: &Key) -> PortResult<Option<Item>>
-where
-    T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
-{
-    match items.get((key.pk.as_str(), key.sk.as_str())).map_err(storage)? {
-        Some(guard) => decode(guard.value()).map(Some),
-        None => Ok(None),
-    }
-}
-
-/// Applies prepared `ops` to the transaction, checking each condition as its write is made.
-fn apply(
-    items: &mut Table<(&'static str, &'static str), &'static [u8]>,
-    index: &mut Table<(&'static str, &'static str, &'static str, &'static str), ()>,
-    now: i64,
-    ops: &[(WriteOp, Option<Vec<u8>>)],
-) -> PortResult<()> {
-    let unprepared = || PortError::Invalid("a write reached the committer without its encoded item".to_owned());
-    for (op, bytes) in ops {
-        match op {
-            WriteOp::PutNew(item) => {
-                let stored = read_stored(&*items, &item.key)?;
-                // An expired item is absent to readers, so it must not block a new one (idempotency records).
-                if stored.as_ref().is_some_and(|old| !old.is_expired(now)) {
-                    return Err(PortError::Conflict(format!("item {}/{} already exists", item.key.pk, item.key.sk)));
-                }
-                put(
-                    items,
-                    index,
-                    &item.key,
-                    stored.as_ref(),
-                    item.gsi1.as_ref(),
-                    bytes.as_deref().ok_or_else(unprepared)?,
-                )?;
-            }
-            WriteOp::Update { item, expected_version } => {
-                let stored = live_with_version(items, &item.key, *expected_version, now)?;
-                put(
-                    items,
-                    index,
-                    &item.key,
-                    Some(&stored),
-                    item.gsi1.as_ref(),
-                    bytes.as_deref().ok_or_else(unprepared)?,
-                )?;
-            }
-            WriteOp::Delete { key, expected_version } => {
-                let stored = live_with_version(items, key, *expected_version, now)?;
-                items.remove((key.pk.as_str(), key.sk.as_str())).map_err(storage)?;
-                unindex(index, key, &stored)?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Encodes each write's item at the version it will be stored with (1 for a create, the expected version + 1 for
@@ -595,85 +831,59 @@ impl Stored {
     }
 }
 
-/// Reads what the committer needs of a stored item, expired or not.
-fn read_stored<T>(items: &T, key: &Key) -> PortResult<Option<Stored>>
+/// Reads what the committer needs of an encoded item.
+fn decode_stored(bytes: &[u8]) -> PortResult<Stored> {
+    serde_json::from_slice(bytes).map_err(|e| PortError::Integrity(format!("stored item is not valid JSON: {e}")))
+}
+
+/// Reads an item as stored (memtables first), expired or not.
+fn read_item<T>(layers: &[&Memtable], items: &T, key: &Key) -> PortResult<Option<Item>>
 where
     T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
 {
-    match items.get((key.pk.as_str(), key.sk.as_str())).map_err(storage)? {
-        Some(guard) => serde_json::from_slice(guard.value())
-            .map(Some)
-            .map_err(|e| PortError::Integrity(format!("stored item is not valid JSON: {e}"))),
-        None => Ok(None),
+    match find_item(layers, key) {
+        Some(Some(bytes)) => decode(bytes).map(Some),
+        Some(None) => Ok(None),
+        None => match items.get((key.pk.as_str(), key.sk.as_str())).map_err(storage)? {
+            Some(guard) => decode(guard.value()).map(Some),
+            None => Ok(None),
+        },
     }
 }
 
-/// The stored item at `key`, when it is live and at `expected_version`; `Conflict` otherwise.
-fn live_with_version(
-    items: &Table<(&'static str, &'static str), &'static [u8]>,
-    key: &Key,
-    expected_version: u64,
-    now: i64,
-) -> PortResult<Stored> {
-    match read_stored(items, key)? {
-        Some(item) if !item.is_expired(now) && item.version == expected_version => Ok(item),
-        Some(item) if !item.is_expired(now) => Err(PortError::Conflict(format!(
-            "item {}/{} is at version {}, not {expected_version}",
-            key.pk, key.sk, item.version
-        ))),
-        _ => Err(PortError::Conflict(format!("item {}/{} does not exist", key.pk, key.sk))),
-    }
-}
-
-/// Writes the encoded item at `key` over `old` (if any), moving its secondary-index entry.
-fn put(
-    items: &mut Table<(&'static str, &'static str), &'static [u8]>,
-    index: &mut Table<(&'static str, &'static str, &'static str, &'static str), ()>,
-    key: &Key,
-    old: Option<&Stored>,
-    gsi1: Option<&Key>,
-    bytes: &[u8],
-) -> PortResult<()> {
-    items.insert((key.pk.as_str(), key.sk.as_str()), bytes).map_err(storage)?;
-    if let Some(old) = old {
-        unindex(index, key, old)?;
-    }
-    if let Some(gsi1) = gsi1 {
-        index.insert((gsi1.pk.as_str(), gsi1.sk.as_str(), key.pk.as_str(), key.sk.as_str()), ()).map_err(storage)?;
-    }
-    Ok(())
-}
-
-fn unindex(
-    index: &mut Table<(&'static str, &'static str, &'static str, &'static str), ()>,
-    key: &Key,
-    item: &Stored,
-) -> PortResult<()> {
-    if let Some(gsi1) = &item.gsi1 {
-        index.remove((gsi1.pk.as_str(), gsi1.sk.as_str(), key.pk.as_str(), key.sk.as_str())).map_err(storage)?;
-    }
-    Ok(())
-}
+/// A merge source over a memtable's items from `start`.
+type ItemSource<'a> = Unmerged<'a, Key, Arc<[u8]>>;
 
 /// Items of one partition by sort-key prefix; the cursor is the last returned sort key.
-fn query_items(db: &Database, query: &Query, now: i64) -> PortResult<Page> {
-    let txn = db.begin_read().map_err(storage)?;
+fn query_items(layers: &[&Memtable], txn: &redb::ReadTransaction, query: &Query, now: i64) -> PortResult<Page> {
     let items = txn.open_table(ITEMS).map_err(storage)?;
     let pk = query.pk.as_str();
     let prefix = query.sk_prefix.as_str();
     // Resume after the cursor unless it sorts before the prefix range (then the range start is the tighter bound).
-    let start = match query.after.as_deref().or(query.start_after_sk.as_deref()) {
-        Some(after) if after >= prefix => Bound::Excluded((pk, after)),
-        _ => Bound::Included((pk, prefix)),
+    let (start, start_key) = match query.after.as_deref().or(query.start_after_sk.as_deref()) {
+        Some(after) if after >= prefix => (Bound::Excluded((pk, after)), Bound::Excluded(Key::new(pk, after))),
+        _ => (Bound::Included((pk, prefix)), Bound::Included(Key::new(pk, prefix))),
     };
-    let mut page = Page::default();
-    for entry in items.range::<(&str, &str)>((start, Bound::Unbounded)).map_err(storage)? {
+    let mut sources: Vec<ItemSource<'_>> = layers
+        .iter()
+        .map(|layer| {
+            let range = layer.items.range((start_key.clone(), Bound::Unbounded));
+            Box::new(range.map(|(k, v)| Ok((k.clone(), v.clone())))) as ItemSource<'_>
+        })
+        .collect();
+    let stored = items.range::<(&str, &str)>((start, Bound::Unbounded)).map_err(storage)?;
+    sources.push(Box::new(stored.map(|entry| {
         let (key, value) = entry.map_err(storage)?;
         let (item_pk, item_sk) = key.value();
-        if item_pk != pk || !item_sk.starts_with(prefix) {
+        Ok((Key::new(item_pk, item_sk), Some(Arc::from(value.value()))))
+    })));
+    let mut page = Page::default();
+    for entry in Merge::new(sources) {
+        let (key, bytes) = entry?;
+        if key.pk != pk || !key.sk.starts_with(prefix) {
             break;
         }
-        let item = decode(value.value())?;
+        let item = decode(&bytes)?;
         if is_expired(&item, now) {
             continue;
         }
@@ -687,30 +897,51 @@ fn query_items(db: &Database, query: &Query, now: i64) -> PortResult<Page> {
     Ok(page)
 }
 
+/// A merge source over index entries.
+type IndexSource<'a> = Unmerged<'a, IndexKey, ()>;
+
 /// Items by secondary-index partition and sort-key prefix, ordered by `(gsi1sk, pk, sk)`.
-fn query_index(db: &Database, query: &Query, now: i64) -> PortResult<Page> {
+fn query_index(layers: &[&Memtable], txn: &redb::ReadTransaction, query: &Query, now: i64) -> PortResult<Page> {
     let cursor = query.after.as_deref().map(decode_gsi1_cursor).transpose()?;
-    let txn = db.begin_read().map_err(storage)?;
     let items = txn.open_table(ITEMS).map_err(storage)?;
     let index = txn.open_table(GSI1).map_err(storage)?;
     let gsi1pk = query.pk.as_str();
     let prefix = query.sk_prefix.as_str();
-    let start = match &cursor {
-        Some((gsi1sk, pk, sk)) if gsi1sk.as_str() >= prefix => {
-            Bound::Excluded((gsi1pk, gsi1sk.as_str(), pk.as_str(), sk.as_str()))
-        }
-        _ => Bound::Included((gsi1pk, prefix, "", "")),
+    let (start, start_key) = match &cursor {
+        Some((gsi1sk, pk, sk)) if gsi1sk.as_str() >= prefix => (
+            Bound::Excluded((gsi1pk, gsi1sk.as_str(), pk.as_str(), sk.as_str())),
+            Bound::Excluded(IndexKey {
+                gsi1: Key::new(gsi1pk, gsi1sk.as_str()),
+                key: Key::new(pk.as_str(), sk.as_str()),
+            }),
+        ),
+        _ => (
+            Bound::Included((gsi1pk, prefix, "", "")),
+            Bound::Included(IndexKey { gsi1: Key::new(gsi1pk, prefix), key: Key::new("", "") }),
+        ),
     };
+    let mut sources: Vec<IndexSource<'_>> = layers
+        .iter()
+        .map(|layer| {
+            let range = layer.index.range((start_key.clone(), Bound::Unbounded));
+            Box::new(range.map(|(k, present)| Ok((k.clone(), present.then_some(()))))) as IndexSource<'_>
+        })
+        .collect();
+    let stored = index.range::<(&str, &str, &str, &str)>((start, Bound::Unbounded)).map_err(storage)?;
+    sources.push(Box::new(stored.map(|entry| {
+        let (key, _) = entry.map_err(storage)?;
+        let (gsi1pk, gsi1sk, pk, sk) = key.value();
+        Ok((IndexKey { gsi1: Key::new(gsi1pk, gsi1sk), key: Key::new(pk, sk) }, Some(())))
+    })));
     let mut page = Page::default();
-    for entry in index.range::<(&str, &str, &str, &str)>((start, Bound::Unbounded)).map_err(storage)? {
-        let (entry_key, _) = entry.map_err(storage)?;
-        let (entry_gsi1pk, entry_gsi1sk, pk, sk) = entry_key.value();
-        if entry_gsi1pk != gsi1pk || !entry_gsi1sk.starts_with(prefix) {
+    for entry in Merge::new(sources) {
+        let (entry, ()) = entry?;
+        if entry.gsi1.pk != gsi1pk || !entry.gsi1.sk.starts_with(prefix) {
             break;
         }
-        // The index is written in the same transaction as the items, so a missing item would mean corruption;
-        // skipping it keeps queries answering rather than failing on one bad entry.
-        let Some(item) = read_item(&items, &Key::new(pk, sk))? else {
+        // The index is written in the same batch as the items, so a missing item would mean corruption; skipping
+        // it keeps queries answering rather than failing on one bad entry.
+        let Some(item) = read_item(layers, &items, &entry.key)? else {
             continue;
         };
         if is_expired(&item, now) {
@@ -847,6 +1078,95 @@ mod tests {
         store.delete_blob("a/raw").unwrap();
         assert_eq!(store.get_blob("a/raw").unwrap(), None);
         assert_eq!(store.blob_paths().unwrap(), Vec::<String>::new());
+    }
+
+    /// Copies a data directory as it is on disk at this instant: what a power cut would leave.
+    fn crash_copy(from: &Path, to: &Path) {
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                std::fs::create_dir_all(&target).unwrap();
+                crash_copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn acknowledged_writes_survive_a_crash_through_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        store.put_new(Item::new(Key::new("P", "a"), json!({"n": 1})).with_gsi1(Key::new("G", "x"))).await.unwrap();
+        store.update(Item::new(Key::new("P", "a"), json!({"n": 2})).with_gsi1(Key::new("G", "y")), 1).await.unwrap();
+        store.put_new(Item::new(Key::new("P", "b"), json!({}))).await.unwrap();
+        store.transact(vec![WriteOp::Delete { key: Key::new("P", "b"), expected_version: 1 }]).await.unwrap();
+        store.put_blob("doc/1", b"sealed".to_vec()).unwrap();
+        store.put_new(Item::new(Key::new("P", "names-doc"), json!({"doc": "doc/1"}))).await.unwrap();
+        assert_eq!(store.increment(&Key::new("C", "n")).await.unwrap(), 1);
+        // Nothing was checkpointed yet (the interval is seconds): the database file alone lacks all of it.
+        let crashed = tempfile::tempdir().unwrap();
+        crash_copy(dir.path(), crashed.path());
+        drop(store);
+        let recovered = open(&crashed);
+        assert_eq!(recovered.get(&Key::new("P", "a")).await.unwrap().unwrap().body, json!({"n": 2}));
+        assert!(recovered.get(&Key::new("P", "b")).await.unwrap().is_none());
+        assert_eq!(recovered.get_blob("doc/1").unwrap().as_deref(), Some(&b"sealed"[..]));
+        let moved = recovered.query_gsi1(&Query::prefix("G", "", 10)).await.unwrap();
+        assert_eq!(moved.items.iter().map(|i| i.gsi1.clone().unwrap().sk).collect::<Vec<_>>(), ["y"]);
+        assert_eq!(recovered.increment(&Key::new("C", "n")).await.unwrap(), 2);
+        // The replayed log is in the database now: only the fresh segment is left.
+        assert_eq!(wal::segments(&crashed.path().join("state.wal")).unwrap().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_merge_memtables_and_database_while_checkpoints_run_constantly() {
+        let dir = tempfile::tempdir().unwrap();
+        let every_batch = CheckpointPolicy { bytes: 1, interval: Duration::ZERO };
+        let store = RedbStateStore::open_with(&dir.path().join("state.redb"), every_batch).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..120u32 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let key = Key::new("P", format!("k{i:03}"));
+                store.put_new(Item::new(key.clone(), json!({"i": i})).with_gsi1(Key::new("G", "old"))).await?;
+                match i % 3 {
+                    // Moved to another index entry.
+                    0 => {
+                        store.update(Item::new(key, json!({"i": i})).with_gsi1(Key::new("G", "new")), 1).await.map(drop)
+                    }
+                    // Deleted.
+                    1 => store.transact(vec![WriteOp::Delete { key, expected_version: 1 }]).await,
+                    _ => Ok(()),
+                }?;
+                store.increment(&Key::new("C", "n")).await
+            }));
+        }
+        let mut counts = Vec::new();
+        for t in tasks {
+            counts.push(t.await.unwrap().unwrap());
+        }
+        counts.sort_unstable();
+        assert_eq!(counts, (1..=120).collect::<Vec<_>>(), "every increment unique");
+        for round in 0..2 {
+            // Page through in small pages: each page's cursor crosses memtables and the database.
+            let mut seen = Vec::new();
+            let mut query = Query::prefix("P", "k", 7);
+            loop {
+                let page = store.query(&query).await.unwrap();
+                seen.extend(page.items.iter().map(|i| i.key.sk.clone()));
+                let Some(next) = page.next else { break };
+                query.after = Some(next);
+            }
+            let expected: Vec<String> = (0..120u32).filter(|i| i % 3 != 1).map(|i| format!("k{i:03}")).collect();
+            assert_eq!(seen, expected, "round {round}");
+            let new = store.query_gsi1(&Query::prefix("G", "new", 100)).await.unwrap();
+            assert_eq!(new.items.len(), 40);
+            let old = store.query_gsi1(&Query::prefix("G", "old", 100)).await.unwrap();
+            assert!(old.items.iter().all(|i| i.key.sk.trim_start_matches('k').parse::<u32>().unwrap() % 3 == 2));
+            assert_eq!(old.items.len(), 40);
+        }
     }
 
     #[tokio::test]
