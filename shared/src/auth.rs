@@ -243,7 +243,7 @@ fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, AuthErro
     serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)
 }
 
-pub use crate::domain::ids::random_id;
+pub use crate::domain::ids::{random_id, request_id};
 
 /// Whether `s` is exactly `len` hex digits (a [`random_id`] is 32; a SHA-256 is 64). Checked before such a value
 /// from a caller becomes part of a key or a path.

@@ -20,7 +20,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use exchange_core::auth::{random_id, TOKEN_LIFETIME_SECS};
+use exchange_core::auth::{request_id, TOKEN_LIFETIME_SECS};
 use exchange_core::domain::audit::{timestamp, AuditAction, AuditEntry};
 use exchange_core::domain::{PartnerId, TradingPartner};
 use exchange_core::jose::{check_client_assertion, JoseError, UnverifiedJws};
@@ -226,7 +226,7 @@ async fn issue(auth: &Auth, headers: &HeaderMap, body: &[u8]) -> Result<(Partner
         resources: granted.iter().map(|s| format!("scope/{s}")).collect(),
         members: vec![],
         outcome: 200,
-        request_id: random_id(),
+        request_id: request_id(),
     };
     auth.core.audit().append(entry).await.map_err(TokenError::Unavailable)?;
     Ok((partner.id.clone(), granted, token))

@@ -16,7 +16,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::problem::Problem;
-use crate::auth::{random_id, AuthError, TokenService};
+use crate::auth::{random_id, request_id, AuthError, TokenService};
 use crate::domain::audit::{timestamp, AuditAction, AuditEntry, AuditLog};
 use crate::domain::payer_data::PayerDataRepo;
 use crate::domain::{Caller, TradingPartner};
@@ -52,7 +52,7 @@ impl Authenticator {
         if partner.role != caller.role {
             return Err(AuthError::UnknownPartner);
         }
-        Ok(CallerContext { caller, partner: Arc::new(partner), request_id: random_id(), audit: AuditNotes::default() })
+        Ok(CallerContext { caller, partner: Arc::new(partner), request_id: request_id(), audit: AuditNotes::default() })
     }
 }
 

@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use exchange_core::auth::random_id;
+use exchange_core::auth::request_id;
 use exchange_core::domain::audit::{timestamp, AuditAction, AuditEntry};
 use exchange_core::fhir::FhirError;
 use exchange_core::http::MAX_BODY_BYTES;
@@ -34,7 +34,7 @@ pub async fn invoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let request_id = random_id();
+    let request_id = request_id();
     let mut resp = match handle(&dv, &id, &headers, &body, &request_id).await {
         Ok(answer) => Json(answer).into_response(),
         Err(e) => e.into_response(),
