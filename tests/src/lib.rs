@@ -391,7 +391,45 @@ pub fn check_emitted(body: &[u8]) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
             }
         }
     }
+    if !sets_999.is_empty() {
+        assert_999s_valid(body);
+    }
     (sets_271, sets_999)
+}
+
+/// Checks the 999 groups of an emitted interchange with an independent validator: pyx12's `x12valid` and its
+/// X231A1 map (installed into `.venv` by `scripts/test`). The 999 groups are copied into an interchange of their
+/// own, so the verdict is on the 999s alone.
+pub fn assert_999s_valid(body: &[u8]) {
+    let segments = x12_segments(body);
+    let mut out: Vec<String> = segments.iter().take(1).cloned().collect();
+    let mut in_999_group = false;
+    let mut groups = 0;
+    for seg in &segments {
+        if seg.starts_with("GS*FA*") {
+            in_999_group = true;
+            groups += 1;
+        }
+        if in_999_group {
+            out.push(seg.clone());
+        }
+        if seg.starts_with("GE*") {
+            in_999_group = false;
+        }
+    }
+    assert!(groups > 0, "no 999 group in the interchange");
+    let isa13 = segments.first().and_then(|isa| isa.split('*').nth(13)).unwrap_or("000000000").to_owned();
+    out.push(format!("IEA*{groups}*{isa13}"));
+    let validator = repo_root().join(".venv/bin/x12valid");
+    assert!(validator.exists(), "{} is missing: run scripts/test, which installs pyx12", validator.display());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("emitted-999.x12");
+    std::fs::write(&file, out.join("~\n") + "~\n").expect("write");
+    let run = std::process::Command::new(&validator).arg(&file).output().expect("run x12valid");
+    // x12valid's exit status does not tell (it is 1 either way); its verdict line does.
+    let report = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    let verdict_ok = report.lines().any(|l| l.trim_end().ends_with("emitted-999.x12: OK"));
+    assert!(verdict_ok && !report.contains("ERROR"), "pyx12 rejects the 999:\n{report}\n{}", out.join("~\n"));
 }
 
 fn set_texts(body: &[u8], set: &exchange_core::x12::TransactionSet<'_>) -> Vec<String> {

@@ -75,7 +75,7 @@ async fn the_batch_with_one_bad_set_rejects_only_that_set() {
     assert_eq!(acks.len(), 1, "one 999");
     let ack = &acks[0];
     let ak2 = ack.iter().position(|s| s == "AK2*270*0002*005010X279A1").expect("AK2 for set 0002");
-    assert_eq!(ack[ak2 + 1], "IK3*NM1*9*2100C*8", "NM1 is the 9th segment of the set, in loop 2100C");
+    assert_eq!(ack[ak2 + 1], "IK3*NM1*9*2100*8", "NM1 is the 9th segment of the set, in loop 2100C (IK303 2100)");
     assert_eq!(ack[ak2 + 2], "IK4*2*1065*7*9", "NM102 (element 1065) has an invalid code value, 9");
     assert_eq!(ack[ak2 + 3], "IK5*R*5");
     assert!(

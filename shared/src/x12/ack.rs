@@ -228,6 +228,18 @@ pub fn write_999_group(
     iw.end_group();
 }
 
+/// IK303, the loop identifier code of a segment in error (element 447, AN 1-4): the loop's number in the
+/// transaction set diagram, which is the implementation guide's loop name without its letter (`2100C` and `2100D`
+/// are both loop `2100`). Empty (IK303 is situational) for a segment outside any numbered loop: the header, the
+/// trailer, or one the guide does not place.
+pub fn loop_identifier_code(loop_id: &str) -> &str {
+    let digits = loop_id.bytes().take_while(u8::is_ascii_digit).count();
+    match loop_id.get(..digits) {
+        Some(code) if digits == 4 => code,
+        _ => "",
+    }
+}
+
 /// Writes one 999 transaction set acknowledging `group`, with one `SetAck` per set of the group (same order).
 /// Returns the AK901 code written (A, E, P or R).
 pub fn write_999(iw: &mut InterchangeWriter, st_control: &str, group: &Group<'_>, acks: &[&SetAck]) -> &'static str {
@@ -241,7 +253,8 @@ pub fn write_999(iw: &mut InterchangeWriter, st_control: &str, group: &Group<'_>
             w.segment("AK2", &[set.set_id(), set.control_number(), set.version()]);
             for seg in &ack.segment_errors {
                 let pos = seg.position.to_string();
-                w.segment("IK3", &[seg.segment_id.as_str(), &pos, seg.loop_id.unwrap_or(""), seg.code]);
+                let loop_code = seg.loop_id.map_or("", loop_identifier_code);
+                w.segment("IK3", &[seg.segment_id.as_str(), &pos, loop_code, seg.code]);
                 for el in &seg.elements {
                     let position = w.composite(&[
                         el.position.to_string(),
@@ -279,4 +292,19 @@ pub fn write_999(iw: &mut InterchangeWriter, st_control: &str, group: &Group<'_>
     w.segment("AK9", &els);
     iw.end_set(st_control);
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ik303_is_the_numeric_loop_identifier_of_the_guides_loop_name() {
+        for (guide_loop, code) in [("2100C", "2100"), ("2010EC", "2010"), ("2000E", "2000"), ("2120", "2120")] {
+            assert_eq!(loop_identifier_code(guide_loop), code);
+        }
+        for outside in ["HEADER", "UNKNOWN", "270", "HL", "", "21000"] {
+            assert_eq!(loop_identifier_code(outside), "", "{outside}");
+        }
+    }
 }
