@@ -647,6 +647,17 @@ pub struct CurrentDataSet {
 /// Plans by (data set version, plan id).
 type PlanCache = HashMap<(u64, String), Arc<Plan>>;
 
+/// Member records of one data set version, by member key.
+#[derive(Default)]
+struct MemberCache {
+    version: u64,
+    records: HashMap<String, Arc<MemberRecord>>,
+}
+
+/// Most member records one instance keeps decoded: a few tens of MiB for a payer's busiest members; past it the
+/// cache starts over (a member record is one store read and decode away).
+const MEMBER_CACHE_MAX: usize = 50_000;
+
 /// Partner records (or their absence) by id, with when they were read.
 type PartnerCache = HashMap<PartnerId, (Instant, Option<TradingPartner>)>;
 
@@ -657,6 +668,9 @@ pub struct PayerDataRepo {
     cache: Arc<RwLock<Option<(Instant, CurrentDataSet)>>>,
     /// Plans never change within a data set version, so they are read once per instance.
     plans: Arc<RwLock<PlanCache>>,
+    /// Members never change within a data set version either (a load writes a new version): every eligibility
+    /// set, PAS submission and CRD call reads one, and decoding it is most of that read's cost.
+    members: Arc<std::sync::RwLock<MemberCache>>,
     /// Partner records, read on every authenticated request: kept for the same ttl as the current version.
     partners: Arc<RwLock<PartnerCache>>,
     /// The admin a new deployment starts with, valid only until the first payer data is loaded.
@@ -671,6 +685,7 @@ impl PayerDataRepo {
             store,
             cache: Arc::new(RwLock::new(None)),
             plans: Arc::new(RwLock::new(HashMap::new())),
+            members: Arc::new(std::sync::RwLock::new(MemberCache::default())),
             partners: Arc::new(RwLock::new(HashMap::new())),
             bootstrap_admin: Arc::new(std::sync::OnceLock::new()),
             ttl,
@@ -808,10 +823,28 @@ impl PayerDataRepo {
 
     /// A member by id (subscriber's or a dependent's own id), case-insensitive.
     pub async fn member(&self, version: u64, id: &MemberId) -> Result<Option<MemberRecord>, PortError> {
-        match self.store.get(&member_key(version, &id.key())).await? {
-            Some(item) => Ok(Some(from_json(item.body)?)),
-            None => Ok(None),
+        let key = id.key();
+        let cached = self
+            .members
+            .read()
+            .ok()
+            .and_then(|cache| (cache.version == version).then(|| cache.records.get(&key).cloned()).flatten());
+        if let Some(record) = cached {
+            return Ok(Some(MemberRecord::clone(&record)));
         }
+        let Some(item) = self.store.get(&member_key(version, &key)).await? else { return Ok(None) };
+        let record: MemberRecord = from_json(item.body)?;
+        if let Ok(mut cache) = self.members.write() {
+            // Only the newest version's members are kept; a full cache starts over.
+            if version > cache.version || cache.records.len() >= MEMBER_CACHE_MAX {
+                cache.records.clear();
+                cache.version = cache.version.max(version);
+            }
+            if version == cache.version {
+                cache.records.insert(key, Arc::new(record.clone()));
+            }
+        }
+        Ok(Some(record))
     }
 
     /// Subscribers with this last name and date of birth.
@@ -923,6 +956,28 @@ pub fn format_cents(c: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn members_are_read_per_data_set_version_cached_or_not() {
+        let demo = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/local-runner/demo/payer-data.json"))
+            .expect("demo data");
+        let mut data = PayerData::parse(&demo).expect("valid demo data");
+        let repo = PayerDataRepo::new(Arc::new(crate::adapters::memory::MemoryStateStore::new()), Duration::ZERO);
+        let first = repo.load(&data).await.expect("load");
+        let id = MemberId::parse(data.members[0].member_id()).expect("member id");
+        let before = data.members[0].person.last_name.clone();
+        let read = |v| {
+            let (repo, id) = (repo.clone(), id.clone());
+            async move { repo.member(v, &id).await.expect("store").expect("member").subscriber.person.last_name }
+        };
+        assert_eq!(read(first).await, before);
+        assert_eq!(read(first).await, before, "from the cache");
+        data.members[0].person.last_name = "RENAMED".into();
+        let second = repo.load(&data).await.expect("reload");
+        assert_eq!(read(second).await, "RENAMED", "the new version's record, not the cached one");
+        assert_eq!(read(first).await, before, "the old version still reads its own");
+        assert_eq!(read(second).await, "RENAMED");
+    }
 
     #[test]
     fn money() {
