@@ -143,25 +143,38 @@ fn segment_count_defects_are_found() {
     }
 }
 
-/// Every 278 sample (requests and responses) reads cleanly with the 005010X217 guide tables: the table-driven layer
-/// serves a second guide without code of its own.
+/// Every 278 sample reads cleanly with the 005010X217 guide of its direction (request or response), and every
+/// response fails the request guide on its purpose code (BHT02 `11`: IK4 code 7): a response sent to the request
+/// route is not taken for a request.
 #[test]
-fn the_278_samples_pass_the_278_guide() {
-    use exchange_core::x12::guide::x217::{GUIDE_278, KIND_278};
+fn the_278_samples_pass_the_guide_of_their_direction_and_responses_fail_the_request_guide() {
+    use exchange_core::x12::guide::x217::{GUIDE_278_REQUEST, GUIDE_278_RESPONSE, KIND_278};
     let dir = x12_dir("278");
     let mut files: Vec<_> = std::fs::read_dir(&dir).expect("278 folder").flatten().map(|e| e.path()).collect();
     files.sort();
     assert_eq!(files.len(), 8);
+    let mut responses = 0;
     for path in files {
+        let is_response = path.to_string_lossy().contains("response");
+        responses += usize::from(is_response);
+        let own = if is_response { &GUIDE_278_RESPONSE } else { &GUIDE_278_REQUEST };
         let input = std::fs::read(&path).expect("read");
         let ic = parse_interchange(&input, &[KIND_278]).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
         for set in ic.sets() {
             let mut ack = exchange_core::x12::SetAck::default();
-            let located = validate(&GUIDE_278, &set.body, &mut ack);
+            let located = validate(own, &set.body, &mut ack);
             assert!(ack.segment_errors.is_empty(), "{}: {:?}", path.display(), ack.segment_errors);
             assert!(located.iter().any(|l| l.loop_id == "2000E" && l.segment.is("UM")), "{}", path.display());
+            if is_response {
+                let mut as_request = exchange_core::x12::SetAck::default();
+                validate(&GUIDE_278_REQUEST, &set.body, &mut as_request);
+                assert!(as_request.is_rejected(), "{}: a response passed as a request", path.display());
+                let bht = as_request.segment_errors.iter().find(|e| e.segment_id == "BHT").expect("BHT in error");
+                assert!(bht.elements.iter().any(|e| e.position == 2 && e.code == "7"), "{}: {bht:?}", path.display());
+            }
         }
     }
+    assert_eq!(responses, 3, "the admission, emergency-admission and referral responses");
 }
 
 /// The 999 and TA1 samples tokenize and frame: BOM tolerated, TA1-only interchange read.

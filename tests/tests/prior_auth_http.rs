@@ -300,7 +300,7 @@ fn assert_valid_278(body: &[u8]) -> usize {
         for s in &g.sets {
             let mut ack = s.ack.clone();
             assert!(!ack.is_rejected(), "envelope of our 278");
-            guide::validate(&x217::GUIDE_278, &s.body, &mut ack);
+            guide::validate(&x217::GUIDE_278_RESPONSE, &s.body, &mut ack);
             assert!(!ack.is_rejected(), "our 278 response breaks X217: {ack:?}");
             sets += 1;
         }
@@ -364,6 +364,28 @@ async fn every_conformant_278_request_is_answered_and_se01_defects_get_a_999() {
             assert!(segs.iter().any(|s| s.ends_with("*R*006")), "{segs:?}");
             assert_eq!(ex.cases().await.len(), 1);
         }
+    }
+}
+
+/// A 278 response sent to the request route is the sender's mistake: a 999 rejects its set on its purpose code
+/// (BHT02 `11` is not a request's: IK4 code 7), a validator accepts that 999, and no case is opened.
+#[tokio::test]
+async fn a_278_response_sent_as_a_request_gets_a_999_and_opens_no_case() {
+    for name in [
+        "stupidedi_X217-admission-response-to-request-for-review.edi",
+        "stupidedi_X217-emergency-admission-response-to-request-for-review.edi",
+        "stupidedi_X217-referral-response-to-request-for-review.edi",
+    ] {
+        let ex = exchange().await;
+        let reply = ex.post_278("sample-provider", &sample(name)).await;
+        assert_eq!(reply.status, 200, "{name}: {}", reply.text());
+        let segs = x12_segments(&reply.body);
+        assert!(!segs.iter().any(|s| s.starts_with("ST*278")), "{name}: no 278 answers a response: {segs:?}");
+        let bht = segs.iter().position(|s| s.starts_with("IK3*BHT*")).unwrap_or_else(|| panic!("{name}: {segs:?}"));
+        assert_eq!(segs[bht + 1], "IK4*2*353*7*11", "{name}: BHT02 (element 353) has a response's code");
+        assert!(segs.iter().any(|s| s.starts_with("IK5*R")), "{name}: {segs:?}");
+        exchange_tests::assert_999s_valid(&reply.body);
+        assert!(ex.cases().await.is_empty(), "{name}: a response opens no case");
     }
 }
 

@@ -135,7 +135,7 @@ impl PriorAuthService {
             for set in &group.sets {
                 let mut ack = set.ack.clone();
                 if !group.is_rejected() && set.kind.is_some() && !ack.is_rejected() {
-                    let located = guide::validate(&x217::GUIDE_278, &set.body, &mut ack);
+                    let located = guide::validate(&x217::GUIDE_278_REQUEST, &set.body, &mut ack);
                     if !ack.is_rejected() {
                         let req = from_278(&located);
                         // ST02 is unique within its group only: the group's GS06 is part of the set's identity.

@@ -13,20 +13,22 @@ pub const KIND_278: SetKind = SetKind { functional_id: "HI", set_id: "278", vers
 const YN: &[&str] = &["N", "Y"];
 const FOLLOW_UP: &[&str] = &["C", "N", "P", "R", "S", "W", "X", "Y"];
 
-const BHT: SegmentRule = seg(
-    "BHT",
-    R,
-    1,
-    6,
-    &[
+/// BHT with the purpose codes of one direction: a request is `13` (request) or `01` (cancellation), a response
+/// `11`. The purpose code is what tells a response sent to the request route from a request.
+const fn bht_elements(purposes: &'static [&'static str]) -> [super::ElementRule; 6] {
+    [
         el(1, 1005, R, Id, 4, 4, &["0007"]),
-        el(2, 353, R, Id, 2, 2, &["01", "11", "13", "36"]),
+        el(2, 353, R, Id, 2, 2, purposes),
         el(3, 127, R, An, 1, 50, &[]),
         el(4, 373, R, Dt, 8, 8, &[]),
         el(5, 337, R, Tm, 4, 8, &[]),
         el(6, 640, S, Id, 2, 2, &["18", "19", "RU", "CH", "CT", "AR"]),
-    ],
-);
+    ]
+}
+const BHT_REQUEST_ELEMENTS: [super::ElementRule; 6] = bht_elements(&["01", "13"]);
+const BHT_RESPONSE_ELEMENTS: [super::ElementRule; 6] = bht_elements(&["11"]);
+const BHT_REQUEST: SegmentRule = seg("BHT", R, 1, 6, &BHT_REQUEST_ELEMENTS);
+const BHT_RESPONSE: SegmentRule = seg("BHT", R, 1, 6, &BHT_RESPONSE_ELEMENTS);
 
 const HL: SegmentRule = seg(
     "HL",
@@ -120,18 +122,20 @@ const DMG: SegmentRule = seg(
     ],
 );
 const INS: SegmentRule = seg("INS", S, 1, 17, &[el(1, 1073, R, Id, 1, 1, &["N", "Y"]), el(2, 1069, R, Id, 2, 2, &[])]);
-const TRN: SegmentRule = seg(
-    "TRN",
-    S,
-    3,
-    4,
-    &[
-        el(1, 481, R, Id, 1, 2, &["1", "2"]),
+/// TRN with the trace types of one direction: a request carries its own traces (`1`); a response echoes them as
+/// referenced traces (`2`) and may add its own (`1`).
+const fn trn_elements(types: &'static [&'static str]) -> [super::ElementRule; 4] {
+    [
+        el(1, 481, R, Id, 1, 2, types),
         el(2, 127, R, An, 1, 50, &[]),
         el(3, 509, R, An, 10, 10, &[]),
         el(4, 127, S, An, 1, 50, &[]),
-    ],
-);
+    ]
+}
+const TRN_REQUEST_ELEMENTS: [super::ElementRule; 4] = trn_elements(&["1"]);
+const TRN_RESPONSE_ELEMENTS: [super::ElementRule; 4] = trn_elements(&["1", "2"]);
+const TRN_REQUEST: SegmentRule = seg("TRN", S, 3, 4, &TRN_REQUEST_ELEMENTS);
+const TRN_RESPONSE: SegmentRule = seg("TRN", S, 3, 4, &TRN_RESPONSE_ELEMENTS);
 /// UM01 request category (AR admission review, HS health services review, SC specialty care review, IN individual),
 /// UM02 certification type (I initial, 1 appeal, 2 appeal, 3 cancel, 4 extension, S revised).
 const UM: SegmentRule = um(R);
@@ -209,11 +213,10 @@ const TOO: SegmentRule = seg("TOO", S, 1, 3, &[el(1, 1270, R, Id, 1, 3, &["JP"])
 
 const NO_DETAIL: Option<LoopRule> = None;
 
-/// The 278 guide (request and response share it: HCR appears in responses).
-pub const GUIDE_278: TransactionGuide = TransactionGuide {
-    set_id: "278",
-    header: LoopRule { id: "HEADER", segments: &[BHT] },
-    levels: &[
+/// The hierarchy of the 278, with the segments of the patient event (2000E) and service (2000F) levels, which
+/// differ between request and response.
+const fn levels(event: &'static [SegmentRule], service: &'static [SegmentRule]) -> [LevelRule; 6] {
+    [
         LevelRule {
             level_code: "20",
             hl_loop: LoopRule { id: "2000A", segments: &[HL, AAA] },
@@ -252,13 +255,7 @@ pub const GUIDE_278: TransactionGuide = TransactionGuide {
         },
         LevelRule {
             level_code: "EV",
-            hl_loop: LoopRule {
-                id: "2000E",
-                segments: &[
-                    HL, TRN, AAA, UM, HCR, REF, DTP, HI, HSD, CRC, CL1, CR_ANY[0], CR_ANY[1], CR_ANY[2], CR6,
-                    CR_ANY[3], PWK, MSG,
-                ],
-            },
+            hl_loop: LoopRule { id: "2000E", segments: event },
             name_loop: LoopRule { id: "2010E", segments: &[NM1_EVENT, REF, N3, N4, PER, AAA, PRV] },
             detail_loop: NO_DETAIL,
             bracket_loop: None,
@@ -267,15 +264,56 @@ pub const GUIDE_278: TransactionGuide = TransactionGuide {
         },
         LevelRule {
             level_code: "SS",
-            hl_loop: LoopRule {
-                id: "2000F",
-                segments: &[HL, TRN, AAA, UM_SERVICE, HCR, REF, DTP, SV1, SV2, SV3, TOO, HSD, PWK, MSG],
-            },
+            hl_loop: LoopRule { id: "2000F", segments: service },
             name_loop: LoopRule { id: "2010F", segments: &[NM1_EVENT, REF, N3, N4, PER, AAA, PRV] },
             detail_loop: NO_DETAIL,
             bracket_loop: None,
             required: false,
             max_name_loops: 12,
         },
+    ]
+}
+
+const REQUEST_LEVELS: [LevelRule; 6] = levels(
+    &[HL, TRN_REQUEST, AAA, UM, REF, DTP, HI, HSD, CRC, CL1, CR_ANY[0], CR_ANY[1], CR_ANY[2], CR6, CR_ANY[3], PWK, MSG],
+    &[HL, TRN_REQUEST, AAA, UM_SERVICE, REF, DTP, SV1, SV2, SV3, TOO, HSD, PWK, MSG],
+);
+
+const RESPONSE_LEVELS: [LevelRule; 6] = levels(
+    &[
+        HL,
+        TRN_RESPONSE,
+        AAA,
+        UM,
+        HCR,
+        REF,
+        DTP,
+        HI,
+        HSD,
+        CRC,
+        CL1,
+        CR_ANY[0],
+        CR_ANY[1],
+        CR_ANY[2],
+        CR6,
+        CR_ANY[3],
+        PWK,
+        MSG,
     ],
+    &[HL, TRN_RESPONSE, AAA, UM_SERVICE, HCR, REF, DTP, SV1, SV2, SV3, TOO, HSD, PWK, MSG],
+);
+
+/// The 278 request for review (what the exchange accepts): BHT02 `13` or `01`, its own traces, no review outcome
+/// (HCR is the payer's): a response sent to the request route fails this guide and creates nothing.
+pub const GUIDE_278_REQUEST: TransactionGuide = TransactionGuide {
+    set_id: "278",
+    header: LoopRule { id: "HEADER", segments: &[BHT_REQUEST] },
+    levels: &REQUEST_LEVELS,
+};
+
+/// The 278 response (what the exchange answers): BHT02 `11`, the request's traces referenced, HCR with the outcome.
+pub const GUIDE_278_RESPONSE: TransactionGuide = TransactionGuide {
+    set_id: "278",
+    header: LoopRule { id: "HEADER", segments: &[BHT_RESPONSE] },
+    levels: &RESPONSE_LEVELS,
 };
