@@ -606,6 +606,15 @@ async fn cancel_and_revise_by_278_and_cancel_by_pas_update() {
     let segs = x12_segments(&ex.post_278("sample-provider", unknown.as_bytes()).await.body);
     assert!(segs.iter().any(|s| s == "AAA*N**15*C"), "{segs:?}");
     assert_eq!(ex.cases().await.len(), 1);
+    // So is an initial request (UM02=I) naming a review that does not exist: it is about that review, and opens no
+    // case of its own (by administrative reference or by authorization number alike).
+    for (qualifier, control) in [("NT", 10304), ("BB", 10305)] {
+        let reference = format!("REF*{qualifier}*PA000000NOPE");
+        let initial = with_segment_after_um(&referral_for_pas_member(control), "UM*", &reference);
+        let segs = x12_segments(&ex.post_278("sample-provider", initial.as_bytes()).await.body);
+        assert!(segs.iter().any(|s| s == "AAA*N**15*C") && !segs.iter().any(|s| s.starts_with("HCR*")), "{segs:?}");
+        assert_eq!(ex.cases().await.len(), 1, "REF*{qualifier}");
+    }
 
     // A PAS update cancelling every item of another request.
     let b = pas_example("Bundle-MedicalServicesAuthorizationBundleExample.json");

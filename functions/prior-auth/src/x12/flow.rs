@@ -69,8 +69,10 @@ async fn process_set(
         };
         return Ok(SetResult::Existing { case: Box::new(case), version, changed });
     }
-    if matches!(req.certification_type(), "3" | "S" | "4") {
-        // Nothing to cancel or revise: the reference is missing or unknown.
+    if matches!(req.certification_type(), "3" | "S" | "4") || !req.references.is_empty() {
+        // Nothing to cancel or revise (no reference), or a reference to no case of this partner's: whatever the
+        // certification type, a request that names an earlier review is about that review, and never opens a new
+        // case in its place.
         return Ok(SetResult::Rejected(Rejection::new(Party::Event, "15", "C", "REF02")));
     }
     match intake::take(&svc.repo, &ctx.partner, "x12", submission_key, req.to_request(), now).await? {
