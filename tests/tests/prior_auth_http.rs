@@ -389,6 +389,24 @@ async fn a_278_response_sent_as_a_request_gets_a_999_and_opens_no_case() {
     }
 }
 
+/// A functional group repeated inside one interchange (same GS06, same ST02s) is the sender's mistake: the first
+/// copy is answered, the repeat is rejected whole in the 999 (AK905 19), and nothing is answered with a 5xx.
+#[tokio::test]
+async fn a_repeated_group_is_rejected_in_the_999_not_answered_with_a_server_error() {
+    let ex = exchange().await;
+    let text = with_isa13(&sample_text(REFERRAL), 10401);
+    let (gs, iea) = (text.find("GS*").expect("GS"), text.find("IEA*").expect("IEA"));
+    let group = &text[gs..iea];
+    let twice = format!("{}{group}{group}IEA*2*000010401~\n", &text[..gs]);
+    let reply = ex.post_278("sample-provider", twice.as_bytes()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let segs = x12_segments(&reply.body);
+    assert_eq!(segs.iter().filter(|s| s.starts_with("ST*278")).count(), 1, "the first copy answered: {segs:?}");
+    assert!(segs.iter().any(|s| s.starts_with("AK9*R*") && s.ends_with("*19")), "{segs:?}");
+    exchange_tests::assert_999s_valid(&reply.body);
+    assert_eq!(ex.cases().await.len(), 1);
+}
+
 #[tokio::test]
 async fn x12_and_fhir_twins_share_the_case() {
     let ex = exchange().await;

@@ -403,6 +403,11 @@ pub fn parse_interchange<'a>(input: &'a [u8], supported: &[SetKind]) -> Result<I
                 st02s.clear();
                 let mut group = Group { gs: seg, sets: Vec::new(), ge: None, errors: Vec::new() };
                 check_group_header(&mut group, supported);
+                if groups.iter().any(|earlier| earlier.control_number() == group.control_number()) {
+                    // The sender's mistake, not a second copy to process: the repeated group is rejected whole
+                    // (AK905 19, functional group control number not unique within the interchange).
+                    push_once(&mut group.errors, "19");
+                }
                 groups.push(group);
                 in_group = true;
             }
@@ -632,6 +637,19 @@ mod tests {
         let input = interchange(&[GOOD], 1).replace("GE*1*7", "GE*1*8");
         let ic = parse_interchange(input.as_bytes(), KINDS).unwrap();
         assert_eq!(ic.groups[0].errors, vec!["4"]);
+    }
+
+    #[test]
+    fn a_repeated_group_control_number_rejects_the_repeated_group() {
+        let group = "GS*HS*S*R*20260412*1000*7*X*005010X279A1~ST*270*0001*005010X279A1~BHT*0022*13*1*20260412*1000~SE*3*0001~GE*1*7~";
+        let text = format!(
+            "ISA*00*          *00*          *ZZ*S              *ZZ*R              *260412*1000*^*00501*000000001*0*T*:~{group}{group}IEA*2*000000001~"
+        );
+        let kinds = [SetKind { functional_id: "HS", set_id: "270", version: "005010X279A1" }];
+        let ic = parse_interchange(text.as_bytes(), &kinds).expect("parses");
+        assert_eq!(ic.groups.len(), 2);
+        assert!(ic.groups[0].errors.is_empty(), "{:?}", ic.groups[0].errors);
+        assert_eq!(ic.groups[1].errors, vec!["19"]);
     }
 
     #[test]
