@@ -377,6 +377,11 @@ async fn only_the_payer_and_the_submitter_see_an_attachment() {
     let href = att["documents"][0]["href"].as_str().unwrap();
     assert_eq!(get(&ex, "cdex-provider", &format!("/attachments/{id}")).await.status, 200);
     assert_eq!(get(&ex, "cdex-provider", href).await.status, 200);
+    // A document position that is no number, or past the last document: a 404 in problem+json either way.
+    for position in ["not-a-number", "-1", "99999999999", "7"] {
+        let r = get(&ex, "cdex-provider", &format!("/attachments/{id}/documents/{position}")).await;
+        assert_eq!((r.status, r.header("content-type")), (404, "application/problem+json"), "{position}");
+    }
     let absent = get(&ex, "cdex-other-provider", "/attachments/att-000000000000000000000000").await;
     assert_eq!(absent.status, 404);
     for (partner, status) in [("cdex-other-provider", 404), ("sample-provider", 404), ("admin", 403)] {

@@ -442,6 +442,10 @@ async fn x12_and_fhir_twins_share_the_case() {
     assert_eq!(assert_valid_278(&reply.body), 1);
     let segs = x12_segments(&reply.body);
     assert_eq!(reference(&segs), pas_case);
+    // The inquiry is matched by its own trace, echoed as referenced at the event (not the PAS request's).
+    let asked = x12_segments(quoting.as_bytes()).into_iter().find(|s| s.starts_with("TRN*1*")).expect("inquiry TRN");
+    let event = segs.iter().position(|s| s.starts_with("HL*4*3*EV*")).expect("2000E");
+    assert_eq!(segs[event + 1], asked.replacen("TRN*1*", "TRN*2*", 1), "{segs:?}");
     let hcrs: Vec<&String> = segs.iter().filter(|s| s.starts_with("HCR*")).collect();
     assert_eq!(hcrs.len(), 3, "the event and both service lines: {segs:?}");
     assert!(hcrs[0].starts_with("HCR*A4"), "the event is pended while a service is: {segs:?}");

@@ -258,7 +258,9 @@ pub struct DownloadQuery {
 pub async fn download(
     State(svc): State<Arc<Attachments>>,
     ctx: CallerContext,
-    Path((id, index)): Path<(String, u32)>,
+    // The index as text: a segment that is no number names no document (a 404 in problem+json like any other
+    // missing document, not the framework's plain-text rejection).
+    Path((id, index)): Path<(String, String)>,
     ProblemQuery(q): ProblemQuery<DownloadQuery>,
 ) -> Result<Response, Problem> {
     let by_url = match q.delivery.as_deref() {
@@ -268,7 +270,8 @@ pub async fn download(
         Some(_) => return Err(Problem::bad_request("delivery must be url or inline")),
     };
     let att = visible(&svc, &ctx, &id).await?;
-    let Some(doc) = att.documents.iter().find(|d| d.index == index) else {
+    let index: Option<u32> = index.parse().ok();
+    let Some(doc) = att.documents.iter().find(|d| Some(d.index) == index) else {
         return Err(Problem::new(StatusCode::NOT_FOUND, "not-found", "No such document"));
     };
     let by_url = by_url.unwrap_or(doc.size > INLINE_DOWNLOAD_MAX);
@@ -278,7 +281,7 @@ pub async fn download(
     }
     let context = EncryptionContext::for_document(&doc.path, &att.payer);
     let bytes = svc.core.vault().get(&doc.path, &context, Some(&doc.sha256)).await.map_err(|e| problem(&ctx, &e))?;
-    tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, attachment = %att.id, index, by_url, "document read");
+    tracing::info!(request_id = %ctx.request_id, partner = %ctx.caller.partner, attachment = %att.id, index = doc.index, by_url, "document read");
     if by_url {
         return transfer_download(&svc, &ctx, doc, bytes).await;
     }

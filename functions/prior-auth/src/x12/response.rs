@@ -110,11 +110,13 @@ pub fn write_278(
         // Service lines (2000F) when the case has several items or any coded service; otherwise the event is the item.
         let services = case.items.len() > 1 || case.items.iter().any(|i| i.code_system != "X12-1365");
         w.segment("HL", &["4", "3", "EV", if services { "1" } else { "0" }]);
-        // TRN03 is a 10-character company id; a PAS identifier system (a URL) has none to echo.
-        let originator = case.trace.as_ref().map(|t| t.originator.as_str()).filter(|o| is_company_id(o));
-        if let (Some(t), Some(o)) = (&case.trace, originator) {
-            w.segment("TRN", &["2", &t.value, o]);
+        // The request's own trace, referenced: a status inquiry or revision is matched by its trace, not by the
+        // original request's (which is the case's). TRN03 is a 10-character company id; a PAS identifier system
+        // (a URL) has none to echo.
+        if let Some(t) = req.trace.as_ref().filter(|t| is_company_id(&t.originator)) {
+            w.segment("TRN", &["2", &t.value, &t.originator]);
         }
+        let originator = case.trace.as_ref().map(|t| t.originator.as_str()).filter(|o| is_company_id(o));
         let um = &req.um;
         w.segment("UM", &[um[0].as_str(), um[1].as_str(), um[2].as_str(), um[3].as_str()]);
         // The event-level decision: the items' decision when they agree, otherwise pended (A4) with per-service
