@@ -766,11 +766,41 @@ async fn two_groups_may_reuse_an_st02() {
 #[tokio::test]
 async fn a_malformed_query_is_problem_json() {
     let ex = exchange().await;
-    for path in ["/review/cases?limit=abc", "/metrics/prior-auth?from=2026-11-01"] {
+    for path in [
+        "/review/cases?limit=abc",
+        "/review/cases?limit=0",
+        "/review/cases?limit=201",
+        "/review/cases?cursor=not-a-cursor",
+        "/metrics/prior-auth?from=2026-11-01",
+    ] {
         let reply = ex.review("GET", path, None).await;
         assert_eq!(reply.status, 400, "{path}: {}", reply.text());
         assert_eq!(reply.header("content-type"), "application/problem+json", "{path}");
     }
+}
+
+#[tokio::test]
+async fn the_work_list_pages_through_every_pended_case_with_a_cursor() {
+    let ex = exchange().await;
+    for n in 0..5 {
+        let mut bundle = pas_example("Bundle-HomecareAuthorizationBundleExample.json");
+        bundle["identifier"]["value"] = json!(format!("PAGING-{n}"));
+        assert_eq!(ex.submit("sample-provider", &bundle).await.status, 200);
+    }
+    let mut seen = Vec::new();
+    let mut path = "/review/cases?limit=2".to_owned();
+    for _ in 0..10 {
+        let page = ex.review("GET", &path, None).await.json();
+        let cases = page["cases"].as_array().expect("cases");
+        assert!(cases.len() <= 2, "{page}");
+        seen.extend(cases.iter().map(|c| c["id"].as_str().expect("id").to_owned()));
+        match page["next"].as_str() {
+            Some(next) => path = format!("/review/cases?limit=2&cursor={next}"),
+            None => break,
+        }
+    }
+    let distinct: std::collections::BTreeSet<_> = seen.iter().collect();
+    assert_eq!((seen.len(), distinct.len()), (5, 5), "every pended case once: {seen:?}");
 }
 
 #[tokio::test]

@@ -46,9 +46,14 @@ pub fn case_view(case: &PaCase, now: time::OffsetDateTime) -> Value {
 /// Query of the work list.
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
-    /// At most this many cases (default 50, at most 200).
+    /// At most this many cases (default 50, at most [`MAX_PAGE`]).
     pub limit: Option<usize>,
+    /// Where the page starts: the `next` of the previous page.
+    pub cursor: Option<String>,
 }
+
+/// Most cases on one page of the work list.
+pub const MAX_PAGE: usize = 200;
 
 /// The payer whose cases the caller reviews: the data set's, when the caller acts for it (403 otherwise).
 async fn payer_id(pa: &PriorAuth, ctx: &CallerContext) -> Result<String, Problem> {
@@ -68,12 +73,24 @@ pub async fn list(
 ) -> Result<Response, Problem> {
     require_reviewer(&ctx)?;
     let payer = payer_id(&pa, &ctx).await?;
-    let limit = q.limit.unwrap_or(50).clamp(1, 200);
-    let cases = pa.cases.pended(&payer, limit).await.map_err(|e| unavailable(&ctx, &e))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Problem::bad_request(format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let (cases, next) = match pa.cases.pended_page(&payer, limit, q.cursor).await {
+        Ok(page) => page,
+        // Only a cursor this route did not hand out fails this way.
+        Err(PortError::Invalid(_)) => return Err(Problem::bad_request("cursor is not one this list gave")),
+        Err(e) => return Err(unavailable(&ctx, &e)),
+    };
     let now = pa.core.clock().now();
     cases.iter().for_each(|(c, _)| crate::audit_case(&ctx, c));
     let views: Vec<Value> = cases.iter().map(|(c, _)| case_view(c, now)).collect();
-    Ok(Json(json!({ "cases": views })).into_response())
+    let mut body = json!({ "cases": views });
+    if let Some(next) = next {
+        body["next"] = json!(next);
+    }
+    Ok(Json(body).into_response())
 }
 
 async fn load(pa: &PriorAuth, ctx: &CallerContext, id: &str) -> Result<(PaCase, u64), Problem> {
