@@ -236,6 +236,10 @@ async fn the_275_sample_is_stored_and_its_cda_retrieved_byte_for_byte() {
     let marker = b"BIN*2768*";
     let at = input.windows(marker.len()).position(|w| w == marker).unwrap() + marker.len();
     let cda = &input[at..at + 2768];
+    for limit in ["0", "101"] {
+        let r = get(&ex, "sample-payer", &format!("/attachments?memberId=111223333A&limit={limit}")).await;
+        assert_eq!((r.status, r.header("content-type")), (400, "application/problem+json"), "limit={limit}");
+    }
     let list = get(&ex, "sample-payer", "/attachments?memberId=111223333A").await.json();
     let atts = list["attachments"].as_array().unwrap();
     assert_eq!(atts.len(), 1, "{list}");

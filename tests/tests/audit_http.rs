@@ -59,6 +59,10 @@ async fn requests_are_recorded_exported_by_partner_and_member_and_tampering_is_f
     // By member: the same record.
     let by_member = get(&router, &format!("/admin/audit?member={member}"), &admin).await;
     assert_eq!(by_member.json()["total"], 1, "{}", by_member.text());
+    for limit in ["0", "1001"] {
+        let out_of_range = get(&router, &format!("/admin/audit?partner=demo-provider&limit={limit}"), &admin).await;
+        assert_eq!(out_of_range.status, 400, "limit={limit}: {}", out_of_range.text());
+    }
 
     // Not the admin: 403, and nothing of the trail (this refusal is itself recorded).
     let provider = ex.token("demo-provider").await;

@@ -209,6 +209,9 @@ pub async fn list(
     ctx: CallerContext,
     ProblemQuery(q): ProblemQuery<ListQuery>,
 ) -> Result<Response, Problem> {
+    if q.limit.is_some_and(|l| !(1..=MAX_LIST).contains(&l)) {
+        return Err(Problem::bad_request(format!("limit must be between 1 and {MAX_LIST}")));
+    }
     let viewer = json_viewer(&svc, &ctx).await?;
     let found = find(&svc, &viewer, &q).await.map_err(|e| problem(&ctx, &e))?;
     found.iter().for_each(|a| audit_attachment(&ctx, a));

@@ -50,7 +50,10 @@ pub async fn export(
     let Ok(Query(q)) = query else {
         return Problem::bad_request("query: partner=ID or member=ID, limit=N").into_response();
     };
-    let limit = q.limit.unwrap_or(MAX_EXPORT).clamp(1, MAX_EXPORT);
+    let limit = q.limit.unwrap_or(MAX_EXPORT);
+    if !(1..=MAX_EXPORT).contains(&limit) {
+        return Problem::bad_request(format!("limit must be between 1 and {MAX_EXPORT}")).into_response();
+    }
     let records = match (&q.partner, &q.member) {
         (Some(partner), None) => auth.core.audit().partner_history(partner, limit).await,
         (None, Some(member)) => auth.core.audit().member_history(member, limit).await,
