@@ -582,6 +582,27 @@ async fn a_later_part_must_be_for_the_same_member() {
     assert_eq!(docs.len(), 1, "the refused part added nothing");
 }
 
+/// The inline routes take what a Lambda takes (6 MB) and no more: a bigger 275 or `$submit-attachment` body is
+/// refused with 413 in the route's own format, and nothing is kept (large documents go by upload URL).
+#[tokio::test]
+async fn inline_bodies_over_the_lambda_limit_are_413() {
+    let ex = exchange().await;
+    let over = exchange_core::http::MAX_BODY_BYTES + 1;
+    let mut parameters = cdex_example(1);
+    parameters.extend(std::iter::repeat_n(b' ', over - parameters.len().min(over)));
+    let reply = submit(&ex, "cdex-provider", &parameters).await;
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    assert_eq!(reply.json()["resourceType"], "OperationOutcome");
+    let input =
+        std::fs::read(conformance_dir().unwrap().join("x12/275/staedi_sample275_with_HL7_valid_BIN01.edi")).unwrap();
+    let mut big = input.clone();
+    big.extend(std::iter::repeat_n(b'\n', over - input.len().min(over)));
+    let reply = call(&ex, "cdex-provider", "POST", "/x12/275", "application/edi-x12", &big).await;
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    assert_eq!(reply.header("content-type"), "application/problem+json");
+    assert!(get(&ex, "sample-payer", "/attachments").await.json()["attachments"].as_array().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn an_oversized_task_is_413() {
     let ex = exchange().await;

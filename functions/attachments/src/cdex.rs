@@ -27,9 +27,10 @@ use serde_json::{json, Value};
 use crate::intake::{self, Document, Refusal, Submission};
 use crate::Attachments;
 
-/// The largest `$submit-attachment` body taken inline: a 64 MB document in base64 plus the Parameters around it
-/// (in AWS, Lambda's 6 MB payload limit applies first).
-pub const MAX_SUBMIT_BYTES: usize = MAX_DOCUMENT_BYTES / 3 * 4 + 1024 * 1024;
+/// The largest `$submit-attachment` (and 275) body: Lambda's payload limit, the same as every route's, so the local
+/// runner refuses what AWS would. A document too large to travel inline (up to [`MAX_DOCUMENT_BYTES`]) goes up
+/// through a one-time upload URL and is submitted by reference.
+pub const MAX_SUBMIT_BYTES: usize = exchange_core::http::MAX_BODY_BYTES;
 
 /// The parameters' resources as the JSON text they arrived as (to store non-DocumentReference content verbatim).
 #[derive(Deserialize)]
