@@ -588,11 +588,39 @@ async fn a_notification_endpoint_that_is_down_is_retried_then_dead_lettered() {
     assert_eq!(letters["deadLetters"][0]["caseId"], case.as_str());
     assert_eq!(letters["deadLetters"][0]["attempts"], MAX_ATTEMPTS);
     assert_eq!(letters["deadLetters"][0]["lastError"], "unreachable");
+    assert_eq!(letters["deadLetters"][0]["eventNumber"], 1, "five attempts at one event are one event number");
     let token = ex.token("sample-provider").await;
     let sub = ex.send("GET", &format!("/fhir/Subscription/{sub_id}"), "application/fhir+json", &token, b"").await;
     assert_eq!(sub.json()["status"], "error", "the subscription shows its deliveries fail");
     let (c, _) = ex.pa.cases.get(&case).await.unwrap().unwrap();
     assert_eq!(c.items[0].decision.as_ref().unwrap().action_code(), "A1", "the decision stands");
+
+    // The endpoint is back (the subscription now points at a listening one): the payer re-drives the dead letter,
+    // and the subscriber gets the event under the number it was given, with no gap before the next event.
+    let (endpoint, mut received) = subscriber_endpoint(200).await;
+    let mut record = ex.pa.subscriptions.get(&sub_id).await.unwrap().unwrap();
+    record.0.endpoint = endpoint;
+    ex.pa.subscriptions.save(&record.0, record.1).await.unwrap();
+    let job = letters["deadLetters"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(ex.review("POST", "/review/dead-letters/nope/redrive", None).await.status, 404);
+    let redriven = ex.review("POST", &format!("/review/dead-letters/{job}/redrive"), None).await;
+    assert_eq!(redriven.status, 202, "{}", redriven.text());
+    assert_eq!(ex.review("POST", &format!("/review/dead-letters/{job}/redrive"), None).await.status, 404, "once");
+    assert_eq!(prior_auth::worker::run_once(&ex.pa).await.unwrap().delivered, 1);
+    let first = notification(&mut received).await;
+    assert_eq!(event_number_of(&first), "1");
+    let r = ex.decide(&case, json!([{"item": 1, "action": "A3", "reasons": ["N"]}])).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(prior_auth::worker::run_once(&ex.pa).await.unwrap().delivered, 1);
+    assert_eq!(event_number_of(&notification(&mut received).await), "2", "the next event is the next number");
+    assert!(ex.review("GET", "/review/dead-letters", None).await.json()["deadLetters"].as_array().unwrap().is_empty());
+}
+
+/// The `event-number` of a notification Bundle's SubscriptionStatus.
+fn event_number_of(bundle: &Value) -> String {
+    let params = bundle["entry"][0]["resource"]["parameter"].as_array().expect("parameters");
+    let event = params.iter().find(|p| p["name"] == "notification-event").expect("notification-event");
+    event["part"][0]["valueString"].as_str().expect("event-number").to_owned()
 }
 
 #[tokio::test]

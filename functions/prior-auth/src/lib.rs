@@ -134,6 +134,7 @@ pub fn routes(pa: Arc<PriorAuth>) -> Router {
         .route("/review/cases/{id}/decisions", post(review::decide))
         .route("/review/cases/{id}/documentation-requests", post(review::request_documentation))
         .route("/review/dead-letters", get(review::dead_letters))
+        .route("/review/dead-letters/{id}/redrive", post(review::redrive))
         .route("/metrics/prior-auth", get(metrics::get_metrics))
         .route_layer(middleware::from_fn_with_state(pa.core.auth().clone(), require_caller))
         .with_state(pa)

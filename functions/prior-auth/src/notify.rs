@@ -105,9 +105,13 @@ pub async fn deliver(pa: &PriorAuth, job: &NotificationJob, version: u64) -> Res
         pa.outbox.complete(job, version).await?;
         return Ok(JobOutcome::Dropped);
     };
-    // Event numbers come from a per-subscription counter, so concurrent deliveries never send the same number.
-    let event_number =
-        pa.core.store().increment(&Key::new(format!("SUBSCRIPTION#{}", sub.id), "EVENT-NUMBERS")).await?;
+    // Event numbers come from a per-subscription counter, so concurrent deliveries never send the same number; a
+    // job takes its number at its first attempt and keeps it (it is saved with the job when an attempt fails).
+    let event_number = match job.event_number {
+        Some(number) => number,
+        None => pa.core.store().increment(&Key::new(format!("SUBSCRIPTION#{}", sub.id), "EVENT-NUMBERS")).await?,
+    };
+    let job = &NotificationJob { event_number: Some(event_number), ..job.clone() };
     let body = serde_json::to_vec(&notification_bundle(&sub, event_number, &case, now)).unwrap_or_default();
     let result = pa.notifier.post(&sub.endpoint, &sub.header_pairs(), body).await;
     let error = match result {

@@ -313,6 +313,29 @@ pub async fn request_documentation(
     apply(&pa, &ctx, &id, decisions).await
 }
 
+/// `POST /review/dead-letters/{id}/redrive`: a dead letter back in the outbox, due now with its attempts reset and
+/// its event number kept (once its endpoint is back); 404 when `id` is no dead letter.
+pub async fn redrive(
+    State(pa): State<Arc<PriorAuth>>,
+    ctx: CallerContext,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    require_reviewer(&ctx)?;
+    payer_id(&pa, &ctx).await?;
+    let now = pa.core.clock().now();
+    match pa.outbox.redrive(&id, now).await {
+        Ok(job) => {
+            tracing::info!(request_id = %ctx.request_id, job = %job.id, "dead letter re-driven");
+            Ok((StatusCode::ACCEPTED, Json(json!({ "notification": job }))).into_response())
+        }
+        Err(PortError::NotFound(_)) => Err(Problem::new(StatusCode::NOT_FOUND, "not-found", "No such dead letter")),
+        Err(PortError::Conflict(_)) => {
+            Err(Problem::new(StatusCode::CONFLICT, "conflict", "The dead letter changed meanwhile; read it again"))
+        }
+        Err(e) => Err(unavailable(&ctx, &e)),
+    }
+}
+
 /// `GET /review/dead-letters`: notifications that could not be delivered.
 pub async fn dead_letters(State(pa): State<Arc<PriorAuth>>, ctx: CallerContext) -> Result<Response, Problem> {
     require_reviewer(&ctx)?;

@@ -37,6 +37,10 @@ pub struct NotificationJob {
     /// Set when the job became a dead letter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_since: Option<String>,
+    /// The subscription's event number of this notification, taken at its first attempt and kept through its
+    /// retries (and a re-drive): a subscriber counting events sees one number per event, not per attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_number: Option<u64>,
 }
 
 fn key(id: &str) -> Key {
@@ -58,6 +62,7 @@ pub fn enqueue(id: String, case_id: &str, subscription_id: &str, now: OffsetDate
         due: rfc3339(now),
         last_error: None,
         dead_since: None,
+        event_number: None,
     };
     Ok(WriteOp::PutNew(to_item(&job, OUTBOX, &job.due)?))
 }
@@ -130,6 +135,24 @@ impl Outbox {
             Err(PortError::Conflict(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Puts a dead letter back in the outbox, due at `now` with its attempts reset (its event number kept): for
+    /// when its endpoint is back. `NotFound` when `id` is no dead letter.
+    pub async fn redrive(&self, id: &str, now: OffsetDateTime) -> Result<NotificationJob, PortError> {
+        let not_found = || PortError::NotFound(format!("dead letter {id}"));
+        let item = self.store.get(&key(id)).await?.ok_or_else(not_found)?;
+        let version = item.version;
+        let mut job: NotificationJob =
+            serde_json::from_value(item.body).map_err(|e| PortError::undecodable("notification job", &e))?;
+        if job.dead_since.is_none() {
+            return Err(not_found());
+        }
+        job.dead_since = None;
+        job.attempts = 0;
+        job.due = rfc3339(now);
+        self.store.update(to_item(&job, OUTBOX, &job.due)?, version).await?;
+        Ok(job)
     }
 
     /// A delivered job leaves the outbox. `Conflict` when another worker got to it first.
