@@ -19,18 +19,13 @@ use exchange_core::domain::attachments::{AttachTo, MAX_DOCUMENT_BYTES};
 use exchange_core::domain::uploads::referenced_upload;
 use exchange_core::domain::PartnerRole;
 use exchange_core::fhir::{FhirError, FHIR_JSON};
-use exchange_core::http::{answer_response, media_type, read_body_max, CallerContext};
+use exchange_core::http::{answer_response, media_type, read_body_max, CallerContext, MAX_BODY_BYTES};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::intake::{self, Document, Refusal, Submission};
 use crate::Attachments;
-
-/// The largest `$submit-attachment` (and 275) body: Lambda's payload limit, the same as every route's, so the local
-/// runner refuses what AWS would. A document too large to travel inline (up to [`MAX_DOCUMENT_BYTES`]) goes up
-/// through a one-time upload URL and is submitted by reference.
-pub const MAX_SUBMIT_BYTES: usize = exchange_core::http::MAX_BODY_BYTES;
 
 /// The parameters' resources as the JSON text they arrived as (to store non-DocumentReference content verbatim).
 #[derive(Deserialize)]
@@ -316,8 +311,10 @@ pub async fn submit_attachment(
     if !matches!(mt.as_str(), "application/fhir+json" | "application/json" | "") {
         return Err(FhirError::UnsupportedMediaType);
     }
-    let raw = read_body_max(body, MAX_SUBMIT_BYTES).map_err(|p| match p.status {
-        413 => FhirError::TooLarge(MAX_SUBMIT_BYTES),
+    // Lambda's payload limit, as on every route: a document too large to travel inline (up to
+    // MAX_DOCUMENT_BYTES) goes up through a one-time upload URL and is submitted by reference.
+    let raw = read_body_max(body, MAX_BODY_BYTES).map_err(|p| match p.status {
+        413 => FhirError::TooLarge(MAX_BODY_BYTES),
         _ => FhirError::invalid("structure", p.detail.unwrap_or_default(), None),
     })?;
     let submission = parse_submit(&raw)?;

@@ -92,5 +92,5 @@ pub fn routes(svc: Arc<Attachments>) -> Router {
         .route_layer(middleware::from_fn_with_state(svc.core.auth().clone(), require_caller))
         .with_state(svc)
         // Axum's own limit sits above ours so that our handlers answer 413 in their own format.
-        .layer(DefaultBodyLimit::max(cdex::MAX_SUBMIT_BYTES + 1))
+        .layer(DefaultBodyLimit::max(exchange_core::http::MAX_BODY_BYTES + 1))
 }

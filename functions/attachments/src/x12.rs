@@ -22,7 +22,9 @@ use base64::Engine as _;
 use exchange_core::commit::Commit;
 use exchange_core::domain::attachments::AttachTo;
 use exchange_core::domain::PartnerRole;
-use exchange_core::http::{receive_x12, x12_reply_response, CallerContext, Problem, X12Route, X12_MEDIA_TYPE};
+use exchange_core::http::{
+    receive_x12, x12_reply_response, CallerContext, Problem, X12Route, MAX_BODY_BYTES, X12_MEDIA_TYPE,
+};
 use exchange_core::ports::PortError;
 use exchange_core::x12::ack::{write_999_group, Acknowledge};
 use exchange_core::x12::answering::{open_interchange, Opened, Refused, X12Reply};
@@ -37,9 +39,6 @@ use crate::Attachments;
 pub const KIND_275_X210: SetKind = SetKind { functional_id: "PI", set_id: "275", version: "005010X210" };
 /// The 275 for services review (the 278's companion).
 pub const KIND_275_X211: SetKind = SetKind { functional_id: "PI", set_id: "275", version: "005010X211" };
-
-/// The largest 275 interchange taken inline.
-pub const MAX_275_BYTES: usize = crate::cdex::MAX_SUBMIT_BYTES;
 
 /// A 999 error at segment `position` (1-based from ST), optionally at one element (position, data element, IK403).
 fn segment_error(
@@ -295,7 +294,7 @@ pub async fn post_275(
         role: PartnerRole::Provider,
         scope: "attachments",
         idempotency_scope: "X12-275",
-        max_bytes: MAX_275_BYTES,
+        max_bytes: MAX_BODY_BYTES,
     };
     let request = match receive_x12(&svc.core, &ctx, route, &headers, body).await {
         Ok(r) => r,

@@ -77,10 +77,14 @@ pub async fn list(
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(Problem::bad_request(format!("limit must be between 1 and {MAX_PAGE}")));
     }
+    let cursor_given = q.cursor.is_some();
     let (cases, next) = match pa.cases.pended_page(&payer, limit, q.cursor).await {
         Ok(page) => page,
-        // Only a cursor this route did not hand out fails this way.
-        Err(PortError::Invalid(_)) => return Err(Problem::bad_request("cursor is not one this list gave")),
+        // The stores refuse a cursor they did not hand out as `Invalid` (a stored case that does not decode is
+        // `Invalid` too, so only a request with a cursor is answered 400 for it).
+        Err(PortError::Invalid(_)) if cursor_given => {
+            return Err(Problem::bad_request("cursor is not one this list gave"))
+        }
         Err(e) => return Err(unavailable(&ctx, &e)),
     };
     let now = pa.core.clock().now();

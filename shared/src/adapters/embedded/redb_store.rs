@@ -308,8 +308,8 @@ fn run_batch(state: &mut CommitterState, batch: Vec<Queued>) {
         let tables = snapshot(&state.layers);
         let guards = read_all(&tables);
         let older: Vec<&Memtable> = guards.iter().map(|g| &**g).collect();
-        match state.db.begin_read().map_err(storage) {
-            Ok(txn) => batch.iter().map(|queued| stage(&txn, &older, &mut staged, queued)).collect(),
+        match Settled::open(&state.db) {
+            Ok(settled) => batch.iter().map(|queued| stage(&settled, &older, &mut staged, queued)).collect(),
             Err(e) => batch.iter().map(|_| Err(PortError::Unavailable(e.to_string()))).collect::<Vec<_>>(),
         }
     };
@@ -345,14 +345,31 @@ fn run_batch(state: &mut CommitterState, batch: Vec<Queued>) {
     }
 }
 
+/// The database tables the committer reads conditions and counters from: opened once per batch, in a read
+/// transaction begun after the memtables were taken.
+struct Settled {
+    items: redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
+    counters: redb::ReadOnlyTable<(&'static str, &'static str), u64>,
+}
+
+impl Settled {
+    fn open(db: &Database) -> PortResult<Self> {
+        let txn = db.begin_read().map_err(storage)?;
+        Ok(Settled {
+            items: txn.open_table(ITEMS).map_err(storage)?,
+            counters: txn.open_table(COUNTERS).map_err(storage)?,
+        })
+    }
+}
+
 /// Checks a job's conditions against the state as it stands (the database, the memtables, the batch's earlier
 /// jobs) and, when they all hold, stages its writes; a job that fails stages nothing.
-fn stage(txn: &redb::ReadTransaction, older: &[&Memtable], staged: &mut Memtable, queued: &Queued) -> PortResult<Done> {
+fn stage(settled: &Settled, older: &[&Memtable], staged: &mut Memtable, queued: &Queued) -> PortResult<Done> {
     match &queued.job {
         Job::Transact(ops) => {
             let mut olds = Vec::with_capacity(ops.len());
             for (op, _) in ops {
-                let stored = stored_at(txn, older, staged, op.key())?;
+                let stored = stored_at(settled, older, staged, op.key())?;
                 let live = stored.as_ref().filter(|s| !s.is_expired(queued.now));
                 match op {
                     // An expired item is absent to readers, so it must not block a new one (idempotency records).
@@ -402,11 +419,10 @@ fn stage(txn: &redb::ReadTransaction, older: &[&Memtable], staged: &mut Memtable
             Ok(Done::Unit)
         }
         Job::Increment(key) => {
-            let current = match find_counter(&layers_with(staged, older), key) {
+            let current = match find_counter(&[staged], key).or_else(|| find_counter(older, key)) {
                 Some(value) => value,
                 None => {
-                    let counters = txn.open_table(COUNTERS).map_err(storage)?;
-                    let value = counters.get((key.pk.as_str(), key.sk.as_str())).map_err(storage)?;
+                    let value = settled.counters.get((key.pk.as_str(), key.sk.as_str())).map_err(storage)?;
                     value.map(|guard| guard.value()).unwrap_or(0)
                 }
             };
@@ -428,24 +444,13 @@ fn stage(txn: &redb::ReadTransaction, older: &[&Memtable], staged: &mut Memtable
     }
 }
 
-/// `staged` in front of `older`.
-fn layers_with<'a>(staged: &'a Memtable, older: &[&'a Memtable]) -> Vec<&'a Memtable> {
-    std::iter::once(staged).chain(older.iter().copied()).collect()
-}
-
-/// What the committer needs of the item at `key` as it stands, expired or not.
-fn stored_at(
-    txn: &redb::ReadTransaction,
-    older: &[&Memtable],
-    staged: &Memtable,
-    key: &Key,
-) -> PortResult<Option<Stored>> {
-    match find_item(&layers_with(staged, older), key) {
+/// What the committer needs of the item at `key` as it stands (the batch's own writes first), expired or not.
+fn stored_at(settled: &Settled, older: &[&Memtable], staged: &Memtable, key: &Key) -> PortResult<Option<Stored>> {
+    match find_item(&[staged], key).or_else(|| find_item(older, key)) {
         Some(Some(bytes)) => decode_stored(bytes).map(Some),
         Some(None) => Ok(None),
         None => {
-            let items = txn.open_table(ITEMS).map_err(storage)?;
-            let found = items.get((key.pk.as_str(), key.sk.as_str())).map_err(storage)?;
+            let found = settled.items.get((key.pk.as_str(), key.sk.as_str())).map_err(storage)?;
             found.map(|guard| decode_stored(guard.value())).transpose()
         }
     }
@@ -1149,6 +1154,9 @@ mod tests {
         }
         counts.sort_unstable();
         assert_eq!(counts, (1..=120).collect::<Vec<_>>(), "every increment unique");
+        // Checkpoints did run meanwhile: the log moved past its first segment (each one closes a segment).
+        let segments = wal::segments(&dir.path().join("state.wal")).unwrap();
+        assert!(segments.last().is_some_and(|&last| last > 2), "{segments:?}");
         for round in 0..2 {
             // Page through in small pages: each page's cursor crosses memtables and the database.
             let mut seen = Vec::new();
